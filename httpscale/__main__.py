@@ -1,0 +1,3 @@
+from httpscale.cli import main
+
+main()

@@ -1,0 +1,119 @@
+"""Interceptor settings: one frozen dataclass per concern, every field with its unit and default.
+
+`interceptor_options` adds one click option per field (also `HTTPSCALE_<OPTION>`), so the
+`interceptor` and `local` commands accept the same settings; `settings_from_options` builds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+from httpscale.clikit import option
+
+__all__ = [
+    "InterceptorSettings",
+    "Limits",
+    "Listen",
+    "ShutdownSettings",
+    "Timeouts",
+    "interceptor_options",
+    "settings_from_options",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str = "0.0.0.0"  # proxy bind address
+    port: int = 8080  # proxy port
+    admin_host: str = "0.0.0.0"  # admin server bind address (/queue, /metrics, ...)
+    admin_port: int = 9090  # admin port
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds. Each bounds one wait so that no slow peer can hold a task forever."""
+
+    request_head: float = 10.0  # client must send the full request head within this
+    keepalive_idle: float = 75.0  # idle client keep-alive connection closed after this
+    body_idle: float = 60.0  # no body byte in either direction for this long -> give up
+    upstream_connect: float = 5.0  # TCP connect to an endpoint
+    upstream_response_header: float = 60.0  # default when a route sets no timeouts.responseHeader
+    upstream_idle: float = 60.0  # pooled idle upstream connection closed after this
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_line: int = 8192  # bytes; over it -> 414
+    max_header_bytes: int = 65536  # bytes for all request headers; over it -> 431
+    max_headers: int = 100  # header count; over it -> 431
+    pool_max_idle_per_endpoint: int = 64  # idle keep-alive connections kept per endpoint
+    pool_max_per_endpoint: int = 1024  # total upstream connections per endpoint
+    write_high_water: int = 256 * 1024  # bytes buffered on one side before the other pauses
+    write_low_water: int = 64 * 1024  # bytes at which reading resumes
+    connect_retry_backoff: float = 0.05  # seconds between connect retries to a fresh replica
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownSettings:
+    """Seconds, on SIGTERM/SIGINT: readyz 503 -> delay -> stop accepting -> drain -> exit."""
+
+    readiness_delay: float = 2.0  # keep serving after /readyz turns 503, so LBs notice
+    drain_timeout: float = 30.0  # longest wait for in-flight requests before closing them
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptorSettings:
+    listen: Listen = field(default_factory=Listen)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+
+
+_GROUPS: tuple[tuple[str, type[Any]], ...] = (
+    ("listen", Listen),
+    ("timeouts", Timeouts),
+    ("limits", Limits),
+    ("shutdown", ShutdownSettings),
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _option_name(group: str, name: str) -> str:
+    # Listen fields keep their plain names (--port, --admin-port); the others are prefixed
+    # by concern so that names stay unambiguous (--timeouts-request-head).
+    base = name if group in ("listen", "shutdown") else f"{group}_{name}"
+    return base.replace("_", "-")
+
+
+def interceptor_options(func: F) -> F:
+    """Decorate a click command with one option per interceptor setting."""
+    for group, cls in reversed(_GROUPS):
+        for f in reversed(fields(cls)):
+            default = f.default
+            func = option(
+                f"--{_option_name(group, f.name)}",
+                f"interceptor__{group}__{f.name}",
+                type=type(default),
+                default=default,
+                help=f"{cls.__name__}.{f.name}",
+            )(func)
+    return func
+
+
+def settings_from_options(options: dict[str, Any], **overrides: Any) -> InterceptorSettings:
+    """Build settings from the kwargs click passed (keys `interceptor__<group>__<field>`).
+
+    Consumed keys are removed from `options`. `overrides` maps a group name to a dict of field
+    values that win over the options (local mode takes listen addresses from its config file).
+    """
+    groups: dict[str, Any] = {}
+    for group, cls in _GROUPS:
+        values = {
+            f.name: options.pop(f"interceptor__{group}__{f.name}", f.default) for f in fields(cls)
+        }
+        values.update(overrides.get(group, {}))
+        groups[group] = cls(**values)
+    return InterceptorSettings(**groups)
