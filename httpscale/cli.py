@@ -1,0 +1,19 @@
+"""The `httpscale` command. Every option is also an environment variable HTTPSCALE_<OPTION>."""
+
+from __future__ import annotations
+
+import click
+
+from httpscale import __version__
+from httpscale.interceptor.cli import interceptor_command
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="httpscale")
+def main() -> None:
+    """HTTP scale-to-zero for Kubernetes: interceptor, scaler, operator and local mode."""
+
+
+main.add_command(interceptor_command)

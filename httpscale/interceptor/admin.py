@@ -1,0 +1,135 @@
+"""The interceptor's admin server (aiohttp, its own port): /queue, /wake, health, metrics, status.
+
+`/wake` is how the scaler learns about a cold request without waiting for its next poll: a
+long-lived NDJSON stream with one `{"event": "wake", "route": ...}` line per route that gets its
+first held request at zero, and a ping line every few seconds so dead peers are noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from httpscale.interceptor.api import QueueEntry, StatusProvider
+from httpscale.interceptor.proxy import Proxy
+
+__all__ = ["WAKE_PING_INTERVAL", "AdminServer"]
+
+WAKE_PING_INTERVAL = 5.0  # seconds between ping lines on an idle /wake stream
+_WAKE_BUFFER = 1024  # wake lines kept per slow subscriber before the oldest are dropped
+
+
+class AdminServer:
+    def __init__(self, proxy: Proxy, queue: Callable[[], dict[str, QueueEntry]]) -> None:
+        self._proxy = proxy
+        self._queue = queue
+        self._started = time.time()
+        self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self.status_providers: dict[str, StatusProvider] = {}
+        self.app = web.Application()
+        self.app.add_routes(
+            [
+                web.get("/queue", self._get_queue),
+                web.get("/wake", self._get_wake),
+                web.get("/livez", self._livez),
+                web.get("/readyz", self._readyz),
+                web.get("/metrics", self._metrics),
+                web.get("/status", self._status),
+            ]
+        )
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        self._site: web.TCPSite | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await self._site.start()
+        # With port 0 the kernel picks; the runner's bound sockets tell which it picked.
+        sockname = self._runner.addresses[0]
+        return str(sockname[0]), int(sockname[1])
+
+    async def stop(self) -> None:
+        for sub in self._subscribers:
+            sub.put_nowait(None)  # ends every /wake stream so cleanup does not wait on them
+        await self._runner.cleanup()
+
+    def wake(self, route: str) -> None:
+        line = json.dumps({"event": "wake", "route": route}) + "\n"
+        for sub in self._subscribers:
+            if sub.full():
+                sub.get_nowait()
+            sub.put_nowait(line)
+
+    async def _get_queue(self, request: web.Request) -> web.Response:
+        return web.json_response(self._queue())
+
+    async def _get_wake(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                           "Cache-Control": "no-store"})
+        await resp.prepare(request)
+        sub: asyncio.Queue[str | None] = asyncio.Queue(_WAKE_BUFFER)
+        self._subscribers.add(sub)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(WAKE_PING_INTERVAL):
+                        line = await sub.get()
+                except TimeoutError:
+                    line = '{"event": "ping"}\n'
+                if line is None:
+                    break
+                await resp.write(line.encode())
+        except (ConnectionResetError, ConnectionError):
+            pass  # the subscriber left; nothing to clean but our queue
+        finally:
+            self._subscribers.discard(sub)
+        return resp
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self._proxy.draining:
+            return web.Response(status=503, text="draining\n")
+        if not self._proxy.registry.loaded:
+            return web.Response(status=503, text="routes not loaded yet\n")
+        return web.Response(text="ok\n")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self._proxy.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        proxy = self._proxy
+        routes: dict[str, Mapping[str, object]] = {}
+        for key, state in proxy.registry.states.items():
+            routes[key] = {
+                "concurrency": state.concurrency,
+                "held": state.held,
+                "requestCount": state.request_count,
+                "endpoints": {
+                    str(ep): {"inFlight": slot.in_flight, "draining": False}
+                    for ep, slot in state.endpoints.items()
+                }
+                | {
+                    str(ep): {"inFlight": slot.in_flight, "draining": True}
+                    for ep, slot in state.draining.items()
+                },
+                "hosts": list(state.spec.match.hosts),
+                "pathPrefixes": list(state.spec.match.path_prefixes),
+            }
+        body: dict[str, object] = {
+            "uptimeSeconds": round(time.time() - self._started, 3),
+            "draining": proxy.draining,
+            "connections": len(proxy.connections),
+            "routes": routes,
+        }
+        for name, provider in self.status_providers.items():
+            body[name] = provider()
+        return web.json_response(body)

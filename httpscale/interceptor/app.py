@@ -1,0 +1,115 @@
+"""The interceptor as one object: proxy server + admin server, with an ordered shutdown.
+
+Shutdown order (uvicorn's): /readyz turns 503 -> wait `readiness_delay` so load balancers stop
+sending -> stop accepting -> close idle keep-alive connections, let busy ones finish their
+current response (up to `drain_timeout`) -> abort the rest -> stop the admin server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+
+from httpscale.interceptor.admin import AdminServer
+from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, WakeListener
+from httpscale.interceptor.proxy import Proxy
+from httpscale.interceptor.settings import InterceptorSettings
+from httpscale.routing.spec import Endpoint, RouteSpec
+
+__all__ = ["Interceptor"]
+
+log = logging.getLogger(__name__)
+
+
+class Interceptor:
+    """Implements `httpscale.interceptor.api.InterceptorControl`."""
+
+    def __init__(self, settings: InterceptorSettings | None = None) -> None:
+        self.settings = settings or InterceptorSettings()
+        self._proxy: Proxy | None = None
+        self._admin: AdminServer | None = None
+        self._server: asyncio.Server | None = None
+        self.proxy_address: tuple[str, int] = ("", 0)
+        self.admin_address: tuple[str, int] = ("", 0)
+        self._stopped = asyncio.Event()
+
+    @property
+    def proxy(self) -> Proxy:
+        if self._proxy is None:
+            raise RuntimeError("Interceptor.start() has not been called")
+        return self._proxy
+
+    async def start(self) -> None:
+        proxy = self._proxy = Proxy(self.settings)
+        self._admin = AdminServer(proxy, self.queue)
+        proxy.wake_listeners.append(self._admin.wake)
+        listen = self.settings.listen
+        self.admin_address = await self._admin.start(listen.admin_host, listen.admin_port)
+        self._server = await proxy.loop.create_server(
+            proxy.protocol_factory, listen.host, listen.port, reuse_address=True, backlog=2048
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.proxy_address = (sockname[0], sockname[1])
+        log.info("proxy on %s:%d, admin on %s:%d", *self.proxy_address, *self.admin_address)
+
+    async def shutdown(self) -> None:
+        proxy = self.proxy
+        if proxy.draining:
+            await self._stopped.wait()
+            return
+        proxy.draining = True  # /readyz answers 503 from now on
+        delay = self.settings.shutdown.readiness_delay
+        if delay > 0 and proxy.connections:
+            await asyncio.sleep(delay)  # a deliberate grace period, not synchronisation
+        if self._server is not None:
+            self._server.close()
+        await proxy.drain(self.settings.shutdown.drain_timeout)
+        if self._admin is not None:
+            await self._admin.stop()
+        self._stopped.set()
+        log.info("interceptor stopped")
+
+    # -- InterceptorControl --------------------------------------------------------------------
+
+    def set_routes(self, routes: Sequence[RouteSpec]) -> None:
+        for gone in self.proxy.registry.set_routes(routes):
+            for waiter in list(gone.waiters):
+                gone.unhold(waiter)
+                waiter.reject(503, f"route {gone.key} was removed while the request waited")
+
+    def set_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
+        self.proxy.registry.set_endpoints(route_key, endpoints)
+
+    def add_wake_listener(self, listener: WakeListener) -> None:
+        self.proxy.wake_listeners.append(listener)
+
+    def add_status_provider(self, name: str, provider: StatusProvider) -> None:
+        assert self._admin is not None
+        self._admin.status_providers[name] = provider
+
+    def queue(self) -> dict[str, QueueEntry]:
+        return {
+            key: {"Concurrency": s.concurrency, "RequestCount": s.request_count}
+            for key, s in self.proxy.registry.states.items()
+        }
+
+    def route_stats(self, route_key: str) -> RouteStats | None:
+        s = self.proxy.registry.states.get(route_key)
+        if s is None:
+            return None
+        return {
+            "concurrency": s.concurrency,
+            "held": s.held,
+            "request_count": s.request_count,
+            "endpoints": len(s.endpoints),
+        }
+
+    def endpoint_in_flight(self, route_key: str, endpoint: Endpoint) -> int:
+        s = self.proxy.registry.states.get(route_key)
+        return s.in_flight(endpoint) if s is not None else 0
+
+    async def wait_endpoint_idle(self, route_key: str, endpoint: Endpoint) -> None:
+        s = self.proxy.registry.states.get(route_key)
+        if s is not None:
+            await s.wait_idle(endpoint)

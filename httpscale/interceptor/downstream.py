@@ -1,0 +1,297 @@
+"""Client side: one asyncio.Protocol per client connection, parsing requests with httptools.
+
+Pipelined requests are answered in order: only the first exchange of `pipeline` runs; once a
+second request head arrives, reading pauses until the first is answered, so at most one read's
+worth of a pipelined request is ever buffered. Reading is paused for independent reasons
+(pipelining, a full upstream write buffer, a held body) and resumes only when none is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from httpscale.interceptor import http1
+from httpscale.interceptor.exchange import Exchange
+from httpscale.interceptor.http1 import Headers
+
+if TYPE_CHECKING:
+    from httpscale.interceptor.proxy import Proxy
+
+__all__ = ["ClientConnection"]
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to refuse the request with a status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_head_bytes",
+        "_head_timer",
+        "_headers",
+        "_idle_timer",
+        "_parsing",
+        "_paused_for",
+        "_url",
+        "client_ip",
+        "closing",
+        "parser",
+        "pipeline",
+        "proxy",
+        "transport",
+        "tunnel",
+        "write_paused",
+    )
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.pipeline: deque[Exchange] = deque()
+        self.client_ip = ""
+        self.closing = False
+        self.tunnel: Exchange | None = None
+        self.write_paused = False
+        self._paused_for: set[str] = set()
+        self._parsing: Exchange | None = None  # the exchange whose request is being read
+        self._url = b""
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport but implement it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        limits = self.proxy.settings.limits
+        transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
+        self.proxy.connections.add(self)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.tunnel_from_client(data)
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade_started(data[upgrade.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._refuse(cause.status, cause.message)
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed request: {exc}")
+
+    def eof_received(self) -> bool:
+        # A half-closed client may still wait for its responses; close once they are sent.
+        if not self.pipeline:
+            return False
+        self.closing = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proxy.connections.discard(self)
+        self._cancel_timers()
+        pipeline, self.pipeline = self.pipeline, deque()
+        for exchange in pipeline:
+            exchange.client_lost()
+        if self.tunnel is not None:
+            self.tunnel.client_lost()
+            self.tunnel = None
+        self.proxy.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.client_write_paused()
+        elif self.pipeline:
+            self.pipeline[0].client_write_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.client_write_resumed()
+        elif self.pipeline:
+            self.pipeline[0].client_write_resumed()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        if self._head_timer is None:
+            timeout = self.proxy.settings.timeouts.request_head
+            self._head_timer = self.proxy.loop.call_later(timeout, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.proxy.settings.limits.max_request_line:
+            raise _Reject(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._parsing is not None:  # after the head: a trailer field of a chunked body
+            self._parsing.request_trailers.append((name, value))
+            return
+        self._headers.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
+        limits = self.proxy.settings.limits
+        if self._head_bytes > limits.max_header_bytes or len(self._headers) > limits.max_headers:
+            raise _Reject(431, "request headers too large")
+
+    def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        parser = self.parser
+        headers = self._headers
+        method = parser.get_method()
+        if method == b"CONNECT":
+            raise _Reject(405, "CONNECT is not supported")
+        try:
+            http1.check_request_framing(headers)
+        except http1.FramingError as exc:
+            raise _Reject(400, str(exc)) from None
+        upgrade: bytes | None = None
+        chunked = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding":
+                chunked = True
+            elif lname == b"upgrade" and parser.should_upgrade():
+                upgrade = value
+        exchange = Exchange(
+            self.proxy,
+            self,
+            method,
+            self._url,
+            headers,
+            version_11=parser.get_http_version() == "1.1",
+            keep_alive=parser.should_keep_alive() and not self.proxy.draining,
+            chunked=chunked,
+            upgrade=upgrade,
+        )
+        self._parsing = exchange
+        self.pipeline.append(exchange)
+        if len(self.pipeline) == 1:
+            exchange.start()
+        else:
+            self.pause_reading("pipeline")
+
+    def on_body(self, body: bytes) -> None:
+        if self._parsing is not None:
+            self._parsing.request_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange, self._parsing = self._parsing, None
+        if exchange is not None:
+            exchange.request_complete(exchange.request_trailers)
+
+    # -- used by exchanges -------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
+        if not self.pipeline or self.pipeline[0] is not exchange:
+            return
+        self.pipeline.popleft()
+        if not keep_alive or self.closing or (self.proxy.draining and not self.pipeline):
+            self.close()
+            return
+        self.resume_reading("pipeline")
+        if self.pipeline:
+            self.pipeline[0].start()
+        elif self._parsing is None:
+            self._arm_idle()
+
+    def start_tunnel(self, exchange: Exchange) -> None:
+        self.tunnel = exchange
+        self.pipeline.clear()  # the tunnel is counted by its exchange until either side closes
+        self.resume_reading("pipeline")
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._paused_for and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused_for.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._paused_for:
+            self._paused_for.discard(reason)
+            if not self._paused_for and self.transport is not None:
+                self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after what is buffered has been written."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def idle(self) -> bool:
+        return not self.pipeline and self.tunnel is None and self._parsing is None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _upgrade_started(self, rest: bytes) -> None:
+        # httptools stops at the end of an Upgrade (or CONNECT) request head; what follows is
+        # the new protocol's bytes, kept until the upstream answers 101.
+        exchange = self.pipeline[-1] if self.pipeline else None
+        if exchange is None or exchange.upgrade is None:
+            self._refuse(400, "unexpected protocol upgrade")
+            return
+        if rest:
+            exchange.tunnel_from_client(rest)
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._cancel_timers()
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self.pipeline:
+            self.transport.write(http1.error_response(status, message, close=True))
+            self.proxy.metrics.request("", b"-", status, 0.0)
+        # With an exchange running, answering now would break response order: just close.
+        self.transport.close()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        self._refuse(408, "request head not received in time")
+
+    def _arm_idle(self) -> None:
+        timeout = self.proxy.settings.timeouts.keepalive_idle
+        self._idle_timer = self.proxy.loop.call_later(timeout, self._idle_timed_out)
+
+    def _idle_timed_out(self) -> None:
+        self._idle_timer = None
+        if self.idle:
+            self.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._idle_timer = None

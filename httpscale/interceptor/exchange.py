@@ -1,0 +1,572 @@
+"""One request/response passing through the proxy, from the client's head to the last byte.
+
+The life of an exchange:  start -> (held) -> connecting -> streaming -> finished.
+- `start` finds the route, counts the request and takes an endpoint slot, or holds.
+- Bodies stream both ways without being gathered; a side stops reading while the other side's
+  write buffer is over its high-water mark (flow control lives in the two protocols).
+- `_finish` runs exactly once on every path (success, error answer, client gone, timeout): it
+  gives back the endpoint slot, the route's concurrency, and records metrics. Counters that
+  drift would make the autoscaler lie, so every exit goes through it.
+- Errors the proxy answers itself say why, in one line: 404 no route, 502 upstream failed,
+  503 hold queue full, 504 timed out. After a response has started, a failure can only abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from httpscale.interceptor import http1
+from httpscale.interceptor.http1 import Headers
+from httpscale.interceptor.placeholder import placeholder_response
+from httpscale.interceptor.routes import EndpointSlot, RouteState
+from httpscale.interceptor.upstream import PoolFull, UpstreamConnection
+from httpscale.routing.spec import Endpoint
+
+if TYPE_CHECKING:
+    from httpscale.interceptor.downstream import ClientConnection
+    from httpscale.interceptor.proxy import Proxy
+
+__all__ = ["Exchange"]
+
+# Bytes of request body kept while no upstream connection is bound yet; past it the client
+# is paused, so a held upload costs at most this much memory.
+_PENDING_BODY_LIMIT = 64 * 1024
+
+
+class Exchange:
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_connect_task",
+        "_deadline",
+        "_head_timer",
+        "_hold_timer",
+        "_retried",
+        "_tried",
+        "client",
+        "cold_start",
+        "fallback",
+        "finished",
+        "has_body",
+        "head_only",
+        "headers",
+        "held_since",
+        "keep_alive",
+        "method",
+        "proxy",
+        "request_chunked",
+        "request_done",
+        "request_trailers",
+        "response_chunked_out",
+        "response_done",
+        "response_started",
+        "response_unframed",
+        "route",
+        "slot",
+        "started",
+        "status",
+        "target",
+        "upgrade",
+        "upstream",
+        "upstream_keep",
+        "version_11",
+    )
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        client: ClientConnection,
+        method: bytes,
+        target: bytes,
+        headers: Headers,
+        *,
+        version_11: bool,
+        keep_alive: bool,
+        chunked: bool,
+        upgrade: bytes | None,
+    ) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.version_11 = version_11
+        self.keep_alive = keep_alive
+        self.request_chunked = chunked
+        self.upgrade = upgrade
+        self.head_only = method == b"HEAD"
+        self.request_done = False
+        self.has_body = chunked or _content_length(headers) > 0 or upgrade is not None
+        self.request_trailers: Headers = []
+        self.response_started = False
+        self.response_done = False
+        self.response_chunked_out = False
+        self.response_unframed = False
+        self.finished = False
+        self.cold_start = False
+        self.fallback = False
+        self.status = 0
+        self.started = 0.0
+        self.held_since = 0.0
+        self.route: RouteState | None = None
+        self.slot: EndpointSlot | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_keep = False
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._deadline = 0.0
+        self._tried: set[object] = set()
+        self._retried = False
+
+    # -- start: route, count, pick or hold ---------------------------------------------------
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        host, path = self._host_and_path()
+        route = self.proxy.registry.lookup(host, path, self.headers)
+        if route is None:
+            self._answer(404, f"no route for host {host!r} and path {path!r}")
+            return
+        self.route = route
+        route.admit()
+        slot = route.try_acquire()
+        if slot is not None:
+            self._use(slot)
+            return
+        spec = route.spec
+        if route.at_zero and spec.placeholder is not None:
+            route.wake()
+            self.proxy.metrics.cold_start(route.key)
+            data = placeholder_response(spec.placeholder, self.headers, head_only=self.head_only)
+            self.status = spec.placeholder.status
+            self._write_own(data)
+            return
+        if not route.hold(self):
+            self.proxy.metrics.hold_overflow(route.key)
+            self._answer(
+                503,
+                f"too many requests waiting for {route.key} "
+                f"(maxPendingRequests={spec.max_pending_requests})",
+                extra=[(b"Retry-After", b"1")],
+            )
+            return
+        self.held_since = self.started
+        self.cold_start = route.at_zero
+        if self.cold_start:
+            self.proxy.metrics.cold_start(route.key)
+        wait = spec.readiness_timeout
+        if spec.fallback is not None and spec.failover_timeout is not None:
+            wait = spec.failover_timeout
+        self._deadline = self.started + wait
+        self._hold_timer = self.proxy.loop.call_later(wait, self._hold_expired)
+
+    def _host_and_path(self) -> tuple[str, str]:
+        target = self.target
+        host = b""
+        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            # Absolute form (a client that thinks it talks to a forward proxy).
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            host, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
+        else:
+            for name, value in self.headers:
+                if len(name) == 4 and name.lower() == b"host":
+                    host = value
+                    break
+        q = target.find(b"?")
+        path = target if q < 0 else target[:q]
+        return host.decode("latin-1"), path.decode("latin-1")
+
+    # -- holding (routes.Waiter) -------------------------------------------------------------
+
+    def assign(self, slot: EndpointSlot) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        assert self.route is not None
+        self.proxy.metrics.held(self.route.key, time.monotonic() - self.held_since)
+        self._use(slot)
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer a held request with an error (its route went away)."""
+        self._answer(status, message)
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        route = self.route
+        assert route is not None
+        route.unhold(self)
+        self.proxy.metrics.held(route.key, time.monotonic() - self.held_since)
+        spec = route.spec
+        if spec.fallback is not None:
+            self.fallback = True
+            self.slot = None
+            self._connect(spec.fallback)
+            return
+        self._answer(
+            504, f"{route.key} did not become ready within {spec.readiness_timeout:g}s"
+        )
+
+    # -- connecting --------------------------------------------------------------------------
+
+    def _use(self, slot: EndpointSlot) -> None:
+        self.slot = slot
+        conn = self.proxy.pools.get(slot.endpoint).take()
+        if conn is not None:
+            self._bind(conn)
+        else:
+            self._connect(slot.endpoint)
+
+    def _connect(self, endpoint: Endpoint) -> None:
+        self._tried.add(endpoint)
+        self._connect_task = self.proxy.spawn(self._connect_and_bind(), "upstream-connect")
+
+    async def _connect_and_bind(self) -> None:
+        endpoint = self.slot.endpoint if self.slot is not None else self._fallback_endpoint()
+        pool = self.proxy.pools.get(endpoint)
+        try:
+            conn = await pool.connect()
+        except TimeoutError:
+            self._connect_failed("connect_timeout", f"connecting to {endpoint} timed out", 504)
+            return
+        except PoolFull:
+            self._connect_failed("pool_full", f"too many connections to {endpoint}", 503)
+            return
+        except OSError as exc:
+            self._connect_failed("connect", f"cannot connect to {endpoint}: {exc.strerror}", 502)
+            return
+        finally:
+            self._connect_task = None
+        if self.finished:
+            pool.give_back(conn)
+            return
+        self._bind(conn)
+
+    def _fallback_endpoint(self) -> Endpoint:
+        assert self.route is not None and self.route.spec.fallback is not None
+        return self.route.spec.fallback
+
+    def _connect_failed(self, kind: str, message: str, status: int) -> None:
+        if self.finished:
+            return
+        route = self.route
+        assert route is not None
+        self.proxy.metrics.upstream_error(route.key, kind)
+        slot = self.slot
+        if slot is not None and kind == "connect":
+            # A replica that was just reported ready may not listen yet (readiness and the
+            # app's accept loop race): try another endpoint at once, or the same one after a
+            # short backoff, for as long as the readiness deadline allows.
+            fresh = self.cold_start or (
+                not slot.static
+                and time.monotonic() - slot.ready_since < route.spec.readiness_timeout
+            )
+            route.release(slot)
+            self.slot = None
+            other = route.pick(exclude=self._tried)
+            if other is not None:
+                self._use_after_retry(other)
+                return
+            if fresh:
+                deadline = self._deadline or (self.started + route.spec.readiness_timeout)
+                backoff = self.proxy.settings.limits.connect_retry_backoff
+                if time.monotonic() + backoff < deadline:
+                    self._tried.clear()
+                    self._hold_timer = self.proxy.loop.call_later(backoff, self._retry_pick)
+                    return
+        self._answer(status, message)
+
+    def _retry_pick(self) -> None:
+        self._hold_timer = None
+        route = self.route
+        assert route is not None
+        slot = route.pick(exclude=())
+        if slot is not None:
+            self._use_after_retry(slot)
+        elif route.hold(self):  # the endpoint left meanwhile: wait for another, same deadline
+            remaining = max(0.0, self._deadline - time.monotonic()) if self._deadline else 0.0
+            self._hold_timer = self.proxy.loop.call_later(remaining, self._hold_expired)
+        else:
+            self._answer(503, f"too many requests waiting for {route.key}")
+
+    def _use_after_retry(self, slot: EndpointSlot) -> None:
+        self.slot = slot
+        self._connect(slot.endpoint)
+
+    def _bind(self, conn: UpstreamConnection) -> None:
+        self.upstream = conn
+        conn.bind(self, head_only=self.head_only)
+        head = http1.request_head(
+            self.method,
+            self.target,
+            self.headers,
+            client_ip=self.client.client_ip,
+            chunked=self.request_chunked,
+            upgrade=self.upgrade,
+        )
+        body, self._body, self._body_size = self._body, [], 0
+        if body and self.upgrade is None and self.request_chunked:
+            body = [http1.chunk(b) for b in body]
+        conn.write(head + b"".join(body) if body else head)
+        self.client.resume_reading("pending-body")
+        if self.request_done:
+            self._send_request_end()
+        if self.client.write_paused and conn.transport is not None:
+            conn.transport.pause_reading()
+
+    # -- request body from the client ----------------------------------------------------------
+
+    def request_body(self, data: bytes) -> None:
+        conn = self.upstream
+        if conn is not None and not self.finished:
+            conn.write(http1.chunk(data) if self.request_chunked else data)
+            return
+        if self.finished:
+            return  # answered already (e.g. 404); the connection closes after the answer
+        self._body.append(data)
+        self._body_size += len(data)
+        if self._body_size > _PENDING_BODY_LIMIT:
+            self.client.pause_reading("pending-body")
+
+    def request_complete(self, trailers: Headers) -> None:
+        self.request_done = True
+        self.request_trailers = trailers
+        if self.upstream is not None and not self.finished:
+            self._send_request_end()
+
+    def _send_request_end(self) -> None:
+        conn = self.upstream
+        assert conn is not None
+        if self.request_chunked:
+            conn.write(http1.last_chunk(self.request_trailers))
+        if self.upgrade is None and not self.response_started:
+            timeout = self.proxy.response_header_timeout(self.route)
+            self._head_timer = self.proxy.loop.call_later(timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        assert self.route is not None
+        self.proxy.metrics.upstream_error(self.route.key, "response_timeout")
+        timeout = self.proxy.response_header_timeout(self.route)
+        self._answer(504, f"upstream did not send a response head within {timeout:g}s")
+
+    # -- response from the upstream ------------------------------------------------------------
+
+    def response_head(self, status: int, reason: bytes, headers: Headers, keep: bool) -> None:
+        if self.finished:
+            return
+        if status < 200:
+            # Interim (100 Continue, 103 Early Hints): relay to an HTTP/1.1 client only.
+            if self.version_11:
+                self.client.write(
+                    http1.response_head(status, reason, headers, chunked=False,
+                                        keep_alive=True, cold_start=self.cold_start)
+                )
+            return
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self.status = status
+        self.response_started = True
+        framed = self.head_only or status in (204, 304) or _has_content_length(headers)
+        chunked_in = any(n.lower() == b"transfer-encoding" for n, _ in headers)
+        if not framed:
+            # Chunked or read-until-close upstream: chunk it for HTTP/1.1 clients; an HTTP/1.0
+            # client can only learn the end from the connection closing.
+            self.response_unframed = not chunked_in
+            if self.version_11:
+                self.response_chunked_out = True
+            else:
+                self.keep_alive = False
+        # The client connection is reused only after a clean, finished request that was not
+        # an upgrade attempt, and not while draining; `keep` concerns the upstream side only.
+        if self.upgrade is not None or not self._request_over() or self.proxy.draining:
+            self.keep_alive = False
+        self.upstream_keep = keep
+        self.client.write(
+            http1.response_head(status, reason, headers, chunked=self.response_chunked_out,
+                                keep_alive=self.keep_alive, cold_start=self.cold_start)
+        )
+
+    def response_body(self, data: bytes) -> None:
+        if not self.finished and data:
+            self.client.write(http1.chunk(data) if self.response_chunked_out else data)
+
+    def response_complete(self, trailers: Headers) -> None:
+        if self.finished:
+            return
+        self.response_done = True
+        if self.response_chunked_out:
+            self.client.write(http1.last_chunk(trailers))
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            if self.request_done and self.upgrade is None and self.upstream_keep:
+                conn.pool.give_back(conn)
+            else:
+                conn.close()
+        self._finish()
+        self.client.exchange_done(self, keep_alive=self.keep_alive and self._request_over())
+
+    def upstream_failed(self, kind: str, message: str) -> None:
+        if self.finished:
+            return
+        assert self.route is not None
+        self.proxy.metrics.upstream_error(self.route.key, kind)
+        self._answer(502, message)
+
+    def upstream_lost(self, conn: UpstreamConnection) -> None:
+        if self.finished or conn is not self.upstream:
+            return
+        self.upstream = None
+        if self.response_started and self.response_unframed and self.upgrade is None:
+            self.response_complete([])  # a read-until-close body ends with the connection
+            return
+        if self.upgrade is not None and conn.tunnel:
+            self._finish()
+            self.client.close()
+            return
+        if not self.response_started and conn.reused and not self._retried and (
+            self.request_done and not self.has_body
+        ):
+            # A pooled connection the upstream closed just as we reused it: retry once fresh.
+            self._retried = True
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            assert self.slot is not None
+            self._connect(self.slot.endpoint)
+            return
+        assert self.route is not None
+        self.proxy.metrics.upstream_error(self.route.key, "reset")
+        self._answer(502, "upstream closed the connection before a complete response")
+
+    def _request_over(self) -> bool:
+        """The client sent its whole request (a bodiless one is over at its head)."""
+        return self.request_done or not self.has_body
+
+    # -- upgrade tunnel --------------------------------------------------------------------------
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        if self.finished or self.upgrade is None:
+            if self.upstream is not None:
+                self.upstream.close()
+            return
+        conn = self.upstream
+        assert conn is not None
+        self.status = 101
+        self.response_started = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
+        self.client.write(
+            http1.response_head(101, conn._reason, headers, chunked=False, keep_alive=True,
+                                cold_start=self.cold_start, upgrade=self.upgrade)
+        )
+        if rest:
+            self.client.write(rest)
+        self.client.start_tunnel(self)
+
+    def tunnel_from_upstream(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def tunnel_from_client(self, data: bytes) -> None:
+        if self.upstream is not None and self.upstream.tunnel:
+            self.upstream.write(data)
+        else:
+            self._body.append(data)  # bytes after the upgrade request, before the 101
+
+    # -- flow control between the two sides ------------------------------------------------------
+
+    def client_pause(self, reason: str) -> None:
+        self.client.pause_reading(reason)
+
+    def client_resume(self, reason: str) -> None:
+        self.client.resume_reading(reason)
+
+    def client_write_paused(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.pause_reading()
+
+    def client_write_resumed(self) -> None:
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.resume_reading()
+
+    # -- endings ---------------------------------------------------------------------------------
+
+    def client_lost(self) -> None:
+        """The client went away: drop the hold, the connect attempt and the upstream."""
+        if self.finished:
+            return
+        if self.route is not None:
+            self.route.unhold(self)
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()  # never back to the pool half-read
+        if not self.response_done and not self.status:
+            self.status = 499  # nginx's "client closed request", for the metrics only
+        self._finish()
+
+    def _answer(self, status: int, message: str, extra: Headers | None = None) -> None:
+        """The proxy's own answer; aborts the client if a response already started."""
+        if self.finished:
+            return
+        conn, self.upstream = self.upstream, None
+        if conn is not None:
+            conn.close()
+        if self.response_started:
+            self._finish()
+            self.client.abort()
+            return
+        self.status = status
+        close = not self._request_over() or self.upgrade is not None or self.proxy.draining
+        self.keep_alive = self.keep_alive and not close
+        self._write_own(
+            http1.error_response(status, message, close=not self.keep_alive, extra=extra,
+                                 head_only=self.head_only)
+        )
+
+    def _write_own(self, data: bytes) -> None:
+        self.client.write(data)
+        self.response_done = True
+        if not self._request_over():
+            self.keep_alive = False
+        self._finish()
+        self.client.exchange_done(self, keep_alive=self.keep_alive)
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        for timer in (self._hold_timer, self._head_timer):
+            if timer is not None:
+                timer.cancel()
+        self._hold_timer = self._head_timer = None
+        route = self.route
+        if route is not None:
+            if self.slot is not None:
+                route.release(self.slot)
+                self.slot = None
+            route.finish()
+        self.proxy.metrics.request(
+            route.key if route is not None else "", self.method, self.status,
+            time.monotonic() - self.started,
+        )
+
+
+def _content_length(headers: Headers) -> int:
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            return int(value)  # check_request_framing vetted it: digits only
+    return 0
+
+
+def _has_content_length(headers: Headers) -> bool:
+    return any(len(n) == 14 and n.lower() == b"content-length" for n, _ in headers)

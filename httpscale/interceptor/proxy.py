@@ -1,0 +1,98 @@
+"""What every connection and exchange of one interceptor shares: routes, pools, metrics, tasks.
+
+Also owns the drain: stop taking new requests on kept-alive connections, close idle ones, let
+busy ones finish their current response, and abort what is left when the timeout passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from httpscale.interceptor.api import WakeListener
+from httpscale.interceptor.downstream import ClientConnection
+from httpscale.interceptor.metrics import InterceptorMetrics
+from httpscale.interceptor.registry import RouteRegistry
+from httpscale.interceptor.routes import RouteState
+from httpscale.interceptor.settings import InterceptorSettings
+from httpscale.interceptor.upstream import Pools
+
+__all__ = ["Proxy"]
+
+log = logging.getLogger(__name__)
+
+
+class Proxy:
+    def __init__(self, settings: InterceptorSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.get_running_loop()
+        self.registry = RouteRegistry(self._wake)
+        limits, timeouts = settings.limits, settings.timeouts
+        self.pools = Pools(
+            max_idle=limits.pool_max_idle_per_endpoint,
+            max_total=limits.pool_max_per_endpoint,
+            idle_timeout=timeouts.upstream_idle,
+            connect_timeout=timeouts.upstream_connect,
+            write_limits=(limits.write_high_water, limits.write_low_water),
+        )
+        self.connections: set[ClientConnection] = set()
+        self.metrics = InterceptorMetrics(
+            lambda: list(self.registry.states.values()), lambda: len(self.connections)
+        )
+        self.draining = False
+        self.wake_listeners: list[WakeListener] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._all_closed = asyncio.Event()
+
+    def protocol_factory(self) -> ClientConnection:
+        return ClientConnection(self)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Start an owned task: tracked until done, cancelled at shutdown, failures logged."""
+        task = self.loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    def response_header_timeout(self, route: RouteState | None) -> float:
+        if route is not None and route.spec.response_header_timeout is not None:
+            return route.spec.response_header_timeout
+        return self.settings.timeouts.upstream_response_header
+
+    def _wake(self, key: str) -> None:
+        for listener in self.wake_listeners:
+            try:
+                listener(key)
+            except Exception:  # a broken listener must not fail the request that woke it
+                log.exception("wake listener failed for %s", key)
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        if self.draining and not self.connections:
+            self._all_closed.set()
+
+    async def drain(self, grace: float) -> None:
+        """Finish in-flight responses (up to `grace` seconds), then close everything."""
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.close()
+        if self.connections:
+            try:
+                async with asyncio.timeout(grace):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                log.warning("drain timeout: aborting %d connections", len(self.connections))
+        for conn in list(self.connections):
+            conn.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.pools.close()

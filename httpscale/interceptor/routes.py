@@ -1,0 +1,202 @@
+"""Live state of each route: counters, ready endpoints, the hold queue and load balancing.
+
+Rules kept here, so that every path through the proxy obeys them:
+- `concurrency` counts a request from `admit` to `finish`, held or in flight; `request_count`
+  only grows. Every admitted request is finished exactly once (the Exchange guarantees it).
+- A request with no usable endpoint waits in `waiters` (FIFO, bounded by max_pending_requests).
+  It is released by an event: endpoints appearing, or an endpoint slot freeing up. Nothing polls.
+- Picking an endpoint is "power of two choices" on outstanding requests, skipping endpoints at
+  their per-endpoint cap. An endpoint that leaves the ready set takes no new request; its
+  in-flight ones finish, and `wait_idle` lets a scaler stop it once they have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Collection, Iterable
+from typing import Protocol
+
+from httpscale.routing.spec import Endpoint, RouteSpec
+
+__all__ = ["EndpointSlot", "RouteState", "Waiter"]
+
+
+class EndpointSlot:
+    """One endpoint as seen by one route: its in-flight count and when it became ready."""
+
+    __slots__ = ("endpoint", "idle_event", "in_flight", "ready_since", "static")
+
+    def __init__(self, endpoint: Endpoint, *, static: bool) -> None:
+        self.endpoint = endpoint
+        self.in_flight = 0
+        self.ready_since = time.monotonic()
+        self.static = static
+        self.idle_event: asyncio.Event | None = None  # made only when someone waits
+
+
+class Waiter(Protocol):
+    """A held request. `assign` hands it an endpoint slot already counted as in flight."""
+
+    def assign(self, slot: EndpointSlot) -> None: ...
+
+    def reject(self, status: int, message: str) -> None: ...
+
+
+class RouteState:
+    __slots__ = (
+        "_choices",
+        "_on_wake",
+        "concurrency",
+        "draining",
+        "endpoints",
+        "key",
+        "request_count",
+        "spec",
+        "waiters",
+    )
+
+    def __init__(self, spec: RouteSpec, on_wake: Callable[[str], None]) -> None:
+        self.key = spec.key
+        self.spec = spec
+        self.concurrency = 0
+        self.request_count = 0
+        self.endpoints: dict[Endpoint, EndpointSlot] = {}
+        self.draining: dict[Endpoint, EndpointSlot] = {}
+        self.waiters: dict[Waiter, None] = {}  # insertion-ordered set: FIFO with O(1) removal
+        self._choices: list[EndpointSlot] = []
+        self._on_wake = on_wake
+        if spec.static_endpoints is not None:
+            self.set_endpoints(spec.static_endpoints, static=True)
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def set_endpoints(self, endpoints: Iterable[Endpoint], *, static: bool = False) -> None:
+        new = set(endpoints)
+        for ep in list(self.endpoints):
+            if ep not in new:
+                slot = self.endpoints.pop(ep)
+                if slot.in_flight:
+                    self.draining[ep] = slot
+                elif slot.idle_event is not None:
+                    slot.idle_event.set()
+        for ep in new:
+            if ep not in self.endpoints:
+                # An endpoint that comes back while still draining keeps its in-flight count.
+                slot = self.draining.pop(ep, None)
+                if slot is None:
+                    slot = EndpointSlot(ep, static=static)
+                slot.ready_since = time.monotonic()
+                self.endpoints[ep] = slot
+        self._choices = list(self.endpoints.values())
+        self._dispatch()
+
+    def in_flight(self, endpoint: Endpoint) -> int:
+        slot = self.endpoints.get(endpoint) or self.draining.get(endpoint)
+        return slot.in_flight if slot is not None else 0
+
+    async def wait_idle(self, endpoint: Endpoint) -> None:
+        slot = self.endpoints.get(endpoint) or self.draining.get(endpoint)
+        if slot is None or slot.in_flight == 0:
+            return
+        if slot.idle_event is None:
+            slot.idle_event = asyncio.Event()
+        await slot.idle_event.wait()
+
+    # -- admission and holding -------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        return len(self.waiters)
+
+    @property
+    def at_zero(self) -> bool:
+        return not self.endpoints
+
+    def admit(self) -> None:
+        self.concurrency += 1
+        self.request_count += 1
+
+    def finish(self) -> None:
+        self.concurrency -= 1
+
+    def wake(self) -> None:
+        """Tell the wake listeners this route is wanted (it is at zero)."""
+        self._on_wake(self.key)
+
+    def pick(self, exclude: Collection[object]) -> EndpointSlot | None:
+        """An endpoint slot for a retry, avoiding endpoints that already failed this request."""
+        if not exclude:
+            return self._pick()
+        choices = [s for s in self._choices if s.endpoint not in exclude]
+        cap = self.spec.max_concurrency_per_endpoint
+        if not choices:
+            return None
+        slot = min(choices, key=_in_flight)
+        if cap is not None and slot.in_flight >= cap:
+            return None
+        slot.in_flight += 1
+        return slot
+
+    def try_acquire(self) -> EndpointSlot | None:
+        """An endpoint slot for a new request, counted as in flight; None: hold or refuse."""
+        if self.waiters:  # FIFO: nobody overtakes a held request
+            return None
+        return self._pick()
+
+    def hold(self, waiter: Waiter) -> bool:
+        """Queue a request; False when the hold queue is full (the caller answers 503)."""
+        if len(self.waiters) >= self.spec.max_pending_requests:
+            return False
+        first = not self.waiters
+        self.waiters[waiter] = None
+        if first and not self.endpoints:
+            self._on_wake(self.key)
+        return True
+
+    def unhold(self, waiter: Waiter) -> bool:
+        """Drop a held request (client gone, or its timeout fired). True if it was held."""
+        return self.waiters.pop(waiter, 0) is None
+
+    def release(self, slot: EndpointSlot) -> None:
+        slot.in_flight -= 1
+        if slot.in_flight == 0 and slot.endpoint not in self.endpoints:
+            self.draining.pop(slot.endpoint, None)
+            if slot.idle_event is not None:
+                slot.idle_event.set()
+        if self.waiters:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self.waiters:
+            slot = self._pick()
+            if slot is None:
+                return
+            waiter = next(iter(self.waiters))
+            del self.waiters[waiter]
+            waiter.assign(slot)
+
+    def _pick(self) -> EndpointSlot | None:
+        choices = self._choices
+        n = len(choices)
+        cap = self.spec.max_concurrency_per_endpoint
+        if n == 0:
+            return None
+        if n == 1:
+            slot = choices[0]
+        else:
+            a = choices[random.randrange(n)]
+            b = choices[random.randrange(n)]
+            slot = a if a.in_flight <= b.in_flight else b
+        if cap is not None and slot.in_flight >= cap:
+            # The two random picks were full; fall back to the least loaded of all (rare path).
+            slot = min(choices, key=_in_flight)
+            if slot.in_flight >= cap:
+                return None
+        slot.in_flight += 1
+        return slot
+
+
+def _in_flight(slot: EndpointSlot) -> int:
+    return slot.in_flight

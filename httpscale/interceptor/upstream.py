@@ -1,0 +1,280 @@
+"""Upstream side: one asyncio.Protocol per connection to an endpoint, and a keep-alive pool.
+
+A connection carries one exchange at a time (no upstream pipelining, so a slow response never
+blocks another). It goes back to its pool only when both messages ended cleanly; anything else
+(client gone mid-way, a parse error, a timeout) closes it, so no half-read connection is reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from httpscale.interceptor.http1 import Headers
+from httpscale.routing.spec import Endpoint
+
+if TYPE_CHECKING:
+    from httpscale.interceptor.exchange import Exchange
+
+__all__ = ["EndpointPool", "PoolFull", "Pools", "UpstreamConnection"]
+
+
+class PoolFull(Exception):
+    """The endpoint already has its maximum number of connections."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_head_count",
+        "_head_only",
+        "_headers",
+        "_reason",
+        "exchange",
+        "idle_handle",
+        "lost",
+        "parser",
+        "pool",
+        "reused",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self.lost = False
+        self.reused = False
+        self.tunnel = False
+        self._headers: Headers = []
+        self._reason = b""
+        self._head_only = False
+        self._head_count = 0
+
+    # -- used by the exchange ----------------------------------------------------------------
+
+    def bind(self, exchange: Exchange, *, head_only: bool) -> None:
+        self.exchange = exchange
+        self._head_only = head_only
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Drop the connection for good (also when an exchange ends badly)."""
+        self.exchange = None
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport but implement it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(*self.pool.write_limits)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle connection: the upstream broke protocol; never reuse it.
+            self.close()
+            return
+        if self.tunnel:
+            exchange.tunnel_from_upstream(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.exchange is not None:
+                self.tunnel = True
+                self.exchange.upstream_upgraded(data[upgrade.args[0] :])
+        except httptools.HttpParserError:
+            if self.exchange is not None:
+                self.exchange.upstream_failed("invalid", "invalid response from upstream")
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: a half-closed upstream is of no use
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.pool.forget(self)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client_pause("upstream")
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client_resume("upstream")
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        self._head_count = len(self._headers)
+        status = self.parser.get_status_code()
+        if status == 101:
+            return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
+        exchange.response_head(status, self._reason, self._headers, self.parser.should_keep_alive())
+        if self._head_only and status >= 200:
+            # llhttp cannot be told a response answers HEAD; end the message here and start a
+            # fresh parser so the Content-Length it announced is not awaited as a body.
+            self.parser = httptools.HttpResponseParser(self)
+            exchange.response_complete([])
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if self.parser.get_status_code() < 200:
+            return  # an interim response; the final one follows on the same connection
+        # llhttp reports trailer fields through on_header after the head is complete.
+        exchange.response_complete(self._headers[self._head_count :])
+
+
+class EndpointPool:
+    """Keep-alive connections to one endpoint: LIFO idle list, bounded idle and total counts."""
+
+    __slots__ = ("_connections", "_idle", "_loop", "endpoint", "settings", "write_limits")
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        max_idle: int,
+        max_total: int,
+        idle_timeout: float,
+        connect_timeout: float,
+        write_limits: tuple[int, int],
+    ) -> None:
+        self.endpoint = endpoint
+        self.settings = (max_idle, max_total, idle_timeout, connect_timeout)
+        self.write_limits = write_limits
+        self._idle: list[UpstreamConnection] = []
+        self._connections: set[UpstreamConnection] = set()
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    @property
+    def total(self) -> int:
+        return len(self._connections)
+
+    def take(self) -> UpstreamConnection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.lost:
+                continue
+            if conn.idle_handle is not None:
+                conn.idle_handle.cancel()
+                conn.idle_handle = None
+            conn.reused = True
+            return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        max_total, connect_timeout = self.settings[1], self.settings[3]
+        if len(self._connections) >= max_total:
+            raise PoolFull(str(self.endpoint))
+        conn = UpstreamConnection(self)
+        self._connections.add(conn)
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await self._loop.create_connection(
+                    lambda: conn, self.endpoint.host, self.endpoint.port
+                )
+        except BaseException:
+            self._connections.discard(conn)
+            raise
+        return conn
+
+    def give_back(self, conn: UpstreamConnection) -> None:
+        max_idle, idle_timeout = self.settings[0], self.settings[2]
+        conn.exchange = None
+        if conn.lost or conn.tunnel or len(self._idle) >= max_idle:
+            conn.close()
+            return
+        conn.idle_handle = self._loop.call_later(idle_timeout, conn.close)
+        self._idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self._connections.discard(conn)
+        if conn.idle_handle is not None:
+            conn.idle_handle.cancel()
+            conn.idle_handle = None
+
+    def close(self) -> None:
+        for conn in list(self._connections):
+            conn.close()
+        self._idle.clear()
+
+
+class Pools:
+    """One pool per endpoint, shared by every route that points at it."""
+
+    def __init__(
+        self,
+        *,
+        max_idle: int,
+        max_total: int,
+        idle_timeout: float,
+        connect_timeout: float,
+        write_limits: tuple[int, int],
+    ) -> None:
+        self._kwargs = {
+            "max_idle": max_idle,
+            "max_total": max_total,
+            "idle_timeout": idle_timeout,
+            "connect_timeout": connect_timeout,
+        }
+        self._write_limits = write_limits
+        self._pools: dict[Endpoint, EndpointPool] = {}
+
+    def get(self, endpoint: Endpoint) -> EndpointPool:
+        pool = self._pools.get(endpoint)
+        if pool is None:
+            pool = self._pools[endpoint] = EndpointPool(
+                endpoint,
+                max_idle=int(self._kwargs["max_idle"]),
+                max_total=int(self._kwargs["max_total"]),
+                idle_timeout=self._kwargs["idle_timeout"],
+                connect_timeout=self._kwargs["connect_timeout"],
+                write_limits=self._write_limits,
+            )
+        return pool
+
+    def items(self) -> list[tuple[Endpoint, EndpointPool]]:
+        return list(self._pools.items())
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
