@@ -36,10 +36,13 @@ async def wait_for_stop_signal() -> signal.Signals:
     loop = asyncio.get_running_loop()
     got: asyncio.Future[signal.Signals] = loop.create_future()
     signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not got.done():
+            got.set_result(sig)
+
     for sig in signals:
-        loop.add_signal_handler(
-            sig, lambda s=sig: got.done() or got.set_result(s)  # type: ignore[misc]
-        )
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         return await got
     finally:

@@ -1,1 +1,31 @@
+"""Configuration files: the local-mode YAML (`httpscale local -c FILE`)."""
 
+from httpscale.config.local_file import (
+    DEFAULT_ADMIN,
+    DEFAULT_LISTEN,
+    AppConfig,
+    CommandRun,
+    HttpGetProbe,
+    LocalConfig,
+    Probe,
+    TcpSocketProbe,
+    UpstreamRun,
+    load_local_config,
+    parse_local_config,
+)
+from httpscale.model.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_ADMIN",
+    "DEFAULT_LISTEN",
+    "AppConfig",
+    "CommandRun",
+    "ConfigError",
+    "HttpGetProbe",
+    "LocalConfig",
+    "Probe",
+    "TcpSocketProbe",
+    "UpstreamRun",
+    "load_local_config",
+    "parse_local_config",
+]

@@ -43,7 +43,6 @@ class ClientConnection(asyncio.Protocol):
         "_paused_for",
         "_url",
         "client_ip",
-        "closing",
         "parser",
         "pipeline",
         "proxy",
@@ -58,7 +57,6 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.pipeline: deque[Exchange] = deque()
         self.client_ip = ""
-        self.closing = False
         self.tunnel: Exchange | None = None
         self.write_paused = False
         self._paused_for: set[str] = set()
@@ -103,11 +101,9 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(400, f"malformed request: {exc}")
 
     def eof_received(self) -> bool:
-        # A half-closed client may still wait for its responses; close once they are sent.
-        if not self.pipeline:
-            return False
-        self.closing = True
-        return True
+        # Like nginx, a client's FIN means it gave up: a held or in-flight request is dropped
+        # at once (HTTP clients do not half-close to await a response).
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy.connections.discard(self)
@@ -217,7 +213,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.pipeline or self.pipeline[0] is not exchange:
             return
         self.pipeline.popleft()
-        if not keep_alive or self.closing or (self.proxy.draining and not self.pipeline):
+        if not keep_alive or (self.proxy.draining and not self.pipeline):
             self.close()
             return
         self.resume_reading("pipeline")

@@ -41,6 +41,7 @@ class Exchange:
         "_body_size",
         "_connect_task",
         "_deadline",
+        "_head_out",
         "_head_timer",
         "_hold_timer",
         "_retried",
@@ -115,6 +116,7 @@ class Exchange:
         self.upstream: UpstreamConnection | None = None
         self.upstream_keep = False
         self._body: list[bytes] = []
+        self._head_out = b""
         self._body_size = 0
         self._hold_timer: asyncio.TimerHandle | None = None
         self._head_timer: asyncio.TimerHandle | None = None
@@ -388,21 +390,30 @@ class Exchange:
         if self.upgrade is not None or not self._request_over() or self.proxy.draining:
             self.keep_alive = False
         self.upstream_keep = keep
-        self.client.write(
-            http1.response_head(status, reason, headers, chunked=self.response_chunked_out,
-                                keep_alive=self.keep_alive, cold_start=self.cold_start)
+        # Held back until the first body bytes (or the end) so that a small response leaves
+        # in one write: one syscall and one TCP segment instead of two.
+        self._head_out = http1.response_head(
+            status, reason, headers, chunked=self.response_chunked_out,
+            keep_alive=self.keep_alive, cold_start=self.cold_start,
         )
 
     def response_body(self, data: bytes) -> None:
-        if not self.finished and data:
-            self.client.write(http1.chunk(data) if self.response_chunked_out else data)
+        if self.finished or not data:
+            return
+        if self.response_chunked_out:
+            data = http1.chunk(data)
+        if self._head_out:
+            data, self._head_out = self._head_out + data, b""
+        self.client.write(data)
 
     def response_complete(self, trailers: Headers) -> None:
         if self.finished:
             return
         self.response_done = True
-        if self.response_chunked_out:
-            self.client.write(http1.last_chunk(trailers))
+        end = http1.last_chunk(trailers) if self.response_chunked_out else b""
+        if self._head_out or end:
+            self.client.write(self._head_out + end)
+            self._head_out = b""
         conn, self.upstream = self.upstream, None
         if conn is not None:
             if self.request_done and self.upgrade is None and self.upstream_keep:

@@ -84,9 +84,8 @@ class RouteState:
         for ep in new:
             if ep not in self.endpoints:
                 # An endpoint that comes back while still draining keeps its in-flight count.
-                slot = self.draining.pop(ep, None)
-                if slot is None:
-                    slot = EndpointSlot(ep, static=static)
+                back = self.draining.pop(ep, None)
+                slot = back if back is not None else EndpointSlot(ep, static=static)
                 slot.ready_since = time.monotonic()
                 self.endpoints[ep] = slot
         self._choices = list(self.endpoints.values())

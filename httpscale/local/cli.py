@@ -1,0 +1,142 @@
+"""`httpscale local -c FILE` and `httpscale status`; `httpscale.cli` adds both to its group."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+from httpscale.clikit import option
+from httpscale.config.local_file import load_local_config
+from httpscale.interceptor.settings import interceptor_options, settings_from_options
+from httpscale.local.autoscaler import AutoscalerSettings
+from httpscale.local.plan import plan_apps
+from httpscale.local.runner import LocalRunner, LocalSettings
+from httpscale.local.status import StatusError, fetch_status, format_status
+from httpscale.local.supervisor import SupervisorSettings
+from httpscale.model.errors import ConfigError
+
+__all__ = ["local_command", "run_coroutine", "status_command"]
+
+log = logging.getLogger("httpscale.local")
+
+
+def _setup_logging() -> None:
+    # Leave an existing configuration alone (the main CLI group may have set one up).
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+        )
+
+
+def run_coroutine(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run on uvloop where available: the proxy's hot path is measured on it."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+
+
+@click.command("local")
+@option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Local-mode YAML file (see examples/local.yaml).",
+)
+@option(
+    "--sync-interval",
+    type=float,
+    default=AutoscalerSettings().sync_interval,
+    help="Seconds between autoscaler metric samples.",
+)
+@option(
+    "--drain-replica-timeout",
+    type=float,
+    default=SupervisorSettings().drain_timeout,
+    help="Seconds a leaving replica may take to finish its in-flight requests.",
+)
+@interceptor_options
+def local_command(
+    config_path: Path, sync_interval: float, drain_replica_timeout: float, **options: Any
+) -> None:
+    """Run the interceptor and a local autoscaler that starts each app as OS processes,
+    from zero replicas to its maximum and back. No Kubernetes needed."""
+    try:
+        config = load_local_config(config_path)
+        plans = plan_apps(config.apps)
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    listen = {
+        "host": config.listen[0],
+        "port": config.listen[1],
+        "admin_host": config.admin[0],
+        "admin_port": config.admin[1],
+    }
+    settings = LocalSettings(
+        interceptor=settings_from_options(options, listen=listen),
+        autoscaler=AutoscalerSettings(
+            sync_interval=sync_interval,
+            supervisor=SupervisorSettings(drain_timeout=drain_replica_timeout),
+        ),
+    )
+    _setup_logging()
+    try:
+        run_coroutine(LocalRunner(plans, settings).run)
+    except KeyboardInterrupt:
+        # A Ctrl-C that arrived before the signal handlers were installed.
+        sys.exit(130)
+    except Exception:
+        log.exception("httpscale local: stopped by an error (every app process was stopped)")
+        sys.exit(1)
+
+
+@click.command("status")
+@option(
+    "--admin",
+    "admin_url",
+    default="http://127.0.0.1:9090",
+    help="Base URL of the interceptor's admin server.",
+)
+@option("--json", "as_json", is_flag=True, default=False, help="Print the raw /status JSON.")
+@option(
+    "--watch",
+    type=float,
+    default=0.0,
+    help="Refresh every this many seconds (0: print once).",
+)
+def status_command(admin_url: str, as_json: bool, watch: float) -> None:
+    """Print what `httpscale local` runs: apps, replicas (pid, port, state, age), load."""
+    while True:
+        try:
+            doc = fetch_status(admin_url)
+        except StatusError as exc:
+            if not watch:
+                raise click.ClickException(str(exc)) from None
+            text = f"error: {exc}"
+        else:
+            text = json.dumps(doc, indent=2) if as_json else format_status(doc)
+        if not watch:
+            click.echo(text)
+            return
+        click.clear()
+        click.echo(f"{admin_url}/status  every {watch:g}s  {time.strftime('%H:%M:%S')}\n")
+        click.echo(text)
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return

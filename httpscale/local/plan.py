@@ -1,0 +1,77 @@
+"""What local mode runs for one app, in the autoscaler's own terms.
+
+The config file is parsed and validated by `httpscale.config.local_file` into `AppConfig`s
+(HTTPScaledObject fields + `run`); `plan_app` turns one into an `AppPlan`: the route, the scaling
+parameters of the pure policy and, for command apps, how to start and probe a replica. Keeping
+this boundary means the policy and the supervisor are tested without any config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from httpscale.config.local_file import AppConfig, HttpGetProbe, UpstreamRun
+from httpscale.local.policy import ScalingParams
+from httpscale.local.replica import ProcessSpec
+from httpscale.routing.spec import Endpoint, RouteSpec
+
+__all__ = ["AppPlan", "MetricKind", "plan_app", "plan_apps"]
+
+MetricKind = Literal["concurrency", "requestRate"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppPlan:
+    name: str
+    route: RouteSpec  # key "local/<name>"
+    scaling: ScalingParams
+    metric: MetricKind = "concurrency"
+    rate_window: float = 60.0  # seconds (requestRate.window), also used for the status rate
+    rate_granularity: float = 1.0  # seconds (requestRate.granularity)
+    process: ProcessSpec | None = None  # a command app; None for a fixed upstream
+    upstream: Endpoint | None = None  # `run.upstream`: always there, never scaled
+
+    @property
+    def key(self) -> str:
+        return self.route.key
+
+
+def plan_app(app: AppConfig) -> AppPlan:
+    spec = app.spec
+    metric = spec.effective_scaling_metric()
+    scaling = ScalingParams(
+        min_replicas=spec.replicas_min,
+        max_replicas=max(spec.replicas_max, 1),
+        target=metric.target_value,
+        scaledown_period=spec.scaledown_period,
+        # The HPA's scale-down stabilization has no field in an HTTPScaledObject; reusing
+        # scaledownPeriod gives one knob for "how long before giving capacity back".
+        stabilization_window=spec.scaledown_period,
+    )
+    if isinstance(app.run, UpstreamRun):
+        return AppPlan(app.name, app.route, scaling, upstream=app.run.upstream)
+    run = app.run
+    probe = run.readiness
+    process = ProcessSpec(
+        command=run.command,
+        env=dict(run.env),
+        readiness_path=probe.path if isinstance(probe, HttpGetProbe) else None,
+        startup_timeout=run.startup_timeout,
+        stop_grace_period=run.stop_grace_period,
+        probe_period=probe.period,
+        probe_timeout=probe.timeout,
+    )
+    return AppPlan(
+        app.name,
+        app.route,
+        scaling,
+        metric=metric.kind,
+        rate_window=metric.window,
+        rate_granularity=min(metric.granularity, metric.window),
+        process=process,
+    )
+
+
+def plan_apps(apps: tuple[AppConfig, ...]) -> tuple[AppPlan, ...]:
+    return tuple(plan_app(app) for app in apps)

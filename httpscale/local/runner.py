@@ -1,0 +1,152 @@
+"""`httpscale local`: the interceptor and the local autoscaler in one process, started and
+stopped in order.
+
+Start: the interceptor binds its ports, then, before the loop can serve a single request, the
+routes are set and the autoscaler registers its wake listener (and starts apps with min > 0).
+
+Stop, on SIGINT/SIGTERM/SIGHUP or when a part dies: the interceptor drains first while the
+replicas still run, so requests in flight and held ones are answered; then every replica is
+drained, SIGTERMed and, after its grace period, SIGKILLed. A second signal skips the waiting
+and SIGKILLs the children at once. Whatever path leaves `run` (exception, cancellation), the
+children's process groups are SIGKILLed on the way out; `PR_SET_PDEATHSIG` covers SIGKILL of
+httpscale itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from httpscale.interceptor.api import InterceptorControl
+from httpscale.interceptor.app import Interceptor
+from httpscale.interceptor.settings import InterceptorSettings
+from httpscale.local.autoscaler import AutoscalerSettings, LocalAutoscaler
+from httpscale.local.plan import AppPlan
+
+__all__ = ["LocalInterceptor", "LocalRunner", "LocalSettings"]
+
+log = logging.getLogger("httpscale.local")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class LocalInterceptor(InterceptorControl, Protocol):
+    """What the runner needs beyond the control surface: a lifecycle and bound addresses."""
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    @property
+    def proxy_address(self) -> tuple[str, int]: ...
+
+    @property
+    def admin_address(self) -> tuple[str, int]: ...
+
+
+InterceptorFactory = Callable[[InterceptorSettings], LocalInterceptor]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSettings:
+    interceptor: InterceptorSettings = field(default_factory=InterceptorSettings)
+    autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
+
+
+def default_interceptor(settings: InterceptorSettings) -> LocalInterceptor:
+    return Interceptor(settings)
+
+
+class LocalRunner:
+    def __init__(
+        self,
+        plans: tuple[AppPlan, ...],
+        settings: LocalSettings,
+        interceptor_factory: InterceptorFactory = default_interceptor,
+    ) -> None:
+        self.plans = plans
+        self.settings = settings
+        self.interceptor = interceptor_factory(settings.interceptor)
+        self.autoscaler = LocalAutoscaler(self.interceptor, plans, settings.autoscaler)
+        self._started = False
+
+    async def start(self) -> None:
+        await self.interceptor.start()
+        self._started = True
+        # No await from here to the end of the autoscaler's start: no request is read before
+        # the routes, endpoints and wake listener are all in place.
+        self.interceptor.set_routes([p.route for p in self.plans])
+        self.autoscaler.start()
+        host, port = self.interceptor.proxy_address
+        admin_host, admin_port = self.interceptor.admin_address
+        log.info(
+            "httpscale local: proxy on http://%s:%d, status on http://%s:%d/status, apps: %s",
+            host,
+            port,
+            admin_host,
+            admin_port,
+            ", ".join(p.name for p in self.plans),
+        )
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Return when `stop` is set; raise if one of the autoscaler's tasks ends (a bug)."""
+        stop_wait = asyncio.create_task(stop.wait(), name="local stop signal")
+        watched: set[asyncio.Future[Any]] = {stop_wait, *self.autoscaler.tasks()}
+        try:
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop_wait
+        for task in self.autoscaler.tasks():
+            if task.done():
+                # Surfaces the crash (or an unexpected return) so that `run` shuts down loudly.
+                task.result()
+                raise RuntimeError(f"task {task.get_name()!r} ended unexpectedly")
+
+    async def close(self) -> None:
+        """Ordered shutdown: drain the interceptor, then stop the replicas."""
+        try:
+            if self._started:
+                self._started = False
+                await self.interceptor.shutdown()
+        finally:
+            try:
+                await self.autoscaler.close()
+            finally:
+                self.autoscaler.kill_all()
+
+    async def run(self) -> None:
+        """Start, serve until a signal, stop in order. Children never outlive this call."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        main = asyncio.current_task()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop.is_set():
+                log.info("httpscale local: %s, shutting down (again to force)", sig.name)
+                stop.set()
+                return
+            log.warning("httpscale local: %s again, killing every app process now", sig.name)
+            self.autoscaler.kill_all()
+            if main is not None:
+                main.cancel()
+
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            try:
+                await self.start()
+                await self.serve(stop)
+            finally:
+                await self.close()
+        finally:
+            self.autoscaler.kill_all()
+            for sig in _SIGNALS:
+                loop.remove_signal_handler(sig)
+        log.info("httpscale local: stopped")

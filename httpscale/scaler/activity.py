@@ -1,0 +1,172 @@
+"""Which routes are active, and the watches that push changes to StreamIsActive callers.
+
+A route is active while its concurrency or its request rate is above zero, or while a wake
+event from an interceptor holds it. The hold exists because the push (`/wake`) outruns the poll
+(`/queue`): a poll already in flight when the request arrived still reports Concurrency 0, and
+that stale zero must not flip the route back to inactive. So the hold ends only when a poll
+shows Concurrency > 0 (the poll carries the route from then on) or when `hold` seconds pass
+(the request was answered or dropped before any poll saw it). Expiry is a timer, not a loop.
+
+IsActive and every stream read the same state, so they always agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["ActivityBoard", "ActivityWatch", "RouteLoad"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLoad:
+    concurrency: int = 0
+    rate: float = 0.0  # requests per second over the route's window
+
+
+class ActivityBoard:
+    """Per-route load and wake holds; notifies watches when a route's activity flips."""
+
+    def __init__(self, hold: float, clock: Callable[[], float] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._clock = clock or self._loop.time
+        self._hold = hold
+        self._load: dict[str, RouteLoad] = {}
+        self._wake_until: dict[str, float] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._active: dict[str, bool] = {}
+        self._watches: dict[str, set[ActivityWatch]] = {}
+        self._closed = False
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def update(self, loads: Mapping[str, RouteLoad]) -> None:
+        """Replace every route's load with a fresh aggregate (routes absent: no load)."""
+        touched = set(self._load) | set(loads)
+        self._load = dict(loads)
+        for key, load in loads.items():
+            if load.concurrency > 0:
+                self._clear_hold(key)
+        for key in touched:
+            self._refresh(key)
+
+    def wake(self, key: str) -> None:
+        """An interceptor is holding a request for `key` right now."""
+        until = self._clock() + self._hold
+        if self._wake_until.get(key, -1.0) >= until:
+            return
+        self._wake_until[key] = until
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = self._loop.call_at(until, self._hold_expired, key)
+        self._refresh(key)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def load(self, key: str) -> RouteLoad:
+        return self._load.get(key, RouteLoad())
+
+    def is_active(self, key: str) -> bool:
+        load = self._load.get(key)
+        if load is not None and (load.concurrency > 0 or load.rate > 0):
+            return True
+        until = self._wake_until.get(key)
+        return until is not None and self._clock() < until
+
+    def held(self, key: str) -> bool:
+        """True while a wake hold (not yet confirmed by a poll) keeps `key` active."""
+        return key in self._wake_until
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def watch(self, key: str) -> ActivityWatch:
+        """A watch on `key`; close it (or use it as a context manager) when the stream ends."""
+        watch = ActivityWatch(self, key)
+        self._watches.setdefault(key, set()).add(watch)
+        return watch
+
+    @property
+    def open_watches(self) -> int:
+        return sum(len(w) for w in self._watches.values())
+
+    def close(self) -> None:
+        """End every watch (shutdown: streams finish instead of being cancelled)."""
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.notify()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _discard(self, watch: ActivityWatch) -> None:
+        watches = self._watches.get(watch.key)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watches[watch.key]
+
+    def _clear_hold(self, key: str) -> None:
+        self._wake_until.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _hold_expired(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self._wake_until.pop(key, None)
+        self._refresh(key)
+
+    def _refresh(self, key: str) -> None:
+        active = self.is_active(key)
+        if self._active.get(key, False) == active:
+            return
+        if active:
+            self._active[key] = True
+        else:
+            self._active.pop(key, None)
+        for watch in self._watches.get(key, ()):
+            watch.notify()
+
+
+class ActivityWatch:
+    """Yields a route's activity now and then each time it flips (no repeats)."""
+
+    def __init__(self, board: ActivityBoard, key: str) -> None:
+        self.key = key
+        self._board = board
+        self._event = asyncio.Event()
+        self._sent: bool | None = None
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def close(self) -> None:
+        self._board._discard(self)
+
+    def __enter__(self) -> ActivityWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def changes(self) -> AsyncIterator[bool]:
+        """The current value first, then every change, until the board closes."""
+        while True:
+            # Clear before reading: a notify after this point re-arms the wait. The event loop
+            # is single-threaded, so nothing runs between the clear and the read.
+            self._event.clear()
+            value = self._board.is_active(self.key)
+            if value != self._sent:
+                self._sent = value
+                yield value
+                continue
+            if self._board.closed:
+                return
+            await self._event.wait()

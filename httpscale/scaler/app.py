@@ -1,0 +1,179 @@
+"""The scaler process: gRPC server, admin server, collector and sources, with ordered shutdown.
+
+Every long-lived task is owned here, named, and watched: if one dies, `wait()` raises so the
+command exits non-zero instead of serving stale numbers. Shutdown, in order: health and
+/readyz turn NOT_SERVING; streams end (KEDA reconnects elsewhere); the gRPC server stops
+accepting and gives unary calls `grpc_grace`; then polls, wake streams and sources are
+cancelled; the admin server goes last so /metrics stays scrapeable to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from httpscale.scaler.activity import ActivityBoard
+from httpscale.scaler.admin import AdminServer
+from httpscale.scaler.collector import Collector
+from httpscale.scaler.discovery import InterceptorDiscovery
+from httpscale.scaler.metrics import ScalerMetrics
+from httpscale.scaler.proto import externalscaler_pb2 as pb
+from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from httpscale.scaler.routes import RouteTable, ScalerRouteSource
+from httpscale.scaler.service import ExternalScalerService
+from httpscale.scaler.settings import ScalerSettings
+
+__all__ = ["SERVICE_NAME", "Scaler"]
+
+log = logging.getLogger("httpscale.scaler")
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
+
+# Dead KEDA connections must not keep streams (and their watches) forever; KEDA's own
+# client pings, so allow pings without calls.
+_GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Scaler:
+    def __init__(
+        self,
+        settings: ScalerSettings,
+        routes: ScalerRouteSource,
+        discovery: InterceptorDiscovery,
+    ) -> None:
+        self.settings = settings
+        self._route_source = routes
+        self._discovery = discovery
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failure: asyncio.Future[None] | None = None
+        self._server: grpc.aio.Server | None = None
+        self._grpc_port: int | None = None
+        self._stopping = False
+        self._started = False
+
+    @property
+    def grpc_port(self) -> int:
+        if self._grpc_port is None:
+            raise RuntimeError("scaler not started")
+        return self._grpc_port
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin.port
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self._stopping and self.collector.healthy
+
+    async def start(self) -> None:
+        listen = self.settings.listen
+        loop = asyncio.get_running_loop()
+        self._failure = loop.create_future()
+        self.metrics = ScalerMetrics()
+        self.table = RouteTable()
+        self.board = ActivityBoard(self.settings.wake.hold)
+        self.collector = Collector(self.settings, self.board, self.table, self.metrics)
+        self.service = ExternalScalerService(self.table, self.board, self.collector, self.metrics)
+        self.health = health.aio.HealthServicer()
+        await self._set_health(serving=False)
+        self.admin = AdminServer(
+            self.metrics, self.collector, self.board, self.table, lambda: self.ready
+        )
+
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        pb_grpc.add_ExternalScalerServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self._grpc_port = server.add_insecure_port(_hostport(listen.host, listen.grpc_port))
+        await server.start()
+        self._server = server
+        try:
+            await self.admin.start(listen.host, listen.admin_port)
+        except BaseException:
+            await server.stop(None)
+            raise
+        self._spawn(self.collector.run(), "collector")
+        self._spawn(self._route_source.run(self.table), "route source")
+        self._spawn(self._discovery.run(self.collector), "interceptor discovery")
+        self._spawn(self._sync_health(), "health sync")
+        self._started = True
+        log.info(
+            "scaler serving gRPC on %s, admin on %s",
+            _hostport(listen.host, self.grpc_port),
+            _hostport(listen.host, self.admin_port),
+        )
+
+    async def wait(self) -> None:
+        """Return never; raise if an owned task dies (the caller then stops the scaler)."""
+        assert self._failure is not None
+        await asyncio.shield(self._failure)
+
+    async def stop(self) -> None:
+        if self._stopping or not self._started:
+            return
+        self._stopping = True
+        shutdown = self.settings.shutdown
+        await self.health.enter_graceful_shutdown()
+        self.service.close()
+        self.board.close()
+        self.table.close()
+        if self._server is not None:
+            await self._server.stop(shutdown.grpc_grace)
+        for task in self._tasks:
+            task.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("%s failed during shutdown", task.get_name(), exc_info=result)
+        self._tasks.clear()
+        await self.admin.stop(shutdown.admin_grace)
+        log.info("scaler stopped")
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        exc = task.exception()
+        error = exc or RuntimeError(f"{task.get_name()} returned unexpectedly")
+        log.error("%s died", task.get_name(), exc_info=error)
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_exception(error)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def _sync_health(self) -> None:
+        serving = False
+        while True:
+            await self.collector.wait_health_changed(serving)
+            serving = self.collector.healthy
+            log.info("health: %s", "SERVING" if serving else "NOT_SERVING")
+            await self._set_health(serving)

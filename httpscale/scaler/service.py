@@ -1,0 +1,235 @@
+"""KEDA's `externalscaler.ExternalScaler` service, answered from the collector and the board.
+
+Which route a call is about: `ScaledObjectRef.namespace` plus scaler metadata `httpScaledObject`
+(the HTTPScaledObject's name; the ref's own name when the key is absent, as older add-on
+ScaledObjects have it). Metadata `interceptorTargetPendingRequests` instead selects the trigger
+that scales the interceptor fleet on the concurrency summed over all routes; that trigger is
+always active, as in KEDA's add-on, so the fleet never scales to zero.
+
+Both int and float fields are filled: KEDA reads the float ones when they are non-zero and the
+deprecated int ones otherwise. Ints are rounded up so that a small non-zero value (0.3 req/s)
+never reads as zero, and a target is at least 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from httpscale.scaler.activity import ActivityBoard
+from httpscale.scaler.collector import Collector
+from httpscale.scaler.metrics import ScalerMetrics
+from httpscale.scaler.proto import externalscaler_pb2 as pb
+from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from httpscale.scaler.routes import RouteTable, ScalerRoute, fleet_metric_name
+
+__all__ = [
+    "KEY_FLEET_TARGET",
+    "KEY_HTTPSO",
+    "ExternalScalerService",
+    "FleetTarget",
+    "RefError",
+    "RouteTarget",
+    "resolve_ref",
+]
+
+log = logging.getLogger("httpscale.scaler.service")
+
+KEY_HTTPSO = "httpScaledObject"
+KEY_FLEET_TARGET = "interceptorTargetPendingRequests"
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTarget:
+    route: ScalerRoute
+
+
+@dataclass(frozen=True, slots=True)
+class FleetTarget:
+    namespace: str
+    target: float
+
+
+class RefError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _fleet_target(ref: pb.ScaledObjectRef, raw: str) -> FleetTarget:
+    try:
+        target = float(raw)
+    except ValueError:
+        target = math.nan
+    if not (math.isfinite(target) and target > 0):
+        raise RefError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"scaler metadata {KEY_FLEET_TARGET}={raw!r} is not a positive number",
+        )
+    return FleetTarget(ref.namespace, target)
+
+
+def resolve_ref(ref: pb.ScaledObjectRef, table: RouteTable) -> RouteTarget | FleetTarget:
+    """The route (or the fleet trigger) a ref names; RefError with the gRPC status otherwise."""
+    metadata = ref.scalerMetadata
+    if KEY_FLEET_TARGET in metadata:
+        return _fleet_target(ref, metadata[KEY_FLEET_TARGET])
+    namespace = ref.namespace
+    name = metadata[KEY_HTTPSO] if KEY_HTTPSO in metadata else ref.name
+    if not _NAMESPACE.match(namespace):
+        raise RefError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"ScaledObjectRef.namespace {namespace!r} is not a Kubernetes namespace name",
+        )
+    if not _NAME.match(name):
+        raise RefError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"scaler metadata {KEY_HTTPSO}={name!r} is not an HTTPScaledObject name",
+        )
+    key = f"{namespace}/{name}"
+    route = table.get(key)
+    if route is None:
+        if not table.loaded:
+            raise RefError(grpc.StatusCode.UNAVAILABLE, "the route list is not loaded yet")
+        raise RefError(grpc.StatusCode.NOT_FOUND, f"HTTPScaledObject {key} is not known")
+    return RouteTarget(route)
+
+
+def _int_up(value: float) -> int:
+    return math.ceil(value) if value > 0 else 0
+
+
+class ExternalScalerService(pb_grpc.ExternalScalerServicer):
+    def __init__(
+        self,
+        table: RouteTable,
+        board: ActivityBoard,
+        collector: Collector,
+        metrics: ScalerMetrics,
+    ) -> None:
+        self._table = table
+        self._board = board
+        self._collector = collector
+        self._metrics = metrics
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """Shutdown: end every stream (the board and table close too, at the scaler's call)."""
+        self._closing.set()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _resolve(
+        self, method: str, ref: pb.ScaledObjectRef, context: Any
+    ) -> RouteTarget | FleetTarget:
+        try:
+            return resolve_ref(ref, self._table)
+        except RefError as exc:
+            self._metrics.rpcs.labels(method, exc.code.name).inc()
+            log.debug("%s(%s/%s): %s", method, ref.namespace, ref.name, exc.message)
+            await context.abort(exc.code, exc.message)
+            raise  # abort raises; this keeps the type checker and readers sure of it
+
+    def _ok(self, method: str) -> None:
+        self._metrics.rpcs.labels(method, "OK").inc()
+
+    def _spec(self, target: RouteTarget | FleetTarget) -> pb.GetMetricSpecResponse:
+        if isinstance(target, FleetTarget):
+            name, value = fleet_metric_name(target.namespace), target.target
+        else:
+            name, value = target.route.metric_name, target.route.target
+        spec = pb.MetricSpec(
+            metricName=name, targetSize=max(1, math.floor(value + 0.5)), targetSizeFloat=value
+        )
+        return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+    # -- RPCs --------------------------------------------------------------------------------
+
+    async def IsActive(self, request: pb.ScaledObjectRef, context: Any) -> pb.IsActiveResponse:
+        target = await self._resolve("IsActive", request, context)
+        self._ok("IsActive")
+        if isinstance(target, FleetTarget):
+            return pb.IsActiveResponse(result=True)
+        return pb.IsActiveResponse(result=self._board.is_active(target.route.key))
+
+    async def StreamIsActive(
+        self, request: pb.ScaledObjectRef, context: Any
+    ) -> AsyncIterator[pb.IsActiveResponse]:
+        target = await self._resolve("StreamIsActive", request, context)
+        gauge = self._metrics.open_streams.labels("StreamIsActive")
+        gauge.inc()
+        try:
+            if isinstance(target, FleetTarget):
+                yield pb.IsActiveResponse(result=True)
+                await self._closing.wait()
+            else:
+                with self._board.watch(target.route.key) as watch:
+                    async for active in watch.changes():
+                        yield pb.IsActiveResponse(result=active)
+            self._ok("StreamIsActive")
+        finally:
+            gauge.dec()
+
+    async def GetMetricSpec(
+        self, request: pb.ScaledObjectRef, context: Any
+    ) -> pb.GetMetricSpecResponse:
+        target = await self._resolve("GetMetricSpec", request, context)
+        self._ok("GetMetricSpec")
+        return self._spec(target)
+
+    async def StreamMetricSpec(
+        self, request: pb.ScaledObjectRef, context: Any
+    ) -> AsyncIterator[pb.GetMetricSpecResponse]:
+        target = await self._resolve("StreamMetricSpec", request, context)
+        gauge = self._metrics.open_streams.labels("StreamMetricSpec")
+        gauge.inc()
+        try:
+            sent = self._spec(target)
+            yield sent
+            while True:
+                await self._table.wait_changed()
+                if self._closing.is_set() or self._table.closed:
+                    break
+                target = await self._resolve("StreamMetricSpec", request, context)
+                spec = self._spec(target)
+                if spec != sent:
+                    sent = spec
+                    yield spec
+            self._ok("StreamMetricSpec")
+        finally:
+            gauge.dec()
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: Any
+    ) -> pb.GetMetricsResponse:
+        target = await self._resolve("GetMetrics", request.scaledObjectRef, context)
+        value: float
+        if isinstance(target, FleetTarget):
+            name = fleet_metric_name(target.namespace)
+            value = float(self._collector.total_concurrency())
+        else:
+            route = target.route
+            name = route.metric_name
+            if route.kind == "concurrency":
+                value = float(self._collector.concurrency(route.key))
+            else:
+                value = self._collector.rate(route.key)
+        self._ok("GetMetrics")
+        # Echo KEDA's name when it sent one: it matches values to specs by name.
+        metric = pb.MetricValue(
+            metricName=request.metricName or name,
+            metricValue=_int_up(value),
+            metricValueFloat=value,
+        )
+        return pb.GetMetricsResponse(metricValues=[metric])

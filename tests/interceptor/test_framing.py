@@ -1,0 +1,226 @@
+"""Message framing through the proxy: Content-Length, chunked with trailers, 100-continue,
+HEAD, 1xx, 204/304, keep-alive, pipelining and `Connection: close` from either side."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from .backends import BackendConn, Request, http_app
+from .client import build_request, read_head
+
+
+async def test_content_length_both_ways(proxied, clients):
+    ic, _backend = await proxied()
+    conn = await clients(ic.proxy_address)
+    body = bytes(range(256)) * 40
+    resp = await conn.request("POST", "/api/upload?x=1", body=body)
+    assert resp.status == 200
+    assert resp.header("content-length") == str(len(resp.body))
+    seen = json.loads(resp.body)
+    assert seen["method"] == "POST"
+    assert seen["target"] == "/api/upload?x=1"
+    assert seen["body"].encode("latin-1") == body
+    assert resp.header("x-httpscale-cold-start") == "false"
+
+
+async def test_chunked_request_with_trailers_reaches_backend(proxied, clients):
+    ic, backend = await proxied()
+    conn = await clients(ic.proxy_address)
+    await conn.send(
+        b"POST /c HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n"
+        b"Trailer: X-Sum\r\n\r\n"
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nX-Sum: 42\r\n\r\n"
+    )
+    resp = await conn.read_response()
+    assert resp.status == 200
+    req = backend.requests[0]
+    assert req.body == b"hello world!"
+    assert req.chunked, "a chunked request body of unknown length must stay chunked upstream"
+    assert ("X-Sum", "42") in [(k.title(), v) for k, v in req.trailers]
+
+
+async def test_chunked_response_with_trailers_reaches_client(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Digest\r\n\r\n"
+            b"3\r\nabc\r\n"
+            b"A\r\n0123456789\r\n"
+            b"0\r\nX-Digest: sha-256=xyz\r\n\r\n"
+        )
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("GET", "/")
+    assert resp.status == 200
+    assert resp.chunked
+    assert resp.body == b"abc0123456789"
+    assert [(k.lower(), v) for k, v in resp.trailers] == [("x-digest", "sha-256=xyz")]
+    # The connection is still usable: the chunked body was framed exactly.
+    again = await conn.request("GET", "/")
+    assert again.status == 200 and again.body == b"abc0123456789"
+
+
+async def test_close_delimited_response_is_forwarded_whole(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"x" * 100_000)
+        conn.close_after = True
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("GET", "/")
+    assert resp.status == 200
+    assert resp.body == b"x" * 100_000
+
+
+async def test_expect_100_continue(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.respond(200, req.body[::-1])
+
+    async def handler(conn: BackendConn) -> None:
+        while True:
+            req = await conn.read_request_head()
+            if req is None:
+                return
+            if (req.header("expect") or "").lower() == "100-continue":
+                await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await conn.read_body(req)
+            await conn.backend.record(req)
+            await app(req, conn)
+
+    ic, _ = await proxied(handler)
+    conn = await clients(ic.proxy_address)
+    await conn.send(
+        b"PUT /e HTTP/1.1\r\nHost: app.test\r\nContent-Length: 6\r\nExpect: 100-continue\r\n\r\n"
+    )
+    # The client holds its body until it sees 100 Continue (from the proxy or the backend).
+    first = await conn.read_interim_or_final(within=3)
+    assert first.status == 100
+    await conn.send(b"abcdef")
+    resp = await conn.read_response()
+    assert resp.status == 200
+    assert resp.body == b"fedcba"
+    assert all(r.status == 100 for r in resp.interim)
+
+
+async def test_head_response_has_no_body(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        if req.method == "HEAD":
+            await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        else:
+            await conn.respond(200, b"after-head")
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("HEAD", "/h")
+    assert resp.status == 200
+    assert resp.header("content-length") == "1000"
+    # If the proxy waited for (or invented) 1000 body bytes, this next answer would be wrong.
+    nxt = await conn.request("GET", "/h")
+    assert nxt.status == 200 and nxt.body == b"after-head"
+
+
+async def test_1xx_interim_forwarded_then_final(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.send(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
+        await conn.respond(200, b"final")
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("GET", "/")
+    assert resp.status == 200 and resp.body == b"final"
+    assert [r.status for r in resp.interim] == [103]
+    assert resp.interim[0].header("link") == "</s.css>; rel=preload"
+    nxt = await conn.request("GET", "/")
+    assert nxt.status == 200 and nxt.body == b"final"
+
+
+async def test_204_and_304_have_no_body(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        if req.target == "/204":
+            await conn.send(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
+        elif req.target == "/304":
+            # A 304 may carry the Content-Length of the representation, but never a body.
+            await conn.send(
+                b'HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\nETag: "e"\r\n\r\n'
+            )
+        else:
+            await conn.respond(200, b"ok")
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    r204 = await conn.request("GET", "/204")
+    assert r204.status == 204
+    assert r204.header("transfer-encoding") is None
+    r304 = await conn.request("GET", "/304", headers=[("If-None-Match", '"e"')])
+    assert r304.status == 304
+    assert r304.header("etag") == '"e"'
+    # Nothing stray is left on the connection after either bodiless answer.
+    r200 = await conn.request("GET", "/ok")
+    assert r200.status == 200 and r200.body == b"ok"
+    await conn.send(build_request("GET", "/ok", headers=[("Connection", "close")]))
+    assert (await conn.read_response()).body == b"ok"
+    assert await conn.read_until_eof() == b""
+
+
+async def test_keepalive_reuses_client_and_upstream_connection(proxied, clients):
+    ic, backend = await proxied()
+    conn = await clients(ic.proxy_address)
+    for i in range(5):
+        resp = await conn.request("GET", f"/k{i}")
+        assert resp.status == 200
+        assert json.loads(resp.body)["target"] == f"/k{i}"
+    assert backend.accepted == 1, "sequential requests should reuse one pooled upstream connection"
+
+
+async def test_pipelined_requests_answered_in_order(proxied, clients):
+    first_seen = asyncio.Event()
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        if req.target == "/slow":
+            first_seen.set()
+            await asyncio.sleep(0.05)  # the first answer is the slowest: order must still hold
+        await conn.respond(200, req.target.encode())
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    await conn.send(
+        build_request("GET", "/slow")
+        + build_request("POST", "/b", body=b"12345")
+        + build_request("GET", "/c")
+    )
+    bodies = [(await conn.read_response()).body for _ in range(3)]
+    assert bodies == [b"/slow", b"/b", b"/c"]
+    assert first_seen.is_set()
+
+
+async def test_connection_close_from_client(proxied, clients):
+    ic, _ = await proxied()
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("GET", "/", headers=[("Connection", "close")])
+    assert resp.status == 200
+    assert await conn.read_until_eof() == b"", "proxy must close after Connection: close"
+
+
+async def test_connection_close_from_backend_keeps_client_connection(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.respond(200, f"conn{conn.index}".encode(), [("Connection", "close")])
+        conn.close_after = True
+
+    ic, backend = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    one = await conn.request("GET", "/")
+    two = await conn.request("GET", "/")
+    assert (one.status, one.body) == (200, b"conn1")
+    assert (two.status, two.body) == (200, b"conn2"), "closed upstream must not be reused"
+    assert backend.accepted == 2
+
+
+async def test_http10_client_gets_close(proxied, clients):
+    ic, _ = await proxied()
+    conn = await clients(ic.proxy_address)
+    await conn.send(b"GET /old HTTP/1.0\r\nHost: app.test\r\n\r\n")
+    start, _headers = await asyncio.wait_for(read_head(conn.reader), 5)
+    assert start.split(b" ")[1] == b"200"
+    rest = await conn.read_until_eof()
+    assert b'"/old"' in rest

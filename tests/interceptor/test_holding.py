@@ -1,0 +1,119 @@
+"""Requests to a route at zero are held until an endpoint is ready, bounded in time and
+number; held requests count as Concurrency so the scaler sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .client import Conn, build_request
+from .helpers import APP_KEY, app_route, eventually, queue_entry
+
+
+def _held(ic) -> int:
+    stats = ic.route_stats(APP_KEY)
+    return 0 if stats is None else stats["held"]
+
+
+async def test_held_then_released_by_set_endpoints(backends, make_interceptor, clients):
+    b = await backends()
+    ic = await make_interceptor(routes=[app_route(dynamic=True)])
+    woken: list[str] = []
+    woke = asyncio.Event()
+
+    def on_wake(key: str) -> None:
+        woken.append(key)
+        woke.set()
+
+    ic.add_wake_listener(on_wake)
+    conn = await clients(ic.proxy_address)
+    await conn.send(build_request("POST", "/cold", body=b"payload"))
+    await asyncio.wait_for(woke.wait(), 5)
+    assert woken == [APP_KEY]
+    await eventually(lambda: _held(ic) == 1, what="request held")
+    assert queue_entry(ic) == {"Concurrency": 1, "RequestCount": 1}
+
+    ic.set_endpoints(APP_KEY, [b.endpoint])
+    resp = await conn.read_response()
+    assert resp.status == 200
+    assert resp.header("x-httpscale-cold-start") == "true"
+    req = b.requests[0]
+    assert (req.target, req.body) == ("/cold", b"payload")
+    # Warm now: the next request is not a cold start.
+    again = await conn.request("GET", "/warm")
+    assert again.header("x-httpscale-cold-start") == "false"
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
+    assert queue_entry(ic)["RequestCount"] == 2
+    assert woken == [APP_KEY], "wake fires once per cold start, not per request"
+
+
+async def test_many_held_requests_all_released(backends, make_interceptor):
+    b = await backends()
+    ic = await make_interceptor(routes=[app_route(dynamic=True)])
+    conns = [await Conn.open(ic.proxy_address) for _ in range(20)]
+    try:
+        for i, c in enumerate(conns):
+            await c.send(build_request("GET", f"/{i}"))
+        await eventually(lambda: _held(ic) == 20, what="20 held")
+        assert queue_entry(ic)["Concurrency"] == 20
+        ic.set_endpoints(APP_KEY, [b.endpoint])
+        resps = await asyncio.gather(*(c.read_response() for c in conns))
+        assert [r.status for r in resps] == [200] * 20
+    finally:
+        for c in conns:
+            await c.aclose()
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
+    assert queue_entry(ic)["RequestCount"] == 20
+
+
+async def test_client_disconnect_while_held_releases_count(make_interceptor, clients):
+    ic = await make_interceptor(routes=[app_route(dynamic=True)])
+    conn = await clients(ic.proxy_address)
+    await conn.send(build_request("GET", "/"))
+    await eventually(lambda: _held(ic) == 1, what="request held")
+    assert queue_entry(ic)["Concurrency"] == 1
+    conn.abort()
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0, what="held request dropped")
+    assert _held(ic) == 0
+    assert queue_entry(ic)["RequestCount"] == 1
+
+
+async def test_readiness_timeout_504(make_interceptor, clients):
+    ic = await make_interceptor(routes=[app_route(dynamic=True, readiness_timeout=0.3)])
+    conn = await clients(ic.proxy_address)
+    t0 = time.monotonic()
+    resp = await conn.request("GET", "/")
+    elapsed = time.monotonic() - t0
+    assert resp.status == 504, (resp.status, resp.body)
+    assert resp.body and len(resp.body) < 1024
+    assert 0.25 <= elapsed < 2.0, elapsed
+    assert queue_entry(ic) == {"Concurrency": 0, "RequestCount": 1}
+
+
+async def test_max_pending_requests_503_with_retry_after(make_interceptor, clients):
+    ic = await make_interceptor(routes=[app_route(dynamic=True, max_pending_requests=2)])
+    held = [await clients(ic.proxy_address) for _ in range(2)]
+    for c in held:
+        await c.send(build_request("GET", "/"))
+    await eventually(lambda: _held(ic) == 2, what="2 held")
+    extra = await clients(ic.proxy_address)
+    resp = await extra.request("GET", "/")
+    assert resp.status == 503, (resp.status, resp.body)
+    assert resp.header("retry-after") is not None
+    assert int(resp.header("retry-after")) >= 0
+    assert resp.body and len(resp.body) < 1024
+    assert _held(ic) == 2
+    for c in held:
+        c.abort()
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
+    assert queue_entry(ic)["RequestCount"] == 3
+
+
+async def test_held_request_504_keeps_client_connection(backends, make_interceptor, clients):
+    b = await backends()
+    ic = await make_interceptor(routes=[app_route(dynamic=True, readiness_timeout=0.2)])
+    conn = await clients(ic.proxy_address)
+    assert (await conn.request("GET", "/")).status == 504
+    ic.set_endpoints(APP_KEY, [b.endpoint])
+    resp = await conn.request("GET", "/")
+    assert resp.status == 200

@@ -1,0 +1,224 @@
+"""Local mode end to end: config -> real interceptor on loopback -> real hello processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from conftest import MARK_VAR, eventually, hello_command, marked_pids
+
+from httpscale.config.local_file import parse_local_config
+from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
+from httpscale.local.autoscaler import AutoscalerSettings
+from httpscale.local.plan import plan_apps
+from httpscale.local.runner import LocalRunner, LocalSettings
+from httpscale.local.supervisor import SupervisorSettings
+
+Runner = Callable[..., Any]
+
+
+def app(name: str, *hello_args: str, **fields: Any) -> dict[str, Any]:
+    run = {
+        "command": list(hello_command(*hello_args)),
+        "readiness": {"httpGet": {"path": "/healthz"}},
+        "startupTimeout": fields.pop("startupTimeout", 20),
+        "stopGracePeriod": 5,
+    }
+    return {"name": name, "hosts": [f"{name}.localhost"], "run": run, **fields}
+
+
+@pytest.fixture
+async def local(mark: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runner]:
+    """Start `httpscale local` in-process on ephemeral ports; stop it in order afterwards."""
+    monkeypatch.setenv(MARK_VAR, mark)  # replicas inherit it: the leak check finds them
+    runners: list[LocalRunner] = []
+
+    async def start(*apps: dict[str, Any], sync_interval: float = 0.1) -> LocalRunner:
+        config = parse_local_config({"apps": list(apps)}, source="test.yaml")
+        settings = LocalSettings(
+            interceptor=InterceptorSettings(
+                listen=Listen(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0),
+                shutdown=ShutdownSettings(readiness_delay=0, drain_timeout=5),
+            ),
+            autoscaler=AutoscalerSettings(
+                sync_interval=sync_interval,
+                supervisor=SupervisorSettings(drain_timeout=5, backoff_initial=0.1),
+            ),
+        )
+        runner = LocalRunner(plan_apps(config.apps), settings)
+        runners.append(runner)
+        await runner.start()
+        return runner
+
+    yield start
+    for runner in runners:
+        await runner.close()
+
+
+async def request(
+    runner: LocalRunner, host: str, path: str = "/"
+) -> tuple[int, dict[str, str], bytes]:
+    """One request through the proxy (HTTP/1.1, Connection: close)."""
+    proxy_host, port = runner.interceptor.proxy_address
+    reader, writer = await asyncio.open_connection(proxy_host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def scale_lines(caplog: pytest.LogCaptureFixture, app_name: str) -> list[str]:
+    prefix = f"scale {app_name}: "
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(prefix)]
+
+
+async def test_200_concurrent_requests_at_zero_start_the_app_once(
+    local: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpscale.local")
+    runner = await local(
+        app("hello", "--startup-delay", "0.5", replicas={"min": 0, "max": 1}, scaledownPeriod=60)
+    )
+    results = await asyncio.gather(*(request(runner, "hello.localhost") for _ in range(200)))
+    assert [status for status, _, _ in results] == [200] * 200
+    pids = {headers["x-hello-pid"] for _, headers, _ in results}
+    assert len(pids) == 1
+    scaler = runner.autoscaler.scalers["local/hello"]
+    assert [r.pid for r in scaler.supervisor.replicas] == [int(pids.pop())]
+    assert scaler.supervisor.replicas[0].index == 1  # the first and only process started
+    lines = scale_lines(caplog, "hello")
+    assert lines[0] == "scale hello: 0 -> 1 (request while at zero)"
+    assert lines[1].startswith("scale hello: cold start took ")
+    assert len(lines) == 2
+
+
+async def test_load_above_target_scales_up_and_spreads_then_idle_goes_to_zero(
+    local: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="httpscale.local")
+    runner = await local(
+        app(
+            "busy",
+            "--response-delay",
+            "0.3",
+            replicas={"min": 0, "max": 3},
+            scaledownPeriod=1,
+            scalingMetric={"concurrency": {"targetValue": 4}},
+        )
+    )
+    scaler = runner.autoscaler.scalers["local/busy"]
+    seen: Counter[str] = Counter()
+
+    async def client() -> None:
+        for _ in range(12):
+            status, headers, _ = await request(runner, "busy.localhost")
+            assert status == 200
+            seen[headers["x-hello-pid"]] += 1
+
+    # 12 clients in a loop: about 12 in flight against a target of 4 per replica -> 3 replicas.
+    await asyncio.gather(*(client() for _ in range(12)))
+    assert len(seen) >= 2, f"load was not spread: {seen}"
+    assert scaler.supervisor.desired >= 2
+    up = [line for line in scale_lines(caplog, "busy") if "(request while" not in line]
+    assert any(" -> 3 (" in line or " -> 2 (" in line for line in up), up
+
+    # Idle: back to zero after scaledownPeriod, and the processes are gone.
+    pids = [r.pid for r in scaler.supervisor.replicas]
+    await eventually(lambda: not scaler.supervisor.replicas, within=20)
+    assert (
+        scale_lines(caplog, "busy")[-1].endswith(")")
+        and " -> 0 (no traffic for " in (scale_lines(caplog, "busy")[-1])
+    )
+    assert runner.interceptor.route_stats("local/busy") == {
+        "concurrency": 0,
+        "held": 0,
+        "request_count": 144,
+        "endpoints": 0,
+    }
+    status = runner.autoscaler.status()["busy"]
+    assert status["desired"] == 0 and status["replicas"] == []
+    assert all(pid is not None for pid in pids)
+
+
+async def test_crashing_app_is_restarted_and_held_requests_wait(local: Runner) -> None:
+    runner = await local(app("crashy", "--crash-after", "1", scaledownPeriod=60))
+    scaler = runner.autoscaler.scalers["local/crashy"]
+    status, first, _ = await request(runner, "crashy.localhost")
+    assert status == 200  # answered, then the process exits with status 3
+    # Once the exit is noticed the replica leaves the route; a request now is held until the
+    # replacement is ready (a request racing the exit is the interceptor's connect-retry case).
+    await eventually(lambda: scaler.supervisor.restarts >= 1)
+    status, second, _ = await request(runner, "crashy.localhost")
+    assert status == 200
+    assert second["x-hello-pid"] != first["x-hello-pid"]
+    assert runner.autoscaler.status()["crashy"]["restarts"] >= 1
+
+
+async def test_never_ready_app_is_retried_and_held_request_times_out(local: Runner) -> None:
+    runner = await local(
+        app(
+            "stuck",
+            "--startup-delay",
+            "60",
+            startupTimeout=0.5,
+            coldStart={"readinessTimeout": 2},
+        )
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status, _, body = await request(runner, "stuck.localhost")
+    elapsed = loop.time() - started
+    assert status == 504, body
+    assert 1.5 < elapsed < 6
+    assert runner.autoscaler.scalers["local/stuck"].supervisor.restarts >= 2
+
+
+async def test_status_provider_and_admin_status(local: Runner) -> None:
+    runner = await local(app("hello"))
+    assert (await request(runner, "hello.localhost"))[0] == 200
+    host, port = runner.interceptor.admin_address
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    doc = json.loads(data.partition(b"\r\n\r\n")[2])
+    hello = doc["apps"]["hello"]
+    assert hello["desired"] == 1 and hello["ready"] == 1
+    (replica,) = hello["replicas"]
+    assert replica["state"] == "ready" and replica["pid"] > 0 and replica["port"] > 0
+    assert hello["last_scale"]["reason"] == "request while at zero"
+
+
+async def test_autoscaler_crash_stops_everything(
+    local: Runner, mark: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the autoscaler ends `run` loudly, and no app process survives it."""
+    runner = await local(app("hello", replicas={"min": 1, "max": 1}))
+    scaler = runner.autoscaler.scalers["local/hello"]
+    await eventually(lambda: scaler.supervisor.ready_count() == 1)
+    pid = scaler.supervisor.replicas[0].pid
+
+    def broken(now: float) -> None:
+        raise RuntimeError("autoscaler bug")
+
+    monkeypatch.setattr(scaler, "sample", broken)
+    stop = asyncio.Event()
+    with pytest.raises(RuntimeError, match="autoscaler bug"):
+        await runner.serve(stop)
+    await runner.close()
+    assert pid not in marked_pids(mark)

@@ -1,0 +1,148 @@
+"""`httpscale local` as a real process: bad config, SIGTERM drain, SIGKILL leaves no orphan."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import MARK_VAR, marked_pids, wait_gone
+
+from httpscale.local.cli import local_command, status_command
+
+# Runs the command without going through `httpscale.cli` (owned elsewhere).
+_ENTRY = "from httpscale.local.cli import local_command; local_command()"
+
+
+def test_bad_config_names_file_key_and_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apps:\n  - name: hello\n    run:\n      upstrem: http://127.0.0.1:1\n")
+    result = CliRunner().invoke(local_command, ["-c", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}: apps[0].run.upstrem: unknown key" in result.output
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(local_command, ["-c", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "nope.yaml: file not found" in result.output
+
+
+def test_status_command_reports_unreachable_admin() -> None:
+    result = CliRunner().invoke(status_command, ["--admin", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "cannot read http://127.0.0.1:9/status" in result.output
+
+
+class LocalProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.proxy_port = 0
+        self.admin_port = 0
+        self.lines: list[str] = []
+
+    async def wait_for_line(self, needle: str, within: float = 30) -> str:
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(within):
+            while True:
+                raw = await self.proc.stderr.readline()
+                if not raw:
+                    raise AssertionError(f"exited before {needle!r}: {self.lines}")
+                line = raw.decode().rstrip()
+                self.lines.append(line)
+                if needle in line:
+                    return line
+
+    async def get(self, host: str) -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.proxy_port)
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+
+@pytest.fixture
+async def local_process(tmp_path: Path, mark: str) -> AsyncIterator[LocalProcess]:
+    config = tmp_path / "local.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            listen: 127.0.0.1:0
+            admin: 127.0.0.1:0
+            apps:
+              - name: slow
+                hosts: [slow.localhost]
+                replicas: {min: 0, max: 2}
+                run:
+                  command: ["{python}", "-m", "httpscale.examples.hello", "--port", "{port}",
+                            "--response-delay", "1.5"]
+                  readiness: {httpGet: {path: /healthz}}
+                  stopGracePeriod: 5
+            """
+        )
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _ENTRY,
+        "-c",
+        str(config),
+        "--readiness-delay",
+        "0",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, MARK_VAR: mark},
+    )
+    local = LocalProcess(proc)
+    try:
+        line = await local.wait_for_line("httpscale local: proxy on")
+        # "... proxy on http://127.0.0.1:PORT, status on http://127.0.0.1:PORT/status, ..."
+        urls = [part for part in line.split() if part.startswith("http://")]
+        local.proxy_port = int(urls[0].rstrip(",").rsplit(":", 1)[1])
+        local.admin_port = int(urls[1].split("/status")[0].rsplit(":", 1)[1])
+        yield local
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_sigterm_drains_in_flight_request_then_stops_children(
+    local_process: LocalProcess, mark: str
+) -> None:
+    first = asyncio.create_task(local_process.get("slow.localhost"))
+    await local_process.wait_for_line("ready after")
+    await asyncio.sleep(0.2)  # the request is now in flight in the replica (1.5 s)
+    local_process.proc.send_signal(signal.SIGTERM)
+    status, body = await first
+    assert status == 200 and body.startswith(b"hello from pid")
+    async with asyncio.timeout(30):
+        assert await local_process.proc.wait() == 0
+    assert wait_gone(mark, timeout=1) == []
+    rest = (await local_process.proc.stderr.read()).decode() if local_process.proc.stderr else ""
+    assert "httpscale local: stopped" in rest
+
+
+async def test_sigkill_of_httpscale_leaves_no_app_process(
+    local_process: LocalProcess, mark: str
+) -> None:
+    status, _ = await local_process.get("slow.localhost")
+    assert status == 200
+    reader, writer = await asyncio.open_connection("127.0.0.1", local_process.admin_port)
+    writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    doc = json.loads((await reader.read()).partition(b"\r\n\r\n")[2])
+    writer.close()
+    await writer.wait_closed()
+    pids = [r["pid"] for r in doc["apps"]["slow"]["replicas"]]
+    assert len(pids) == 1 and pids[0] in marked_pids(mark)
+    local_process.proc.kill()
+    await local_process.proc.wait()
+    assert wait_gone(mark, timeout=5) == []

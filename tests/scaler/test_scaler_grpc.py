@@ -1,0 +1,273 @@
+"""The external scaler over a real gRPC port, fed by stand-in interceptor admin servers.
+
+The stand-ins are used here because these cases need values no real interceptor reports on
+demand (a counter that goes back, a replica that hangs); tests/scaler/test_scaler_real.py runs
+the same protocol against real `httpscale local` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from scaler_helpers import StandIn, eventually, fast_settings, grpc_client, ref, running_scaler
+
+from httpscale.scaler.app import SERVICE_NAME
+from httpscale.scaler.proto import externalscaler_pb2 as pb
+from httpscale.scaler.routes import ScalerRoute
+
+CONC = ScalerRoute("local/conc", "concurrency", target=10)
+RATE = ScalerRoute("local/rate", "requestRate", target=2.5, window=3.0, granularity=0.1)
+
+
+@pytest.fixture
+async def standins() -> AsyncIterator[list[StandIn]]:
+    fakes = [StandIn(), StandIn()]
+    for fake in fakes:
+        await fake.start()
+    yield fakes
+    for fake in fakes:
+        await fake.stop()
+
+
+async def test_spec_for_concurrency_and_rate_routes(standins: list[StandIn]) -> None:
+    async with running_scaler([CONC, RATE], [s.url for s in standins]) as scaler:
+        async with grpc_client(scaler.grpc_port) as stub:
+            spec = await stub.GetMetricSpec(ref("conc"))
+            (one,) = spec.metricSpecs
+            assert one.metricName == "http-local-conc-concurrency"
+            assert (one.targetSize, one.targetSizeFloat) == (10, 10.0)
+            spec = await stub.GetMetricSpec(ref("rate"))
+            (one,) = spec.metricSpecs
+            assert one.metricName == "http-local-rate-rate"
+            assert (one.targetSize, one.targetSizeFloat) == (3, 2.5)
+            fleet = await stub.GetMetricSpec(
+                ref("x", "keda", interceptorTargetPendingRequests="200")
+            )
+            assert fleet.metricSpecs[0].targetSize == 200
+            assert fleet.metricSpecs[0].metricName == "http-interceptor-keda-concurrency"
+
+
+async def test_concurrency_is_summed_over_replicas(standins: list[StandIn]) -> None:
+    a, b = standins
+    a.set("local/conc", 3, 100)
+    b.set("local/conc", 4, 7)
+    b.set("other/thing", 5, 0)
+    async with running_scaler([CONC], [a.url, b.url]) as scaler:
+        async with grpc_client(scaler.grpc_port) as stub:
+            await eventually(lambda: scaler.collector.concurrency("local/conc") == 7)
+            got = await stub.GetMetrics(
+                pb.GetMetricsRequest(scaledObjectRef=ref("conc"), metricName="s0-conc")
+            )
+            (value,) = got.metricValues
+            assert (value.metricName, value.metricValue, value.metricValueFloat) == (
+                "s0-conc",
+                7,
+                7.0,
+            )
+            assert (await stub.IsActive(ref("conc"))).result is True
+            # The fleet trigger sees every route, known or not.
+            fleet = await stub.GetMetrics(
+                pb.GetMetricsRequest(scaledObjectRef=ref("x", interceptorTargetPendingRequests="1"))
+            )
+            assert fleet.metricValues[0].metricValue == 12
+
+
+async def test_rate_from_counter_deltas_with_reset_and_first_sight(
+    standins: list[StandIn],
+) -> None:
+    a, b = standins
+    a.set("local/rate", 0, 1_000_000)  # long history: must not read as a burst
+    async with running_scaler([RATE], [a.url, b.url]) as scaler:
+        async with grpc_client(scaler.grpc_port) as stub:
+
+            def total() -> float:
+                return scaler.collector.rate("local/rate") * RATE.window
+
+            await eventually(lambda: a.polls >= 3)
+            assert total() == 0.0
+            assert (await stub.IsActive(ref("rate"))).result is False
+            # A replica seen for the first time mid-life: a baseline, not a burst.
+            b.set("local/rate", 0, 50)
+            polls = b.polls
+            await eventually(lambda: b.polls >= polls + 3)
+            assert total() == 0.0
+            a.set("local/rate", 0, 1_000_004)  # 4 requests
+            await eventually(lambda: total() > 0)
+            got = await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref("rate")))
+            value = got.metricValues[0]
+            assert value.metricValueFloat == pytest.approx(4 / RATE.window)
+            assert value.metricValue == 2  # rounded up: a small rate never reads as 0
+            assert value.metricName == "http-local-rate-rate"
+            assert (await stub.IsActive(ref("rate"))).result is True
+            # Replica b restarts: its counter starts over at 3. Three new requests, not -47.
+            b.set("local/rate", 0, 3)
+            await eventually(lambda: total() != pytest.approx(4.0), what="reset counted")
+            assert total() == pytest.approx(7.0)
+            # Once the window passes with no request the route goes idle; a stream says so.
+            stream = stub.StreamIsActive(ref("rate"))
+            assert (await stream.read()).result is True
+            first_false = await asyncio.wait_for(stream.read(), timeout=RATE.window + 2)
+            assert first_false.result is False
+            assert total() == 0.0
+            assert (await stub.IsActive(ref("rate"))).result is False
+            stream.cancel()
+
+
+async def test_partial_failure_keeps_last_value_then_drops_it(standins: list[StandIn]) -> None:
+    a, b = standins
+    a.set("local/conc", 2, 0)
+    b.set("local/conc", 5, 0)
+    settings = fast_settings(stale_grace=0.6, poll_timeout=0.2)
+    async with running_scaler([CONC], [a.url, b.url], settings) as scaler:
+        await eventually(lambda: scaler.collector.concurrency("local/conc") == 7)
+        b.mode = "hang"
+        loop = asyncio.get_running_loop()
+        failed_at = loop.time()
+        await eventually(lambda: any(r.failing for r in scaler.collector.replicas))
+        # Within the grace the hanging replica still counts.
+        assert scaler.collector.concurrency("local/conc") == 7
+        await eventually(lambda: scaler.collector.concurrency("local/conc") == 2, within=3)
+        assert loop.time() - failed_at >= 0.5
+        assert scaler.ready  # one replica is fresh: still serving
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{scaler.admin_port}/metrics") as resp:
+                text = await resp.text()
+        assert f'httpscale_scaler_poll_errors_total{{replica="{b.url}"}}' in text
+        assert "httpscale_scaler_unreachable_replicas 1.0" in text
+        b.mode = "ok"
+        await eventually(lambda: scaler.collector.concurrency("local/conc") == 7, within=3)
+
+
+async def test_unknown_route_and_bad_metadata(standins: list[StandIn]) -> None:
+    async with running_scaler([CONC], [standins[0].url]) as scaler:
+        async with grpc_client(scaler.grpc_port) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.IsActive(ref("nope"))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "local/nope" in (err.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetMetricSpec(ref("Bad/Name"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetMetricSpec(ref("x", interceptorTargetPendingRequests="lots"))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            stream = stub.StreamIsActive(ref("nope"))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stream.read()
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_health_follows_replica_freshness(standins: list[StandIn]) -> None:
+    a, b = standins
+    settings = fast_settings(stale_grace=0.4, poll_timeout=0.2)
+    async with running_scaler([CONC], [a.url, b.url], settings) as scaler:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{scaler.grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            serving = health_pb2.HealthCheckResponse.SERVING
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+            statuses = [(await watch.read()).status]
+            if statuses[-1] != serving:
+                statuses.append((await asyncio.wait_for(watch.read(), 5)).status)
+            assert statuses[-1] == serving
+            a.mode = "error"
+            await asyncio.sleep(1.0)  # one stale replica is not enough
+            check = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+            assert check.status == serving
+            b.mode = "hang"
+            assert (await asyncio.wait_for(watch.read(), 5)).status == not_serving
+            assert not scaler.ready
+            a.mode = "ok"
+            assert (await asyncio.wait_for(watch.read(), 5)).status == serving
+            watch.cancel()
+
+
+async def test_wake_push_activates_streams_before_any_poll(standins: list[StandIn]) -> None:
+    a, b = standins
+    # Polls are slow here (1 s) so that only the push can explain a fast `true`.
+    settings = fast_settings(poll_interval=1.0, hold=0.8)
+    async with running_scaler([CONC, RATE], [a.url, b.url], settings) as scaler:
+        await eventually(lambda: all(r.wake_connected for r in scaler.collector.replicas))
+        async with grpc_client(scaler.grpc_port) as stub:
+            streams = [stub.StreamIsActive(ref("conc")) for _ in range(3)]
+            other = stub.StreamIsActive(ref("rate"))
+            for stream in [*streams, other]:
+                assert (await stream.read()).result is False
+            loop = asyncio.get_running_loop()
+            woke_at = loop.time()
+            await b.wake("local/conc")
+            for stream in streams:
+                assert (await asyncio.wait_for(stream.read(), 0.5)).result is True
+            latency = loop.time() - woke_at
+            assert latency < 0.5
+            assert (await stub.IsActive(ref("conc"))).result is True
+            assert (await stub.IsActive(ref("rate"))).result is False
+            # No poll confirms it (the stand-in reports nothing): the hold runs out.
+            for stream in streams:
+                assert (await asyncio.wait_for(stream.read(), 3)).result is False
+            assert loop.time() - woke_at >= 0.75
+            # A wake confirmed by a poll stays active past the hold, until concurrency is 0.
+            await a.wake("local/conc")
+            a.set("local/conc", 1, 1)
+            assert (await asyncio.wait_for(streams[0].read(), 0.5)).result is True
+            await eventually(lambda: not scaler.board.held("local/conc"), within=3)
+            await asyncio.sleep(1.0)
+            assert (await stub.IsActive(ref("conc"))).result is True
+            a.set("local/conc", 0, 1)
+            assert (await asyncio.wait_for(streams[0].read(), 3)).result is False
+            assert scaler.metrics.open_streams.labels("StreamIsActive")._value.get() == 4
+            for stream in [*streams, other]:
+                stream.cancel()
+        await eventually(
+            lambda: scaler.metrics.open_streams.labels("StreamIsActive")._value.get() == 0
+        )
+
+
+async def test_wake_stream_reconnects_after_the_interceptor_restarts() -> None:
+    fake = StandIn()
+    await fake.start()
+    port = fake.port
+    try:
+        async with running_scaler([CONC], [fake.url]) as scaler:
+            await eventually(lambda: len(scaler.collector.replicas) == 1)
+            (replica,) = scaler.collector.replicas
+            await eventually(lambda: replica.wake_connected)
+            await fake.stop()
+            await eventually(lambda: not replica.wake_connected)
+            fake = StandIn()
+            await fake.start(port)
+            await eventually(lambda: replica.wake_connected, within=5)
+            async with grpc_client(scaler.grpc_port) as stub:
+                stream = stub.StreamIsActive(ref("conc"))
+                assert (await stream.read()).result is False
+                await fake.wake("local/conc")
+                assert (await asyncio.wait_for(stream.read(), 0.5)).result is True
+                stream.cancel()
+    finally:
+        await fake.stop()
+
+
+async def test_shutdown_ends_open_streams() -> None:
+    fake = StandIn()
+    await fake.start()
+    try:
+        async with running_scaler([CONC], [fake.url]) as scaler:
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{scaler.grpc_port}")
+            from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
+
+            stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[misc]
+            stream = stub.StreamIsActive(ref("conc"))
+            assert (await stream.read()).result is False
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await scaler.stop()
+            assert loop.time() - started < 1.0
+            assert (await asyncio.wait_for(stream.read(), 1)) is grpc.aio.EOF
+            await channel.close()
+    finally:
+        await fake.stop()

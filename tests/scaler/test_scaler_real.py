@@ -1,0 +1,223 @@
+"""The scaler against real interceptors: `httpscale local` processes serving real requests.
+
+Routes come from the same config file the interceptors run (`routes_from_local_config`), and
+KEDA's side is a real gRPC client on a real port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from scaler_helpers import (
+    LocalInterceptor,
+    eventually,
+    fast_settings,
+    grpc_client,
+    ref,
+    running_scaler,
+)
+
+from httpscale.scaler.app import SERVICE_NAME
+from httpscale.scaler.proto import externalscaler_pb2 as pb
+from httpscale.scaler.routes import routes_from_local_config
+
+pytestmark = pytest.mark.slow
+
+APPS = """
+apps:
+  - name: slow
+    hosts: [slow.localhost]
+    replicas: {min: 0, max: 1}
+    scaledownPeriod: 30
+    run:
+      command: ["{python}", "-m", "httpscale.examples.hello", "--port", "{port}",
+                "--startup-delay", "1"]
+  - name: busy
+    hosts: [busy.localhost]
+    replicas: {min: 1, max: 1}
+    scalingMetric:
+      concurrency: {targetValue: 4}
+    run:
+      command: ["{python}", "-m", "httpscale.examples.hello", "--port", "{port}",
+                "--response-delay", "3"]
+  - name: rated
+    hosts: [rated.localhost]
+    replicas: {min: 1, max: 1}
+    scalingMetric:
+      requestRate: {targetValue: 5, window: 20s, granularity: 1s}
+    run:
+      command: ["{python}", "-m", "httpscale.examples.hello", "--port", "{port}"]
+"""
+
+
+@pytest.fixture
+async def interceptors(tmp_path: Path) -> AsyncIterator[list[LocalInterceptor]]:
+    procs = [LocalInterceptor(APPS, tmp_path, f"interceptor-{i}") for i in range(2)]
+    try:
+        await asyncio.gather(*(p.start() for p in procs))
+        yield procs
+    finally:
+        await asyncio.gather(*(p.stop() for p in procs))
+
+
+async def get(http: aiohttp.ClientSession, proxy: str, host: str) -> str:
+    async with http.get(proxy + "/", headers={"Host": host}) as response:
+        assert response.status == 200, await response.text()
+        return await response.text()
+
+
+async def test_concurrency_and_rate_from_real_interceptors(
+    interceptors: list[LocalInterceptor],
+) -> None:
+    a, b = interceptors
+    routes = routes_from_local_config(a.config)
+    assert {r.key: r.kind for r in routes} == {
+        "local/slow": "concurrency",
+        "local/busy": "concurrency",
+        "local/rated": "requestRate",
+    }
+    async with (
+        running_scaler(list(routes), [a.admin_url, b.admin_url]) as scaler,
+        grpc_client(scaler.grpc_port) as stub,
+        aiohttp.ClientSession() as http,
+    ):
+        spec = (await stub.GetMetricSpec(ref("rated"))).metricSpecs[0]
+        assert (spec.metricName, spec.targetSize, spec.targetSizeFloat) == (
+            "http-local-rated-rate",
+            5,
+            5.0,
+        )
+        await eventually(lambda: scaler.ready)
+        # 3 slow requests through one interceptor, 2 through the other: in flight together.
+        busy = [asyncio.create_task(get(http, a.proxy_url, "busy.localhost")) for _ in range(3)]
+        busy += [asyncio.create_task(get(http, b.proxy_url, "busy.localhost")) for _ in range(2)]
+        await eventually(lambda: scaler.collector.concurrency("local/busy") == 5, what="5")
+        got = await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref("busy")))
+        assert (got.metricValues[0].metricValue, got.metricValues[0].metricValueFloat) == (5, 5.0)
+        assert (await stub.IsActive(ref("busy"))).result is True
+        fleet = await stub.GetMetrics(
+            pb.GetMetricsRequest(scaledObjectRef=ref("x", interceptorTargetPendingRequests="9"))
+        )
+        assert fleet.metricValues[0].metricValue == 5
+        # 8 + 4 quick requests: 12 in a 20 s window is 0.6 req/s, whichever replica took them.
+        await asyncio.gather(
+            *(get(http, a.proxy_url, "rated.localhost") for _ in range(8)),
+            *(get(http, b.proxy_url, "rated.localhost") for _ in range(4)),
+        )
+        await eventually(lambda: scaler.collector.rate("local/rated") * 20 >= 12 - 1e-9)
+        got = await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref("rated")))
+        assert got.metricValues[0].metricValueFloat == pytest.approx(0.6)
+        assert got.metricValues[0].metricValue == 1
+        assert (await stub.IsActive(ref("rated"))).result is True
+        await asyncio.gather(*busy)
+        await eventually(lambda: scaler.collector.concurrency("local/busy") == 0)
+        # Still active: five requests are in the 60 s rate window, and a route with short
+        # requests would otherwise read as idle between polls.
+        assert scaler.collector.rate("local/busy") == pytest.approx(5 / 60)
+        assert (await stub.IsActive(ref("busy"))).result is True
+
+
+async def test_activation_reaches_streams_before_the_cold_start_ends(
+    interceptors: list[LocalInterceptor],
+) -> None:
+    a, b = interceptors
+    routes = routes_from_local_config(a.config)
+    async with (
+        running_scaler(list(routes), [a.admin_url, b.admin_url]) as scaler,
+        grpc_client(scaler.grpc_port) as stub,
+        aiohttp.ClientSession() as http,
+    ):
+        await eventually(lambda: all(r.wake_connected for r in scaler.collector.replicas))
+        streams = [stub.StreamIsActive(ref("slow")) for _ in range(2)]
+        for stream in streams:
+            assert (await stream.read()).result is False
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        request = asyncio.create_task(get(http, b.proxy_url, "slow.localhost"))
+        for stream in streams:
+            assert (await asyncio.wait_for(stream.read(), 5)).result is True
+        latency = loop.time() - sent
+        # Order, not a time: the app takes >= 1 s to start, and `true` came while it was held.
+        assert not request.done()
+        print(f"\nactivation latency (request -> StreamIsActive true): {latency * 1000:.1f} ms")
+        assert "hello" in await request
+        # Concurrency back at 0 and the wake hold over: both streams say false.
+        for stream in streams:
+            assert (await asyncio.wait_for(stream.read(), 10)).result is False
+            stream.cancel()
+
+
+async def test_restarted_interceptor_counter_reset_is_not_a_negative_rate(
+    interceptors: list[LocalInterceptor],
+) -> None:
+    a, b = interceptors
+    routes = routes_from_local_config(a.config)
+    # The grace outlasts a restart, so the scaler sees the same replica with a lower counter.
+    settings = fast_settings(stale_grace=8.0, poll_timeout=0.3, poll_interval=0.1)
+    async with (
+        running_scaler(list(routes), [a.admin_url, b.admin_url], settings) as scaler,
+        aiohttp.ClientSession() as http,
+    ):
+        await eventually(lambda: scaler.ready)
+
+        def rated_total() -> float:
+            return scaler.collector.rate("local/rated") * 20
+
+        await asyncio.gather(*(get(http, a.proxy_url, "rated.localhost") for _ in range(6)))
+        await eventually(lambda: rated_total() >= 6 - 1e-9)
+        await a.stop()
+        await a.start()
+        await asyncio.gather(*(get(http, a.proxy_url, "rated.localhost") for _ in range(2)))
+        await eventually(lambda: rated_total() >= 8 - 1e-9, what="8 requests")
+        await asyncio.sleep(0.5)
+        assert rated_total() == pytest.approx(8)
+
+
+async def test_partial_then_total_interceptor_failure(
+    interceptors: list[LocalInterceptor],
+) -> None:
+    a, b = interceptors
+    routes = routes_from_local_config(a.config)
+    settings = fast_settings(stale_grace=1.0, poll_timeout=0.3, poll_interval=0.1)
+    async with (
+        running_scaler(list(routes), [a.admin_url, b.admin_url], settings) as scaler,
+        grpc_client(scaler.grpc_port) as stub,
+        aiohttp.ClientSession() as http,
+    ):
+        await eventually(lambda: scaler.ready)
+        # a dies with requests in flight; its share stays for the grace, then goes.
+        busy = [asyncio.create_task(get(http, a.proxy_url, "busy.localhost")) for _ in range(3)]
+        busy += [asyncio.create_task(get(http, b.proxy_url, "busy.localhost")) for _ in range(2)]
+        await eventually(lambda: scaler.collector.concurrency("local/busy") == 5)
+        loop = asyncio.get_running_loop()
+        await a.stop(sig=9)
+        killed = loop.time()
+        await asyncio.sleep(0.5)
+        assert scaler.collector.concurrency("local/busy") == 5
+        await eventually(lambda: scaler.collector.concurrency("local/busy") == 2, within=3)
+        assert loop.time() - killed >= 0.9
+        got = await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref("busy")))
+        assert got.metricValues[0].metricValue == 2
+        async with aiohttp.ClientSession() as admin:
+            async with admin.get(f"http://127.0.0.1:{scaler.admin_port}/readyz") as resp:
+                assert resp.status == 200
+        results = await asyncio.gather(*busy, return_exceptions=True)
+        assert sum(isinstance(r, Exception) for r in results) == 3  # a's three died with it
+
+        # Every replica gone: NOT_SERVING, and /readyz agrees.
+        await b.stop(sig=9)
+        await eventually(lambda: not scaler.ready, within=4)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{scaler.grpc_port}") as channel:
+            check = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+            )
+            assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with aiohttp.ClientSession() as admin:
+            async with admin.get(f"http://127.0.0.1:{scaler.admin_port}/readyz") as resp:
+                assert resp.status == 503
