@@ -59,6 +59,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--held", type=int, default=10_000, help="requests held at once (RSS run)")
     p.add_argument("--releases", type=int, default=20, help="releases timed for ready->first")
     p.add_argument("--release-held", type=int, default=500, help="requests held per release")
+    p.add_argument(
+        "--held-endpoint-cap",
+        type=int,
+        default=0,
+        help="max_concurrency_per_endpoint of the held route (0: unset, the default)",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
     return p.parse_args(argv)
 

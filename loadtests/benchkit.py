@@ -20,7 +20,15 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Child", "Processes", "WrkResult", "free_port", "missing_tools", "parse_wrk"]
+__all__ = [
+    "Child",
+    "Processes",
+    "WrkResult",
+    "cpu_seconds",
+    "free_port",
+    "missing_tools",
+    "parse_wrk",
+]
 
 _TOOLS = {"nginx": "nginx", "wrk": "wrk", "taskset": "util-linux"}
 
@@ -35,6 +43,28 @@ def tool_path(tool: str) -> str:
     found = shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     assert found is not None, tool
     return found
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every live process in process group `pgid` (nginx: master and
+    worker). On a shared machine req/s depends on how much CPU the proxy got; CPU per request
+    does not, so it is the steadier figure to compare proxies with."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces
+        if int(fields[2]) == pgid:  # fields: state ppid pgrp ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / _CLK_TCK
 
 
 def free_port() -> int:

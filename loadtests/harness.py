@@ -9,7 +9,8 @@ Protocol: after start it prints one JSON line `{"proxy": [host, port], "admin": 
 "routes": N}`. Then each command line gets exactly one JSON reply line:
 
     routes N HOST:PORT        N routes app0.bench..app{N-1}.bench, all with endpoint HOST:PORT
-    held KEY HOST [MAX]       add route KEY for HOST with no endpoints (requests held), cap MAX
+    held KEY HOST [MAX [CAP]] add route KEY for HOST with no endpoints (requests held), at most
+                              MAX held; CAP > 0 sets max_concurrency_per_endpoint
     ready KEY HOST:PORT       set_endpoints(KEY, [HOST:PORT]); replies {"t_ns": monotonic ns
                               taken just before the call, "call_ns": how long the call took}
     zero KEY                  set_endpoints(KEY, [])
@@ -33,8 +34,8 @@ import time
 from typing import Any
 
 import uvloop
-from httpscale.interceptor.app import Interceptor
 
+from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
 from httpscale.routing.spec import Endpoint, RouteMatch, RouteSpec
 
@@ -96,11 +97,13 @@ class Harness:
             return {"routes": count, "set_routes_s": time.perf_counter() - started}
         if cmd == "held":
             key, host = args[0], args[1]
-            cap = int(args[2]) if len(args) > 2 else _HELD_CAP
+            most = int(args[2]) if len(args) > 2 else _HELD_CAP
+            per_endpoint = int(args[3]) if len(args) > 3 else 0
             self._held[key] = RouteSpec(
                 key=key,
                 match=RouteMatch(hosts=(host,)),
-                max_pending_requests=cap,
+                max_pending_requests=most,
+                max_concurrency_per_endpoint=per_endpoint or None,
                 readiness_timeout=300.0,
             )
             self._push()

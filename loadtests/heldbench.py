@@ -108,7 +108,8 @@ async def held_benchmark(args: argparse.Namespace, procs: Processes) -> dict[str
     )
     proxy_host, proxy_port = (await ic.read_json())["proxy"]
     proxy = (str(proxy_host), int(proxy_port))
-    await ic.command(f"held {KEY} {HOST} {2 * max(args.held, args.release_held)}")
+    most = 2 * max(args.held, args.release_held)
+    await ic.command(f"held {KEY} {HOST} {most} {args.held_endpoint_cap}")
 
     # A small release first, so lazily built parts (pools, code paths) are not counted as
     # growth caused by holding requests.

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchkit import Child, Processes, WrkResult, free_port, parse_wrk, tool_path
+from benchkit import Child, Processes, WrkResult, cpu_seconds, free_port, parse_wrk, tool_path
 from held import HeldClient
 
 __all__ = ["throughput_benchmark", "throughput_table"]
@@ -40,10 +41,13 @@ class _Config:
     name: str
     port: int
     host: str  # Host header (single-host configs)
+    proxy_pgid: int  # process group whose CPU time is charged to this config (the server hit)
     lua_hosts: int = 0  # >0: the Lua script spreads requests over app0..app{n-1}.bench
 
 
-async def _start_nginx(procs: Processes, name: str, tmp: Path, cpus: str, **subst: int) -> int:
+async def _start_nginx(
+    procs: Processes, name: str, tmp: Path, cpus: str, **subst: int
+) -> tuple[int, int]:
     """Render loadtests/nginx/<name>.conf into `tmp` and run nginx on it in the foreground."""
     port = free_port()
     text = (HERE / "nginx" / f"{name}.conf").read_text()
@@ -51,13 +55,13 @@ async def _start_nginx(procs: Processes, name: str, tmp: Path, cpus: str, **subs
         text = text.replace(f"@{key}@", str(value))
     conf = tmp / f"{name}.conf"
     conf.write_text(text)
-    await procs.start(
+    child = await procs.start(
         f"nginx-{name}",
         [tool_path("nginx"), "-p", str(tmp), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
         cpus,
     )
     await _wait_port(port)
-    return port
+    return port, child.proc.pid
 
 
 async def _wait_port(port: int, wait_s: float = 10.0) -> None:
@@ -73,7 +77,9 @@ async def _wait_port(port: int, wait_s: float = 10.0) -> None:
             return
 
 
-async def _start_harness(procs: Processes, name: str, routes: int, upstream: int) -> int:
+async def _start_harness(
+    procs: Processes, name: str, routes: int, upstream: int
+) -> tuple[int, int]:
     child = await procs.start(
         name,
         [
@@ -88,7 +94,7 @@ async def _start_harness(procs: Processes, name: str, routes: int, upstream: int
         pipes=True,
     )
     hello = await child.read_json(wait_s=120)  # 10,000 routes take a moment to build
-    return int(hello["proxy"][1])
+    return int(hello["proxy"][1]), child.proc.pid
 
 
 async def _check(config: _Config) -> None:
@@ -131,21 +137,23 @@ async def _wrk(procs: Processes, args: argparse.Namespace, cfg: _Config, secs: f
 async def throughput_benchmark(
     args: argparse.Namespace, procs: Processes, tmp: Path
 ) -> dict[str, Any]:
-    backend = await _start_nginx(procs, "backend", tmp, CORE_LOAD)
-    proxy = await _start_nginx(procs, "proxy", tmp, CORE_PROXY, UPSTREAM_PORT=backend)
-    ic1 = await _start_harness(procs, "interceptor-1route", 1, backend)
-    ic_many = await _start_harness(procs, f"interceptor-{args.routes}routes", args.routes, backend)
+    backend, backend_pg = await _start_nginx(procs, "backend", tmp, CORE_LOAD)
+    proxy, proxy_pg = await _start_nginx(procs, "proxy", tmp, CORE_PROXY, UPSTREAM_PORT=backend)
+    ic1, ic1_pg = await _start_harness(procs, "interceptor-1route", 1, backend)
+    ic_many, many_pg = await _start_harness(
+        procs, f"interceptor-{args.routes}routes", args.routes, backend
+    )
     last = f"app{args.routes - 1}.bench"
     configs = [
-        _Config("direct", backend, "app0.bench"),
-        _Config("nginx", proxy, "app0.bench"),
-        _Config("interceptor", ic1, "app0.bench"),
-        _Config("interceptor-10k", ic_many, last),
+        _Config("direct", backend, "app0.bench", backend_pg),
+        _Config("nginx", proxy, "app0.bench", proxy_pg),
+        _Config("interceptor", ic1, "app0.bench", ic1_pg),
+        _Config("interceptor-10k", ic_many, last, many_pg),
     ]
     if not args.no_lua:
         configs += [
-            _Config("interceptor-lua", ic1, "app0.bench", lua_hosts=1),
-            _Config("interceptor-10k-lua", ic_many, last, lua_hosts=args.routes),
+            _Config("interceptor-lua", ic1, "app0.bench", ic1_pg, lua_hosts=1),
+            _Config("interceptor-10k-lua", ic_many, last, many_pg, lua_hosts=args.routes),
         ]
     for cfg in configs:
         await _check(cfg)
@@ -155,15 +163,28 @@ async def throughput_benchmark(
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for cfg in order:
             await _wrk(procs, args, cfg, args.warmup)
+            cpu_before, backend_before = cpu_seconds(cfg.proxy_pgid), cpu_seconds(backend_pg)
             result = await _wrk(procs, args, cfg, args.duration)
+            cpu = cpu_seconds(cfg.proxy_pgid) - cpu_before
+            backend_cpu = cpu_seconds(backend_pg) - backend_before
+            extra = {
+                "cpu_us_per_req": cpu * 1e6 / max(1, result.requests),
+                "cpu_cores": cpu / args.duration,  # share of a core the server hit got
+                "backend_cpu_cores": backend_cpu / args.duration,
+                "loadavg_1m": os.getloadavg()[0],
+            }
             print(
-                f"round {r + 1}/{args.rounds} {cfg.name:<20} {result.rps:>10.0f} req/s "
-                f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
+                f"round {r + 1}/{args.rounds} {cfg.name:<20} {result.rps:>8.0f} req/s "
+                f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms "
+                f"cpu {extra['cpu_us_per_req']:.1f} us/req ({extra['cpu_cores']:.2f} core)"
                 + ("" if result.valid else "  INVALID (errors or non-2xx)"),
                 flush=True,
             )
-            runs[cfg.name].append({"round": r + 1, **result.as_dict()})
+            runs[cfg.name].append({"round": r + 1, **result.as_dict(), **extra})
     return _summarize(runs, args.rounds)
+
+
+_FIGURES = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "cpu_cores", "backend_cpu_cores")
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
@@ -171,9 +192,7 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def _summarize(runs: dict[str, list[dict[str, Any]]], rounds: int) -> dict[str, Any]:
-    medians = {
-        name: {k: _median(rs, k) for k in ("rps", "p50_ms", "p99_ms")} for name, rs in runs.items()
-    }
+    medians = {name: {k: _median(rs, k) for k in _FIGURES} for name, rs in runs.items()}
 
     def paired(a: str, b: str, key: str) -> list[float]:
         # Ratios within one round: both runs saw nearly the same machine load.
@@ -183,6 +202,7 @@ def _summarize(runs: dict[str, list[dict[str, Any]]], rounds: int) -> dict[str, 
     pairs = [
         ("interceptor", "nginx", "rps"),
         ("interceptor", "nginx", "p99_ms"),
+        ("interceptor", "nginx", "cpu_us_per_req"),
         ("interceptor-10k", "interceptor", "rps"),
         ("interceptor-10k-lua", "interceptor-lua", "rps"),
     ]
@@ -223,8 +243,9 @@ def throughput_table(result: dict[str, Any]) -> str:
     lines = [
         f"Throughput, median of {result['rounds']} interleaved rounds",
         "",
-        "| config | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| config | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx "
+        "| server CPU us/req | server cores used | backend cores used |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in med.items():
         vs = (
@@ -232,7 +253,10 @@ def throughput_table(result: dict[str, Any]) -> str:
             if nginx
             else "- | -"
         )
-        lines.append(f"| {name} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {vs} |")
+        lines.append(
+            f"| {name} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {vs} "
+            f"| {m['cpu_us_per_req']:.1f} | {m['cpu_cores']:.2f} | {m['backend_cpu_cores']:.2f} |"
+        )
     lines += ["", "| ratio | of medians | median of per-round ratios |", "|---|---:|---:|"]
     for name, r in result["ratios"].items():
         lines.append(f"| {name} | {r['of_medians']:.3f} | {r['median_per_round']:.3f} |")

@@ -31,11 +31,16 @@ class _Hello:
         self.started = time.monotonic()
         self.stop = asyncio.Event()
         self.crash = False
+        # Open connections and whether each is inside a request, for a clean shutdown.
+        self.connections: dict[asyncio.StreamWriter, bool] = {}
+        self.closed = asyncio.Event()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections[writer] = False
         try:
             while not self.stop.is_set():
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.connections[writer] = True
                 method, target, version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
                 headers = _parse_headers(head)
                 length = int(headers.get("content-length", "0"))
@@ -55,12 +60,32 @@ class _Hello:
                 if self.crash:
                     # Exit abruptly after answering, like a process that hits a fatal error.
                     os._exit(3)
+                self.connections[writer] = False
                 if not keep_alive:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
             writer.close()
+            del self.connections[writer]
+            if not self.connections:
+                self.closed.set()
+
+    async def shut_down(self, grace: float) -> None:
+        """Close idle keep-alive connections now, let requests in progress finish (bounded),
+        then abort what is left, so that no handler is cancelled mid-way."""
+        for writer, busy in list(self.connections.items()):
+            if not busy:
+                writer.close()
+        if self.connections:
+            self.closed.clear()
+            try:
+                await asyncio.wait_for(self.closed.wait(), grace)
+            except TimeoutError:
+                for writer in list(self.connections):
+                    writer.transport.abort()
+        # Let the handlers run their `finally` blocks before the loop goes away.
+        await asyncio.sleep(0)
 
     async def respond(self, method: str, target: str) -> tuple[int, bytes]:
         path = target.split("?", 1)[0]
@@ -103,8 +128,7 @@ async def _serve(args: argparse.Namespace) -> None:
     async with server:
         await hello.stop.wait()
         server.close()
-        # Let requests in progress finish (bounded) before the process exits.
-        await asyncio.wait_for(server.wait_closed(), args.shutdown_timeout)
+        await hello.shut_down(args.shutdown_timeout)
     print(
         f"hello: pid {hello.pid} stopped after {hello.served} requests", file=sys.stderr, flush=True
     )
@@ -120,10 +144,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--message", default="hello")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
-    try:
-        asyncio.run(_serve(args))
-    except TimeoutError:
-        sys.exit(1)
+    asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

@@ -60,8 +60,10 @@ class Interceptor:
             return
         proxy.draining = True  # /readyz answers 503 from now on
         delay = self.settings.shutdown.readiness_delay
-        if delay > 0 and proxy.connections:
-            await asyncio.sleep(delay)  # a deliberate grace period, not synchronisation
+        if delay > 0:
+            # A deliberate grace period, not synchronisation: load balancers and kube-proxy
+            # need this long to see /readyz fail and stop sending new connections here.
+            await asyncio.sleep(delay)
         if self._server is not None:
             self._server.close()
         await proxy.drain(self.settings.shutdown.drain_timeout)

@@ -41,6 +41,7 @@ class ClientConnection(asyncio.Protocol):
         "_idle_timer",
         "_parsing",
         "_paused_for",
+        "_upgrading",
         "_url",
         "client_ip",
         "parser",
@@ -58,6 +59,7 @@ class ClientConnection(asyncio.Protocol):
         self.pipeline: deque[Exchange] = deque()
         self.client_ip = ""
         self.tunnel: Exchange | None = None
+        self._upgrading: Exchange | None = None  # upgrade asked, upstream has not answered
         self.write_paused = False
         self._paused_for: set[str] = set()
         self._parsing: Exchange | None = None  # the exchange whose request is being read
@@ -83,6 +85,9 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.tunnel_from_client(data)
+            return
+        if self._upgrading is not None:
+            self._upgrading.tunnel_from_client(data)  # kept until the upstream answers
             return
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -213,6 +218,12 @@ class ClientConnection(asyncio.Protocol):
         if not self.pipeline or self.pipeline[0] is not exchange:
             return
         self.pipeline.popleft()
+        leftover = b""
+        if self._upgrading is exchange:
+            # Upgrade declined: HTTP/1.1 goes on; what the client sent meanwhile is parsed now.
+            self._upgrading = None
+            self.parser = httptools.HttpRequestParser(self)
+            leftover = exchange.take_leftover()
         if not keep_alive or (self.proxy.draining and not self.pipeline):
             self.close()
             return
@@ -221,8 +232,11 @@ class ClientConnection(asyncio.Protocol):
             self.pipeline[0].start()
         elif self._parsing is None:
             self._arm_idle()
+        if leftover:
+            self.data_received(leftover)
 
     def start_tunnel(self, exchange: Exchange) -> None:
+        self._upgrading = None
         self.tunnel = exchange
         self.pipeline.clear()  # the tunnel is counted by its exchange until either side closes
         self.resume_reading("pipeline")
@@ -260,6 +274,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange is None or exchange.upgrade is None:
             self._refuse(400, "unexpected protocol upgrade")
             return
+        self._upgrading = exchange
         if rest:
             exchange.tunnel_from_client(rest)
 
@@ -270,7 +285,11 @@ class ClientConnection(asyncio.Protocol):
         if not self.pipeline:
             self.transport.write(http1.error_response(status, message, close=True))
             self.proxy.metrics.request("", b"-", status, 0.0)
-        # With an exchange running, answering now would break response order: just close.
+        elif len(self.pipeline) == 1 and not self.pipeline[0].response_started:
+            # The running request's body was bad: it gets the 400 itself (and the close).
+            self.pipeline[0].reject(status, message)
+            return
+        # Otherwise answering now would break response order: just close.
         self.transport.close()
 
     def _head_timed_out(self) -> None:

@@ -41,9 +41,12 @@ class Exchange:
         "_body_size",
         "_connect_task",
         "_deadline",
+        "_head_due",
         "_head_out",
-        "_head_timer",
         "_hold_timer",
+        "_io_due",
+        "_io_timer",
+        "_last_io",
         "_retried",
         "_tried",
         "client",
@@ -99,7 +102,7 @@ class Exchange:
         self.upgrade = upgrade
         self.head_only = method == b"HEAD"
         self.request_done = False
-        self.has_body = chunked or _content_length(headers) > 0 or upgrade is not None
+        self.has_body = chunked or _content_length(headers) > 0
         self.request_trailers: Headers = []
         self.response_started = False
         self.response_done = False
@@ -119,7 +122,12 @@ class Exchange:
         self._head_out = b""
         self._body_size = 0
         self._hold_timer: asyncio.TimerHandle | None = None
-        self._head_timer: asyncio.TimerHandle | None = None
+        # One timer per exchange watches both the response-head deadline and body idleness;
+        # it is re-armed lazily (on firing), so streaming a body costs no timer per chunk.
+        self._io_timer: asyncio.TimerHandle | None = None
+        self._io_due = 0.0
+        self._head_due = 0.0  # 0: not waiting for a response head
+        self._last_io = 0.0
         self._connect_task: asyncio.Task[None] | None = None
         self._deadline = 0.0
         self._tried: set[object] = set()
@@ -311,13 +319,20 @@ class Exchange:
             chunked=self.request_chunked,
             upgrade=self.upgrade,
         )
-        body, self._body, self._body_size = self._body, [], 0
-        if body and self.upgrade is None and self.request_chunked:
-            body = [http1.chunk(b) for b in body]
-        conn.write(head + b"".join(body) if body else head)
+        if self.upgrade is None and self._body:
+            body, self._body, self._body_size = self._body, [], 0
+            if self.request_chunked:
+                body = [http1.chunk(b) for b in body]
+            head += b"".join(body)
+        # An upgrade's early bytes wait for the 101: if the upstream declines, they are the
+        # client's next HTTP request, not tunnel data.
+        conn.write(head)
         self.client.resume_reading("pending-body")
+        self._last_io = self.proxy.loop.time()
         if self.request_done:
             self._send_request_end()
+        elif self.upgrade is None:
+            self._watch()  # the client still uploads: watch for it stalling
         if self.client.write_paused and conn.transport is not None:
             conn.transport.pause_reading()
 
@@ -326,6 +341,7 @@ class Exchange:
     def request_body(self, data: bytes) -> None:
         conn = self.upstream
         if conn is not None and not self.finished:
+            self._last_io = self.proxy.loop.time()
             conn.write(http1.chunk(data) if self.request_chunked else data)
             return
         if self.finished:
@@ -348,14 +364,51 @@ class Exchange:
             conn.write(http1.last_chunk(self.request_trailers))
         if self.upgrade is None and not self.response_started:
             timeout = self.proxy.response_header_timeout(self.route)
-            self._head_timer = self.proxy.loop.call_later(timeout, self._head_timed_out)
+            self._head_due = self.proxy.loop.time() + timeout
+            self._watch()
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
+    # -- the I/O timer -------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Arm the I/O timer for the earliest deadline of the current phase."""
+        if self.finished or (self.upgrade is not None and self.status == 101):
+            return  # tunnels may idle as long as both ends like
+        if self._head_due:
+            due = self._head_due
+        else:
+            due = self._last_io + self.proxy.settings.timeouts.body_idle
+        timer = self._io_timer
+        if timer is not None:
+            if self._io_due <= due:
+                return  # fires earlier and re-evaluates then
+            timer.cancel()
+        self._io_due = due
+        self._io_timer = self.proxy.loop.call_at(due, self._io_fired)
+
+    def _io_fired(self) -> None:
+        self._io_timer = None
+        now = self.proxy.loop.time()
         assert self.route is not None
-        self.proxy.metrics.upstream_error(self.route.key, "response_timeout")
-        timeout = self.proxy.response_header_timeout(self.route)
-        self._answer(504, f"upstream did not send a response head within {timeout:g}s")
+        if self._head_due:
+            if now < self._head_due:
+                self._watch()
+                return
+            self.proxy.metrics.upstream_error(self.route.key, "response_timeout")
+            timeout = self.proxy.response_header_timeout(self.route)
+            self._answer(504, f"upstream did not send a response head within {timeout:g}s")
+            return
+        idle = self.proxy.settings.timeouts.body_idle
+        if now - self._last_io < idle:
+            self._watch()
+            return
+        if self.response_started:
+            self.proxy.metrics.upstream_error(self.route.key, "body_timeout")
+            self._answer(504, "")  # response under way: this aborts both sides
+        elif not self._request_over():
+            self._answer(408, f"request body stalled for {idle:g}s")
+        else:
+            self.proxy.metrics.upstream_error(self.route.key, "body_timeout")
+            self._answer(504, f"upstream idle for {idle:g}s")
 
     # -- response from the upstream ------------------------------------------------------------
 
@@ -370,9 +423,8 @@ class Exchange:
                                         keep_alive=True, cold_start=self.cold_start)
                 )
             return
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_due = 0.0
+        self._last_io = self.proxy.loop.time()
         self.status = status
         self.response_started = True
         framed = self.head_only or status in (204, 304) or _has_content_length(headers)
@@ -387,7 +439,8 @@ class Exchange:
                 self.keep_alive = False
         # The client connection is reused only after a clean, finished request that was not
         # an upgrade attempt, and not while draining; `keep` concerns the upstream side only.
-        if self.upgrade is not None or not self._request_over() or self.proxy.draining:
+        declined_with_body = self.upgrade is not None and self.has_body
+        if declined_with_body or not self._request_over() or self.proxy.draining:
             self.keep_alive = False
         self.upstream_keep = keep
         # Held back until the first body bytes (or the end) so that a small response leaves
@@ -396,10 +449,12 @@ class Exchange:
             status, reason, headers, chunked=self.response_chunked_out,
             keep_alive=self.keep_alive, cold_start=self.cold_start,
         )
+        self._watch()  # from now on the timer watches for a stalled body
 
     def response_body(self, data: bytes) -> None:
         if self.finished or not data:
             return
+        self._last_io = self.proxy.loop.time()
         if self.response_chunked_out:
             data = http1.chunk(data)
         if self._head_out:
@@ -446,9 +501,7 @@ class Exchange:
         ):
             # A pooled connection the upstream closed just as we reused it: retry once fresh.
             self._retried = True
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._head_due = 0.0
             assert self.slot is not None
             self._connect(self.slot.endpoint)
             return
@@ -471,9 +524,10 @@ class Exchange:
         assert conn is not None
         self.status = 101
         self.response_started = True
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_due = 0.0
+        if self._io_timer is not None:
+            self._io_timer.cancel()
+            self._io_timer = None
         headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
         self.client.write(
             http1.response_head(101, conn._reason, headers, chunked=False, keep_alive=True,
@@ -481,7 +535,15 @@ class Exchange:
         )
         if rest:
             self.client.write(rest)
+        if self._body:
+            conn.write(b"".join(self._body))
+            self._body = []
         self.client.start_tunnel(self)
+
+    def take_leftover(self) -> bytes:
+        """Bytes the client sent after an upgrade request the upstream declined."""
+        data, self._body = b"".join(self._body), []
+        return data
 
     def tunnel_from_upstream(self, data: bytes) -> None:
         self.client.write(data)
@@ -556,12 +618,13 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        for timer in (self._hold_timer, self._head_timer):
+        for timer in (self._hold_timer, self._io_timer):
             if timer is not None:
                 timer.cancel()
-        self._hold_timer = self._head_timer = None
+        self._hold_timer = self._io_timer = None
         route = self.route
         if route is not None:
+            route.unhold(self)  # no-op unless still held (answered by a timeout or an error)
             if self.slot is not None:
                 route.release(self.slot)
                 self.slot = None

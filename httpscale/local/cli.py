@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import sys
@@ -100,6 +101,11 @@ def local_command(
     except KeyboardInterrupt:
         # A Ctrl-C that arrived before the signal handlers were installed.
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            log.exception("httpscale local: stopped by an error (every app process was stopped)")
+            sys.exit(1)
+        raise click.ClickException(f"cannot listen on the configured addresses: {exc}") from None
     except Exception:
         log.exception("httpscale local: stopped by an error (every app process was stopped)")
         sys.exit(1)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,11 +18,30 @@ from .client import Conn
 from .helpers import app_route, settings
 
 
+def _error_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """ERROR records from the interceptor or asyncio (a task that died, an unhandled callback
+    exception) in any phase of the test so far."""
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    return [
+        r
+        for r in records
+        if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("httpscale", "asyncio")
+    ]
+
+
 @pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """After every other fixture is torn down, no task of the test may still be pending."""
+async def no_leaked_tasks(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """After every other fixture is torn down, no task of the test may still be pending, and
+    nothing may have logged an error (a proxy task that died is logged, not raised)."""
     before = asyncio.all_tasks()
     yield
+    errors = _error_logs(caplog)
+    if errors:
+        first = errors[0]
+        detail = first.getMessage()
+        if first.exc_info and first.exc_info[1] is not None:
+            detail += f": {type(first.exc_info[1]).__name__}: {first.exc_info[1]}"
+        pytest.fail(f"{len(errors)} error log record(s); first from {first.name}: {detail}")
     me = asyncio.current_task()
     for _ in range(10):  # let done-callbacks of just-finished tasks run
         await asyncio.sleep(0)

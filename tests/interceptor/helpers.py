@@ -128,8 +128,8 @@ async def wait_refused(address: tuple[str, int], within: float = READ_TIMEOUT) -
     while True:
         try:
             _, writer = await asyncio.open_connection(*address)
-        except ConnectionRefusedError:
-            return
+        except (ConnectionRefusedError, ConnectionResetError):
+            return  # refused, or reset by a listener closing with our SYN in its queue
         writer.close()
         await writer.wait_closed()
         if time.monotonic() > deadline:

@@ -121,6 +121,7 @@ def fast_settings(**collector: float) -> ScalerSettings:
 async def running_scaler(
     routes: list[ScalerRoute], interceptor_urls: list[str], settings: ScalerSettings | None = None
 ) -> AsyncIterator[Scaler]:
+    before = asyncio.all_tasks()
     scaler = Scaler(
         settings or fast_settings(), StaticRouteSource(routes), StaticDiscovery(interceptor_urls)
     )
@@ -129,6 +130,14 @@ async def running_scaler(
         yield scaler
     finally:
         await scaler.stop()
+    # Every task the scaler started is gone once stop() returns (owned, awaited). The scaler
+    # names all of its tasks; unnamed ones belong to the stand-ins' servers or to grpc.
+    leaked = [
+        t
+        for t in asyncio.all_tasks() - before
+        if t is not asyncio.current_task() and not t.get_name().startswith("Task-")
+    ]
+    assert not leaked, f"tasks left after stop: {[(t.get_name(), t.get_coro()) for t in leaked]}"
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aiohttp
 import grpc
@@ -16,9 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scaler_helpers import StandIn, eventually, fast_settings, grpc_client, ref, running_scaler
 
-from httpscale.scaler.app import SERVICE_NAME
+from httpscale.scaler.app import SERVICE_NAME, Scaler
+from httpscale.scaler.discovery import StaticDiscovery
 from httpscale.scaler.proto import externalscaler_pb2 as pb
-from httpscale.scaler.routes import ScalerRoute
+from httpscale.scaler.routes import ScalerRoute, ScalerRouteSink
 
 CONC = ScalerRoute("local/conc", "concurrency", target=10)
 RATE = ScalerRoute("local/rate", "requestRate", target=2.5, window=3.0, granularity=0.1)
@@ -271,3 +273,45 @@ async def test_shutdown_ends_open_streams() -> None:
             await channel.close()
     finally:
         await fake.stop()
+
+
+class PushedRoutes:
+    """A route source the test drives, like the Kubernetes watch will."""
+
+    def __init__(self) -> None:
+        self.sink: ScalerRouteSink | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self, sink: ScalerRouteSink) -> None:
+        self.sink = sink
+        self.ready.set()
+        await asyncio.get_running_loop().create_future()
+
+
+async def test_stream_metric_spec_follows_route_changes(standins: list[StandIn]) -> None:
+    source = PushedRoutes()
+    scaler = Scaler(fast_settings(), source, StaticDiscovery([standins[0].url]))
+    await scaler.start()
+    try:
+        await source.ready.wait()
+        assert source.sink is not None
+        async with grpc_client(scaler.grpc_port) as stub:
+            # Before the source pushed anything every route is unknown: UNAVAILABLE, not 404.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.GetMetricSpec(ref("conc"))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            source.sink.set_routes([CONC])
+            stream = stub.StreamMetricSpec(ref("conc"))
+            first = await asyncio.wait_for(stream.read(), 2)
+            assert first.metricSpecs[0].targetSizeFloat == 10.0
+            source.sink.set_routes([CONC, RATE])  # unrelated change: nothing sent
+            source.sink.set_routes([replace(CONC, target=25.0), RATE])
+            second = await asyncio.wait_for(stream.read(), 2)
+            assert second.metricSpecs[0].targetSizeFloat == 25.0
+            assert (await stub.GetMetricSpec(ref("conc"))).metricSpecs[0].targetSize == 25
+            source.sink.set_routes([RATE])  # the HTTPScaledObject is deleted
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await asyncio.wait_for(stream.read(), 2)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await scaler.stop()

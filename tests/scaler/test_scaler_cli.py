@@ -1,0 +1,116 @@
+"""`httpscale scaler` as a real process: config file in, gRPC and admin out, clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from scaler_helpers import StandIn, free_port, grpc_client, ref
+
+from httpscale.scaler.proto import externalscaler_pb2 as pb
+
+CONFIG = """
+apps:
+  - name: web
+    hosts: [web.localhost]
+    scalingMetric:
+      requestRate: {targetValue: 7.5, window: 30s, granularity: 2s}
+    run: {command: ["true"]}
+  - name: api
+    hosts: [api.localhost]
+    targetPendingRequests: 42
+    run: {command: ["true"]}
+"""
+
+
+def scaler_argv() -> list[str]:
+    if importlib.util.find_spec("httpscale.cli") is not None:
+        from httpscale.cli import main
+
+        if "scaler" in getattr(main, "commands", {}):
+            return [sys.executable, "-m", "httpscale", "scaler"]
+    code = "from httpscale.scaler.cli import scaler_command; scaler_command()"
+    return [sys.executable, "-c", code]
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    fake = StandIn()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def test_standalone_scaler_process(tmp_path: Path, standin: StandIn) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(CONFIG)
+    grpc_port, admin_port = free_port(), free_port()
+    standin.set("local/api", 3, 10)
+    log = tmp_path / "scaler.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            *scaler_argv(),
+            "--config", str(config),
+            "--host", "127.0.0.1",
+            "--grpc-port", str(grpc_port),
+            "--admin-port", str(admin_port),
+            env={"HTTPSCALE_INTERCEPTOR": standin.url, "PATH": "/usr/bin:/bin"},
+            stdout=out,
+            stderr=out,
+        )  # fmt: skip
+    try:
+        admin = f"http://127.0.0.1:{admin_port}"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                assert process.returncode is None, log.read_text()
+                try:
+                    async with http.get(admin + "/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"never ready: {log.read_text()}")
+            async with http.get(admin + "/metrics") as response:
+                metrics = await response.text()
+            assert "httpscale_scaler_poll_duration_seconds_count" in metrics
+            assert 'httpscale_scaler_open_streams{rpc="StreamIsActive"}' not in metrics
+        async with grpc_client(grpc_port) as stub:
+            web = (await stub.GetMetricSpec(ref("web"))).metricSpecs[0]
+            assert (web.metricName, web.targetSize, web.targetSizeFloat) == (
+                "http-local-web-rate",
+                8,
+                7.5,
+            )
+            api = (await stub.GetMetricSpec(ref("api"))).metricSpecs[0]
+            assert (api.metricName, api.targetSizeFloat) == ("http-local-api-concurrency", 42.0)
+            got = await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref("api")))
+            assert got.metricValues[0].metricValue == 3
+            stream = stub.StreamIsActive(ref("api"))
+            assert (await stream.read()).result is True
+            process.send_signal(signal.SIGTERM)
+            # Shutdown ends the stream cleanly instead of leaving KEDA hanging.
+            assert (await asyncio.wait_for(stream.read(), 5)) is grpc.aio.EOF
+        assert await asyncio.wait_for(process.wait(), 10) == 0, log.read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_bad_options_exit_with_a_usage_error(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *scaler_argv(), "--interceptor", "ftp://nowhere", "--poll-interval", "0",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 2
+    assert b"poll_interval" in err
