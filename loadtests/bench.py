@@ -24,6 +24,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import traceback
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +84,15 @@ def _environment(pin: bool) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "uvloop": uvloop.__version__,
+        "uvloop": getattr(uvloop, "__version__", "?"),
         "nginx": _version([tool_path("nginx"), "-v"]),
         "wrk": _version([tool_path("wrk"), "-v"]),
         "git": _version(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"]),
+        # Uncommitted changes under httpscale/ mean the figures are for a newer proxy than HEAD.
+        "git_dirty_interceptor": _version(
+            ["git", "-C", str(HERE.parent), "status", "--porcelain", "httpscale/interceptor"]
+        )
+        != "",
         "loadavg_before": os.getloadavg(),
         "pinned": pin,
     }
@@ -97,6 +104,15 @@ def _budget(args: argparse.Namespace) -> float:
     part1 = args.rounds * configs * (args.duration + args.warmup + 20) + 180
     part2 = 300 + args.releases * 30
     return (part1 if args.part != "2" else 0) + (part2 if args.part != "1" else 0)
+
+
+async def _part(run: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """A part that fails is recorded as such; the other part's figures are still written."""
+    try:
+        return await run
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": repr(exc)}
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -121,7 +137,7 @@ async def _main(args: argparse.Namespace) -> int:
         try:
             async with asyncio.timeout(_budget(args)):
                 if args.part in ("all", "1"):
-                    report["throughput"] = await throughput_benchmark(args, procs, Path(tmp))
+                    report["throughput"] = await _part(throughput_benchmark(args, procs, Path(tmp)))
                     report["pinning_throughput"] = {
                         **procs.pinning(),
                         "wrk": "1" if pin else None,
@@ -129,7 +145,7 @@ async def _main(args: argparse.Namespace) -> int:
                     }
                     await procs.stop_all()
                 if args.part in ("all", "2"):
-                    report["held"] = await held_benchmark(args, procs)
+                    report["held"] = await _part(held_benchmark(args, procs))
                     report["pinning_held"] = {
                         **procs.pinning(),
                         "held client (benchmark process)": "1" if pin else None,
@@ -144,19 +160,18 @@ async def _main(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
     print()
-    if "throughput" in report:
+    if "targets" in report.get("throughput", {}):
         print(throughput_table(report["throughput"]))
-    if "held" in report:
+    if "targets" in report.get("held", {}):
         print(held_table(report["held"]))
     print(
         f"machine: {report['environment']['cpus']} cpus, load before "
         f"{report['environment']['loadavg_before'][0]:.2f}, pinned: {pin}"
     )
     print(f"JSON: {path}")
-    targets = [
-        t for part in ("throughput", "held") for t in report.get(part, {}).get("targets", [])
-    ]
-    return 0 if all(t["pass"] for t in targets) else 1
+    parts = [report[p] for p in ("throughput", "held") if p in report]
+    failed = any("error" in part for part in parts)
+    return 0 if not failed and all(t["pass"] for part in parts for t in part["targets"]) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,11 +135,12 @@ async def held_benchmark(args: argparse.Namespace, procs: Processes) -> dict[str
     all_answered = big["answered_200"] == args.held and all(
         r["answered_200"] == args.release_held for r in releases
     )
+    p99 = _nearest_rank(firsts, 0.99) if firsts else None
     summary = {
         "ready_to_first_ms": {
             "samples": len(firsts),
             "p50": statistics.median(firsts) if firsts else None,
-            "p99": _nearest_rank(firsts, 0.99) if firsts else None,
+            "p99": p99,
             "max": max(firsts) if firsts else None,
         },
         "ready_to_all_answered_ms_p50": statistics.median(
@@ -148,7 +149,6 @@ async def held_benchmark(args: argparse.Namespace, procs: Processes) -> dict[str
         if releases
         else None,
     }
-    p99 = summary["ready_to_first_ms"]["p99"]
     targets = [
         {
             "name": f"RSS growth, {args.held} held (MiB)",

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientConnection"]
 
+_NEVER = float("inf")
+
 
 class _Reject(Exception):
     """Raised inside a parser callback to refuse the request with a status."""
@@ -35,12 +37,16 @@ class _Reject(Exception):
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "_close_when_done",
+        "_deadline",
         "_head_bytes",
-        "_head_timer",
         "_headers",
-        "_idle_timer",
+        "_in_head",
         "_parsing",
         "_paused_for",
+        "_pending_error",
+        "_timer",
+        "_timer_due",
         "_upgrading",
         "_url",
         "client_ip",
@@ -66,8 +72,16 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        # One lazily re-armed timer per connection enforces the request-head deadline and the
+        # keep-alive idle limit: state changes only move `_deadline` (a float), and the timer
+        # is re-armed only when the new deadline is earlier than the armed one, so a busy
+        # keep-alive connection creates no timer per request.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
+        self._deadline = 0.0
+        self._in_head = False
+        self._close_when_done = False
+        self._pending_error: tuple[int, str] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -80,7 +94,7 @@ class ClientConnection(asyncio.Protocol):
         limits = self.proxy.settings.limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         self.proxy.connections.add(self)
-        self._arm_idle()
+        self._set_deadline(self.proxy.loop.time() + self.proxy.settings.timeouts.keepalive_idle)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -89,11 +103,14 @@ class ClientConnection(asyncio.Protocol):
         if self._upgrading is not None:
             self._upgrading.tunnel_from_client(data)  # kept until the upstream answers
             return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         try:
             self.parser.feed_data(data)
+            if self._in_head:
+                # httptools holds a header until it ends: bound the unfinished head here.
+                self._head_bytes += len(data)
+                limits = self.proxy.settings.limits
+                if self._head_bytes > limits.max_request_line + limits.max_header_bytes:
+                    self._refuse(431, "request headers too large")
         except httptools.HttpParserUpgrade as upgrade:
             self._upgrade_started(data[upgrade.args[0] :])
         except httptools.HttpParserCallbackError as exc:
@@ -103,6 +120,14 @@ class ClientConnection(asyncio.Protocol):
             else:
                 raise
         except httptools.HttpParserError as exc:
+            if self._parsing is None and self.pipeline:
+                # Bad bytes *after* complete requests: answer those first, then refuse and
+                # close. Data after "Connection: close" is ignored, as RFC 9112 §9.6 says.
+                self.pause_reading("error")
+                closing = b"Connection: close" in str(exc).encode()
+                self._pending_error = None if closing else (400, f"malformed request: {exc}")
+                self._close_when_done = True
+                return
             self._refuse(400, f"malformed request: {exc}")
 
     def eof_received(self) -> bool:
@@ -141,9 +166,8 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_bytes = 0
-        if self._head_timer is None:
-            timeout = self.proxy.settings.timeouts.request_head
-            self._head_timer = self.proxy.loop.call_later(timeout, self._head_timed_out)
+        self._in_head = True
+        self._set_deadline(self.proxy.loop.time() + self.proxy.settings.timeouts.request_head)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -161,36 +185,26 @@ class ClientConnection(asyncio.Protocol):
             raise _Reject(431, "request headers too large")
 
     def on_headers_complete(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._in_head = False
+        self._deadline = _NEVER  # the exchange's own timers watch it from here
         parser = self.parser
         headers = self._headers
         method = parser.get_method()
         if method == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported")
         try:
-            http1.check_request_framing(headers)
+            info = http1.RequestInfo(headers)
         except http1.FramingError as exc:
             raise _Reject(400, str(exc)) from None
-        upgrade: bytes | None = None
-        chunked = False
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"transfer-encoding":
-                chunked = True
-            elif lname == b"upgrade" and parser.should_upgrade():
-                upgrade = value
         exchange = Exchange(
             self.proxy,
             self,
             method,
             self._url,
             headers,
+            info,
             version_11=parser.get_http_version() == "1.1",
             keep_alive=parser.should_keep_alive() and not self.proxy.draining,
-            chunked=chunked,
-            upgrade=upgrade,
         )
         self._parsing = exchange
         self.pipeline.append(exchange)
@@ -224,6 +238,12 @@ class ClientConnection(asyncio.Protocol):
             self._upgrading = None
             self.parser = httptools.HttpRequestParser(self)
             leftover = exchange.take_leftover()
+        if self._close_when_done and not self.pipeline:
+            if self._pending_error is not None and keep_alive:
+                status, message = self._pending_error
+                self.write(http1.error_response(status, message, close=True))
+            self.close()
+            return
         if not keep_alive or (self.proxy.draining and not self.pipeline):
             self.close()
             return
@@ -231,7 +251,9 @@ class ClientConnection(asyncio.Protocol):
         if self.pipeline:
             self.pipeline[0].start()
         elif self._parsing is None:
-            self._arm_idle()
+            self._set_deadline(
+                self.proxy.loop.time() + self.proxy.settings.timeouts.keepalive_idle
+            )
         if leftover:
             self.data_received(leftover)
 
@@ -292,21 +314,29 @@ class ClientConnection(asyncio.Protocol):
         # Otherwise answering now would break response order: just close.
         self.transport.close()
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        self._refuse(408, "request head not received in time")
+    def _set_deadline(self, when: float) -> None:
+        self._deadline = when
+        timer = self._timer
+        if timer is not None:
+            if self._timer_due <= when:
+                return  # fires earlier and re-evaluates then
+            timer.cancel()
+        self._timer_due = when
+        self._timer = self.proxy.loop.call_at(when, self._on_timer)
 
-    def _arm_idle(self) -> None:
-        timeout = self.proxy.settings.timeouts.keepalive_idle
-        self._idle_timer = self.proxy.loop.call_later(timeout, self._idle_timed_out)
-
-    def _idle_timed_out(self) -> None:
-        self._idle_timer = None
-        if self.idle:
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._deadline == _NEVER:
+            return  # busy: re-armed when the connection turns idle again
+        if self.proxy.loop.time() < self._deadline:
+            self._set_deadline(self._deadline)
+        elif self._in_head:
+            self._refuse(408, "request head not received in time")
+        elif self.idle:
             self.close()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._idle_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._idle_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline = _NEVER

@@ -57,6 +57,7 @@ class Exchange:
         "head_only",
         "headers",
         "held_since",
+        "info",
         "keep_alive",
         "method",
         "proxy",
@@ -85,11 +86,10 @@ class Exchange:
         method: bytes,
         target: bytes,
         headers: Headers,
+        info: http1.RequestInfo,
         *,
         version_11: bool,
         keep_alive: bool,
-        chunked: bool,
-        upgrade: bytes | None,
     ) -> None:
         self.proxy = proxy
         self.client = client
@@ -98,11 +98,12 @@ class Exchange:
         self.headers = headers
         self.version_11 = version_11
         self.keep_alive = keep_alive
-        self.request_chunked = chunked
-        self.upgrade = upgrade
+        self.info = info
+        self.request_chunked = info.chunked
+        self.upgrade = info.upgrade
         self.head_only = method == b"HEAD"
         self.request_done = False
-        self.has_body = chunked or _content_length(headers) > 0
+        self.has_body = info.chunked or info.content_length > 0
         self.request_trailers: Headers = []
         self.response_started = False
         self.response_done = False
@@ -184,10 +185,7 @@ class Exchange:
             slash = rest.find(b"/")
             host, target = (rest, b"/") if slash < 0 else (rest[:slash], rest[slash:])
         else:
-            for name, value in self.headers:
-                if len(name) == 4 and name.lower() == b"host":
-                    host = value
-                    break
+            host = self.info.host
         q = target.find(b"?")
         path = target if q < 0 else target[:q]
         return host.decode("latin-1"), path.decode("latin-1")
@@ -234,10 +232,11 @@ class Exchange:
 
     def _connect(self, endpoint: Endpoint) -> None:
         self._tried.add(endpoint)
-        self._connect_task = self.proxy.spawn(self._connect_and_bind(), "upstream-connect")
+        self._connect_task = self.proxy.spawn(
+            self._connect_and_bind(endpoint), "upstream-connect"
+        )
 
-    async def _connect_and_bind(self) -> None:
-        endpoint = self.slot.endpoint if self.slot is not None else self._fallback_endpoint()
+    async def _connect_and_bind(self, endpoint: Endpoint) -> None:
         pool = self.proxy.pools.get(endpoint)
         try:
             conn = await pool.connect()
@@ -256,10 +255,6 @@ class Exchange:
             pool.give_back(conn)
             return
         self._bind(conn)
-
-    def _fallback_endpoint(self) -> Endpoint:
-        assert self.route is not None and self.route.spec.fallback is not None
-        return self.route.spec.fallback
 
     def _connect_failed(self, kind: str, message: str, status: int) -> None:
         if self.finished:
@@ -311,14 +306,7 @@ class Exchange:
     def _bind(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.bind(self, head_only=self.head_only)
-        head = http1.request_head(
-            self.method,
-            self.target,
-            self.headers,
-            client_ip=self.client.client_ip,
-            chunked=self.request_chunked,
-            upgrade=self.upgrade,
-        )
+        head = self.info.head(self.method, self.target, self.client.client_ip)
         if self.upgrade is None and self._body:
             body, self._body, self._body_size = self._body, [], 0
             if self.request_chunked:
@@ -419,16 +407,18 @@ class Exchange:
             # Interim (100 Continue, 103 Early Hints): relay to an HTTP/1.1 client only.
             if self.version_11:
                 self.client.write(
-                    http1.response_head(status, reason, headers, chunked=False,
-                                        keep_alive=True, cold_start=self.cold_start)
+                    http1.response_head(status, reason, http1.ResponseInfo(headers).block,
+                                        chunked=False, keep_alive=True,
+                                        cold_start=self.cold_start)
                 )
             return
         self._head_due = 0.0
         self._last_io = self.proxy.loop.time()
         self.status = status
         self.response_started = True
-        framed = self.head_only or status in (204, 304) or _has_content_length(headers)
-        chunked_in = any(n.lower() == b"transfer-encoding" for n, _ in headers)
+        info = http1.ResponseInfo(headers)
+        framed = self.head_only or status in (204, 304) or info.content_length
+        chunked_in = info.chunked
         if not framed:
             # Chunked or read-until-close upstream: chunk it for HTTP/1.1 clients; an HTTP/1.0
             # client can only learn the end from the connection closing.
@@ -446,7 +436,7 @@ class Exchange:
         # Held back until the first body bytes (or the end) so that a small response leaves
         # in one write: one syscall and one TCP segment instead of two.
         self._head_out = http1.response_head(
-            status, reason, headers, chunked=self.response_chunked_out,
+            status, reason, info.block, chunked=self.response_chunked_out,
             keep_alive=self.keep_alive, cold_start=self.cold_start,
         )
         self._watch()  # from now on the timer watches for a stalled body
@@ -530,7 +520,8 @@ class Exchange:
             self._io_timer = None
         headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
         self.client.write(
-            http1.response_head(101, conn._reason, headers, chunked=False, keep_alive=True,
+            http1.response_head(101, conn._reason, http1.ResponseInfo(headers).block,
+                                chunked=False, keep_alive=True,
                                 cold_start=self.cold_start, upgrade=self.upgrade)
         )
         if rest:
@@ -633,14 +624,3 @@ class Exchange:
             route.key if route is not None else "", self.method, self.status,
             time.monotonic() - self.started,
         )
-
-
-def _content_length(headers: Headers) -> int:
-    for name, value in headers:
-        if len(name) == 14 and name.lower() == b"content-length":
-            return int(value)  # check_request_framing vetted it: digits only
-    return 0
-
-
-def _has_content_length(headers: Headers) -> bool:
-    return any(len(n) == 14 and n.lower() == b"content-length" for n, _ in headers)

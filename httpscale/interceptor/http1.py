@@ -14,13 +14,14 @@ __all__ = [
     "HOP_BY_HOP",
     "FramingError",
     "Headers",
+    "RequestInfo",
+    "ResponseInfo",
     "check_request_framing",
     "chunk",
     "connection_tokens",
     "error_response",
     "last_chunk",
     "reason_phrase",
-    "request_head",
     "response_head",
 ]
 
@@ -62,85 +63,137 @@ def connection_tokens(headers: Headers) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+# Header names the request pass looks at; everything else is copied as it came.
+_REQ_SPECIAL = HOP_BY_HOP | {
+    b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"
+}
+# Connection tokens that never name an end-to-end header.
+_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
+
+
+class RequestInfo:
+    """What one pass over a request's headers found, and its forwardable header block.
+
+    One pass, one `lower()` per header: this runs for every request on the proxy's hot path.
+    """
+
+    __slots__ = ("block", "chunked", "content_length", "host", "upgrade", "xff", "xfh", "xfp")
+
+    def __init__(self, headers: Headers) -> None:
+        parts: list[bytes] = []
+        lengths: list[bytes] = []
+        codings: list[bytes] = []
+        tokens: list[bytes] = []
+        names: list[bytes] = []  # lower-cased names of the copied headers, for the rare filter
+        self.host = b""
+        self.upgrade: bytes | None = None
+        self.xff: bytes | None = None
+        self.xfp = self.xfh = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname not in _REQ_SPECIAL:
+                parts.append(name + b": " + value + b"\r\n")
+                names.append(lname)
+            elif lname == b"host":
+                self.host = value
+                parts.append(name + b": " + value + b"\r\n")
+                names.append(lname)
+            elif lname == b"content-length":
+                lengths.append(value.strip())
+                parts.append(name + b": " + value + b"\r\n")
+                names.append(lname)
+            elif lname == b"transfer-encoding":
+                codings.extend(c.strip().lower() for c in value.split(b","))
+            elif lname == b"connection":
+                tokens.extend(t.strip().lower() for t in value.split(b","))
+            elif lname == b"upgrade":
+                self.upgrade = value
+            elif lname == b"x-forwarded-for":
+                # Appended to below; several headers are one comma-separated list.
+                self.xff = value if self.xff is None else self.xff + b", " + value
+            else:
+                if lname == b"x-forwarded-proto":
+                    self.xfp = True
+                elif lname == b"x-forwarded-host":
+                    self.xfh = True
+                else:
+                    continue  # hop-by-hop: dropped
+                parts.append(name + b": " + value + b"\r\n")
+                names.append(lname)
+        if lengths and codings:
+            raise FramingError("Content-Length together with Transfer-Encoding")
+        if len(lengths) > 1:
+            raise FramingError("duplicate Content-Length")
+        if lengths and not lengths[0].isdigit():
+            raise FramingError("invalid Content-Length")
+        if codings and codings[-1] != b"chunked":
+            raise FramingError("Transfer-Encoding is not chunked-last")
+        if codings.count(b"chunked") > 1:
+            raise FramingError("chunked applied twice")
+        self.chunked = bool(codings)
+        self.content_length = int(lengths[0]) if lengths else 0
+        if self.upgrade is not None and b"upgrade" not in tokens:
+            self.upgrade = None  # Upgrade without "Connection: upgrade" is no upgrade request
+        extra = [t for t in tokens if t and t not in _PLAIN_TOKENS]
+        if extra:
+            # Headers the client marked hop-by-hop through Connection (rare): drop them too.
+            parts = [p for p, n in zip(parts, names, strict=True) if n not in extra]
+        self.block = b"".join(parts)
+
+    def head(self, method: bytes, target: bytes, client_ip: str) -> bytes:
+        """The head sent upstream: hop-by-hop headers dropped, X-Forwarded-* added, Host kept."""
+        ip = client_ip.encode()
+        parts = [method, b" ", target, b" HTTP/1.1\r\n", self.block]
+        parts.append(b"X-Forwarded-For: " + (ip if self.xff is None else self.xff + b", " + ip))
+        parts.append(b"\r\n")
+        if not self.xfp:
+            parts.append(b"X-Forwarded-Proto: http\r\n")
+        if not self.xfh and self.host:
+            parts.append(b"X-Forwarded-Host: " + self.host + b"\r\n")
+        if self.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if self.upgrade is not None:
+            parts.append(b"Connection: upgrade\r\nUpgrade: " + self.upgrade + b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
 def check_request_framing(headers: Headers) -> None:
     """Raise FramingError for a request whose body length two parties could read differently."""
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            lengths.append(value.strip())
-        elif lname == b"transfer-encoding":
-            codings.extend(c.strip().lower() for c in value.split(b","))
-    if lengths and codings:
-        raise FramingError("Content-Length together with Transfer-Encoding")
-    if len(lengths) > 1:
-        raise FramingError("duplicate Content-Length")
-    if lengths and not lengths[0].isdigit():
-        raise FramingError("invalid Content-Length")
-    if codings and codings[-1] != b"chunked":
-        raise FramingError("Transfer-Encoding is not chunked-last")
-    if codings.count(b"chunked") > 1:
-        raise FramingError("chunked applied twice")
+    RequestInfo(headers)
 
 
-def _forwardable(headers: Headers, extra_hop: frozenset[bytes]) -> Headers:
-    return [
-        (n, v) for n, v in headers if (ln := n.lower()) not in HOP_BY_HOP and ln not in extra_hop
-    ]
+class ResponseInfo:
+    """One pass over a response's headers: framing facts and the forwardable block."""
 
+    __slots__ = ("block", "chunked", "content_length")
 
-def request_head(
-    method: bytes,
-    target: bytes,
-    headers: Headers,
-    *,
-    client_ip: str,
-    chunked: bool,
-    upgrade: bytes | None,
-) -> bytes:
-    """The head sent upstream: hop-by-hop headers dropped, X-Forwarded-* added, Host kept."""
-    conn_tokens = connection_tokens(headers)
-    out = _forwardable(headers, conn_tokens)
-    xff_index = -1
-    has_proto = has_host = False
-    for i, (name, _value) in enumerate(out):
-        lname = name.lower()
-        if lname == b"x-forwarded-for":
-            xff_index = i
-        elif lname == b"x-forwarded-proto":
-            has_proto = True
-        elif lname == b"x-forwarded-host":
-            has_host = True
-    ip = client_ip.encode()
-    if xff_index >= 0:
-        # Append to the last X-Forwarded-For (a list header); earlier hops stay as they were.
-        name, value = out[xff_index]
-        out[xff_index] = (name, value + b", " + ip)
-    else:
-        out.append((b"X-Forwarded-For", ip))
-    if not has_proto:
-        out.append((b"X-Forwarded-Proto", b"http"))
-    if not has_host:
-        host = next((v for n, v in headers if n.lower() == b"host"), None)
-        if host is not None:
-            out.append((b"X-Forwarded-Host", host))
-    if chunked:
-        out.append((b"Transfer-Encoding", b"chunked"))
-    if upgrade is not None:
-        out.append((b"Connection", b"upgrade"))
-        out.append((b"Upgrade", upgrade))
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in out:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    def __init__(self, headers: Headers) -> None:
+        parts: list[bytes] = []
+        names: list[bytes] = []
+        tokens: list[bytes] = []
+        self.chunked = self.content_length = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname not in HOP_BY_HOP:
+                if lname == b"content-length":
+                    self.content_length = True
+                parts.append(name + b": " + value + b"\r\n")
+                names.append(lname)
+            elif lname == b"transfer-encoding":
+                self.chunked = True
+            elif lname == b"connection":
+                tokens.extend(t.strip().lower() for t in value.split(b","))
+        extra = [t for t in tokens if t and t not in _PLAIN_TOKENS]
+        if extra:
+            parts = [p for p, n in zip(parts, names, strict=True) if n not in extra]
+        self.block = b"".join(parts)
 
 
 def response_head(
     status: int,
     reason: bytes,
-    headers: Headers,
+    block: bytes,
     *,
     chunked: bool,
     keep_alive: bool,
@@ -148,17 +201,14 @@ def response_head(
     upgrade: bytes | None = None,
 ) -> bytes:
     """The head sent to the client. `chunked` re-frames a body whose length is not known."""
-    out = _forwardable(headers, connection_tokens(headers))
-    parts = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or reason_phrase(status), b"\r\n"]
-    for name, value in out:
-        parts += (name, b": ", value, b"\r\n")
+    parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or reason_phrase(status)), block]
     if status >= 200 or status == 101:
         parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
                      b"X-HTTPScale-Cold-Start: false\r\n")
     if chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade is not None:
-        parts += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
+        parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
     elif status >= 200 and not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")

@@ -36,6 +36,7 @@ class Proxy:
             idle_timeout=timeouts.upstream_idle,
             connect_timeout=timeouts.upstream_connect,
             write_limits=(limits.write_high_water, limits.write_low_water),
+            max_head=limits.max_response_head,
         )
         self.connections: set[ClientConnection] = set()
         self.metrics = InterceptorMetrics(

@@ -48,6 +48,7 @@ class Limits:
     max_request_line: int = 8192  # bytes; over it -> 414
     max_header_bytes: int = 65536  # bytes for all request headers; over it -> 431
     max_headers: int = 100  # header count; over it -> 431
+    max_response_head: int = 131072  # bytes of an upstream response head; over it -> 502
     pool_max_idle_per_endpoint: int = 64  # idle keep-alive connections kept per endpoint
     pool_max_per_endpoint: int = 1024  # total upstream connections per endpoint
     write_high_water: int = 256 * 1024  # bytes buffered on one side before the other pauses

@@ -27,12 +27,14 @@ class PoolFull(Exception):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_head_bytes",
         "_head_count",
         "_head_only",
         "_headers",
+        "_in_head",
         "_reason",
         "exchange",
-        "idle_handle",
+        "idle_since",
         "lost",
         "parser",
         "pool",
@@ -46,7 +48,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        self.idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.lost = False
         self.reused = False
         self.tunnel = False
@@ -54,6 +56,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._head_only = False
         self._head_count = 0
+        self._head_bytes = 0
+        self._in_head = False
 
     # -- used by the exchange ----------------------------------------------------------------
 
@@ -90,13 +94,24 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            if self._in_head:
+                # httptools buffers a header until it ends, so bound what arrives before the
+                # head is complete here (on_header alone cannot see an endless value).
+                self._head_bytes += len(data)
+                if self._head_bytes > self.pool.max_head:
+                    raise ValueError("upstream response head too large")
+        except ValueError as exc:
+            if self.exchange is not None:
+                self.exchange.upstream_failed("invalid", f"invalid response from upstream: {exc}")
+            self.close()
         except httptools.HttpParserUpgrade as upgrade:
             if self.exchange is not None:
                 self.tunnel = True
                 self.exchange.upstream_upgraded(data[upgrade.args[0] :])
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             if self.exchange is not None:
-                self.exchange.upstream_failed("invalid", "invalid response from upstream")
+                cause = exc.__context__ if isinstance(exc.__context__, ValueError) else exc
+                self.exchange.upstream_failed("invalid", f"invalid response from upstream: {cause}")
             self.close()
 
     def eof_received(self) -> bool:
@@ -122,6 +137,8 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._headers = []
         self._reason = b""
+        self._head_bytes = 0
+        self._in_head = True
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -134,6 +151,7 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None:
             return
         self._head_count = len(self._headers)
+        self._in_head = False
         status = self.parser.get_status_code()
         if status == 101:
             return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
@@ -161,7 +179,10 @@ class UpstreamConnection(asyncio.Protocol):
 class EndpointPool:
     """Keep-alive connections to one endpoint: LIFO idle list, bounded idle and total counts."""
 
-    __slots__ = ("_connections", "_idle", "_loop", "endpoint", "settings", "write_limits")
+    __slots__ = (
+        "_connections", "_idle", "_loop", "_sweep", "endpoint", "max_head", "settings",
+        "write_limits",
+    )
 
     def __init__(
         self,
@@ -172,13 +193,18 @@ class EndpointPool:
         idle_timeout: float,
         connect_timeout: float,
         write_limits: tuple[int, int],
+        max_head: int = 131072,
     ) -> None:
         self.endpoint = endpoint
+        self.max_head = max_head
         self.settings = (max_idle, max_total, idle_timeout, connect_timeout)
         self.write_limits = write_limits
         self._idle: list[UpstreamConnection] = []
         self._connections: set[UpstreamConnection] = set()
         self._loop = asyncio.get_running_loop()
+        # One timer per pool closes connections idle too long (oldest first: the idle list is
+        # LIFO, so they sit at its start); no timer per request.
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def idle_count(self) -> int:
@@ -193,9 +219,6 @@ class EndpointPool:
             conn = self._idle.pop()
             if conn.lost:
                 continue
-            if conn.idle_handle is not None:
-                conn.idle_handle.cancel()
-                conn.idle_handle = None
             conn.reused = True
             return conn
         return None
@@ -222,16 +245,28 @@ class EndpointPool:
         if conn.lost or conn.tunnel or len(self._idle) >= max_idle:
             conn.close()
             return
-        conn.idle_handle = self._loop.call_later(idle_timeout, conn.close)
+        conn.idle_since = self._loop.time()
         self._idle.append(conn)
+        if self._sweep is None:
+            self._sweep = self._loop.call_at(conn.idle_since + idle_timeout, self._close_stale)
+
+    def _close_stale(self) -> None:
+        self._sweep = None
+        idle_timeout = self.settings[2]
+        now = self._loop.time()
+        idle = self._idle
+        while idle and (idle[0].lost or idle[0].idle_since + idle_timeout <= now):
+            idle.pop(0).close()
+        if idle:
+            self._sweep = self._loop.call_at(idle[0].idle_since + idle_timeout, self._close_stale)
 
     def forget(self, conn: UpstreamConnection) -> None:
         self._connections.discard(conn)
-        if conn.idle_handle is not None:
-            conn.idle_handle.cancel()
-            conn.idle_handle = None
 
     def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self._connections):
             conn.close()
         self._idle.clear()
@@ -248,7 +283,9 @@ class Pools:
         idle_timeout: float,
         connect_timeout: float,
         write_limits: tuple[int, int],
+        max_head: int = 131072,
     ) -> None:
+        self._max_head = max_head
         self._kwargs = {
             "max_idle": max_idle,
             "max_total": max_total,
@@ -268,6 +305,7 @@ class Pools:
                 idle_timeout=self._kwargs["idle_timeout"],
                 connect_timeout=self._kwargs["connect_timeout"],
                 write_limits=self._write_limits,
+                max_head=self._max_head,
             )
         return pool
 

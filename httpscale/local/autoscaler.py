@@ -25,7 +25,7 @@ from httpscale.interceptor.api import InterceptorControl
 from httpscale.local.plan import AppPlan
 from httpscale.local.policy import Policy, ScaleDecision
 from httpscale.local.replica import Replica
-from httpscale.local.supervisor import AppSupervisor, SupervisorSettings
+from httpscale.local.supervisor import AppSupervisor, SupervisorSettings, cancel_and_wait
 from httpscale.routing.spec import Endpoint
 from httpscale.scaling.rate import RequestRate
 
@@ -226,16 +226,11 @@ class LocalAutoscaler:
     async def close(self) -> None:
         """Stop sampling, then stop every app's replicas (drain, SIGTERM, SIGKILL) at once."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if (current := asyncio.current_task()) is not None and current.cancelling():
-                    raise  # we are being cancelled ourselves, not just the sampler
-        elif task is not None and not task.cancelled() and task.exception() is not None:
-            # It crashed: the runner reports that (`serve`); here it must not stop the cleanup.
-            log.debug("autoscaler sampler had failed", exc_info=task.exception())
+        if task is not None:
+            await cancel_and_wait(task)
+            if not task.cancelled() and task.exception() is not None:
+                # It crashed: the runner reports that (`serve`); here it must not stop cleanup.
+                log.debug("autoscaler sampler had failed", exc_info=task.exception())
         await asyncio.gather(*(s.supervisor.close() for s in self.scalers.values()))
 
     def kill_all(self) -> None:

@@ -28,6 +28,8 @@ __all__ = ["local_command", "run_coroutine", "status_command"]
 
 log = logging.getLogger("httpscale.local")
 
+_READINESS_DELAY = "interceptor__shutdown__readiness_delay"  # see interceptor_options
+
 
 def _setup_logging() -> None:
     # Leave an existing configuration alone (the main CLI group may have set one up).
@@ -88,8 +90,14 @@ def local_command(
         "admin_host": config.admin[0],
         "admin_port": config.admin[1],
     }
+    shutdown: dict[str, float] = {}
+    source = click.get_current_context().get_parameter_source(_READINESS_DELAY)
+    if source is click.core.ParameterSource.DEFAULT:
+        # The delay lets a load balancer notice /readyz turning 503; on one machine there is
+        # none, so Ctrl-C should not wait for it unless asked to.
+        shutdown["readiness_delay"] = 0.0
     settings = LocalSettings(
-        interceptor=settings_from_options(options, listen=listen),
+        interceptor=settings_from_options(options, listen=listen, shutdown=shutdown),
         autoscaler=AutoscalerSettings(
             sync_interval=sync_interval,
             supervisor=SupervisorSettings(drain_timeout=drain_replica_timeout),
@@ -97,7 +105,8 @@ def local_command(
     )
     _setup_logging()
     try:
-        run_coroutine(LocalRunner(plans, settings).run)
+        runner = LocalRunner(plans, settings)
+        run_coroutine(runner.run)
     except KeyboardInterrupt:
         # A Ctrl-C that arrived before the signal handlers were installed.
         sys.exit(130)
@@ -109,6 +118,8 @@ def local_command(
     except Exception:
         log.exception("httpscale local: stopped by an error (every app process was stopped)")
         sys.exit(1)
+    if runner.forced:
+        sys.exit(130)
 
 
 @click.command("status")

@@ -48,6 +48,7 @@ def plan_app(app: AppConfig) -> AppPlan:
         # The HPA's scale-down stabilization has no field in an HTTPScaledObject; reusing
         # scaledownPeriod gives one knob for "how long before giving capacity back".
         stabilization_window=spec.scaledown_period,
+        metric_name="concurrency" if metric.kind == "concurrency" else "rate",
     )
     if isinstance(app.run, UpstreamRun):
         return AppPlan(app.name, app.route, scaling, upstream=app.run.upstream)

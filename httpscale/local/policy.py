@@ -32,6 +32,7 @@ class ScalingParams:
     scaledown_period: float = 300.0  # seconds without activity before going to zero
     stabilization_window: float = 300.0  # seconds of history a scale-down must agree with
     tolerance: float = 0.1  # relative dead band around the current replica count
+    metric_name: str = "metric"  # for the reasons given with each decision
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < max(self.min_replicas, 1):
@@ -90,12 +91,13 @@ class Policy:
         raw = self._raw(current, metric)
         self._record(now, raw)
         if raw > current:
-            return ScaleDecision(raw, f"{_fmt(metric)} / target {_fmt(p.target)}")
+            return ScaleDecision(raw, f"{p.metric_name} {_fmt(metric)} / target {_fmt(p.target)}")
         stabilized = min(current, max(r for _, r in self._history))
         if stabilized < current:
             return ScaleDecision(
                 stabilized,
-                f"{_fmt(metric)} / target {_fmt(p.target)}, stable for {p.stabilization_window:g}s",
+                f"{p.metric_name} {_fmt(metric)} / target {_fmt(p.target)}, "
+                f"stable for {p.stabilization_window:g}s",
             )
         if current < p.floor or current > p.max_replicas:
             # Bounds changed under us (or a caller set something odd): bring it back in range.

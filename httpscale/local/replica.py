@@ -124,8 +124,8 @@ class Replica:
 
     async def spawn(self) -> None:
         env = dict(os.environ)
-        env.update({k: self._expand(v) for k, v in self.spec.env.items()})
-        env["PORT"] = str(self.port)
+        env["PORT"] = str(self.port)  # over any PORT httpscale itself was started with
+        env.update({k: self._expand(v) for k, v in self.spec.env.items()})  # the app's own win
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv(),
             stdin=asyncio.subprocess.DEVNULL,

@@ -15,7 +15,6 @@ httpscale itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.local.autoscaler import AutoscalerSettings, LocalAutoscaler
 from httpscale.local.plan import AppPlan
+from httpscale.local.supervisor import cancel_and_wait
 
 __all__ = ["LocalInterceptor", "LocalRunner", "LocalSettings"]
 
@@ -74,6 +74,7 @@ class LocalRunner:
         self.interceptor = interceptor_factory(settings.interceptor)
         self.autoscaler = LocalAutoscaler(self.interceptor, plans, settings.autoscaler)
         self._started = False
+        self.forced = False  # a second signal skipped the graceful waits
 
     async def start(self) -> None:
         await self.interceptor.start()
@@ -100,9 +101,7 @@ class LocalRunner:
         try:
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop_wait.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stop_wait
+            await cancel_and_wait(stop_wait)
         for task in self.autoscaler.tasks():
             if task.done():
                 # Surfaces the crash (or an unexpected return) so that `run` shuts down loudly.
@@ -132,7 +131,10 @@ class LocalRunner:
                 log.info("httpscale local: %s, shutting down (again to force)", sig.name)
                 stop.set()
                 return
+            if self.forced:
+                return
             log.warning("httpscale local: %s again, killing every app process now", sig.name)
+            self.forced = True
             self.autoscaler.kill_all()
             if main is not None:
                 main.cancel()
@@ -145,8 +147,12 @@ class LocalRunner:
                 await self.serve(stop)
             finally:
                 await self.close()
+        except asyncio.CancelledError:
+            if not self.forced or main is None:
+                raise
+            main.uncancel()  # the cancellation was our own forced stop: end normally
         finally:
             self.autoscaler.kill_all()
             for sig in _SIGNALS:
                 loop.remove_signal_handler(sig)
-        log.info("httpscale local: stopped")
+        log.info("httpscale local: stopped%s", " (forced)" if self.forced else "")

@@ -22,11 +22,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from httpscale.local.replica import ProcessSpec, Replica, ReplicaState
 from httpscale.routing.spec import Endpoint
 
-__all__ = ["AppSupervisor", "SupervisorSettings"]
+__all__ = ["AppSupervisor", "SupervisorSettings", "cancel_and_wait"]
 
 log = logging.getLogger("httpscale.local")
 
@@ -95,15 +96,10 @@ class AppSupervisor:
         """Stop every replica in order (drain, SIGTERM, SIGKILL) and end the supervisor."""
         self.desired = 0
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if (current := asyncio.current_task()) is not None and current.cancelling():
-                    raise  # we are being cancelled ourselves
-        elif task is not None and not task.cancelled() and task.exception() is not None:
-            log.debug("app %s: reconcile loop had failed", self.app, exc_info=task.exception())
+        if task is not None:
+            await cancel_and_wait(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("app %s: reconcile loop had failed", self.app, exc_info=task.exception())
         for replica in self._replicas:
             replica.stop_requested.set()
         tasks = list(self._replicas.values())
@@ -112,7 +108,9 @@ class AppSupervisor:
 
     def kill_all(self) -> None:
         """SIGKILL every process group now; for paths where awaiting is no longer possible."""
+        self.desired = 0
         for replica in self._replicas:
+            replica.stop_requested.set()  # an expected exit: not a crash to restart
             replica.kill_now()
 
     # -- reconciling --------------------------------------------------------------------------
@@ -154,9 +152,15 @@ class AppSupervisor:
             self._changed.set()
             return
         self._next_index += 1
-        self._replicas[replica] = asyncio.create_task(
-            self._lifecycle(replica), name=f"replica {replica.name}"
-        )
+        task = asyncio.create_task(self._lifecycle(replica), name=f"replica {replica.name}")
+        task.add_done_callback(self._lifecycle_done)
+        self._replicas[replica] = task
+
+    def _lifecycle_done(self, task: asyncio.Task[None]) -> None:
+        # A bug in a lifecycle must be seen now, not when the task is garbage-collected; its
+        # `finally` already killed the process and freed the slot, so the app recovers.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("app %s: %s failed", self.app, task.get_name(), exc_info=exc)
 
     def _update_endpoints(self) -> None:
         ready = frozenset(r.endpoint for r in self._replicas if r.state is ReplicaState.READY)
@@ -216,15 +220,16 @@ class AppSupervisor:
             )
         finally:
             # Whatever happened (even cancellation), the process group must not outlive us.
-            if exit_task is not None and not exit_task.done():
-                replica.kill_now()
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    async with asyncio.timeout(5.0):
-                        await asyncio.shield(exit_task)
-            replica.state = ReplicaState.EXITED
-            del self._replicas[replica]
-            self._update_endpoints()
-            self._changed.set()
+            try:
+                if exit_task is not None and not exit_task.done():
+                    replica.kill_now()
+                    # Reap it (bounded); asyncio.wait neither raises its result nor cancels it.
+                    await asyncio.wait([exit_task], timeout=5.0)
+            finally:
+                replica.state = ReplicaState.EXITED
+                del self._replicas[replica]
+                self._update_endpoints()
+                self._changed.set()
 
     async def _await_ready(self, replica: Replica, exit_task: asyncio.Task[int]) -> bool:
         probe = asyncio.create_task(replica.probe_until_ready(), name=f"probe {replica.name}")
@@ -234,10 +239,9 @@ class AppSupervisor:
         except TimeoutError:
             pass
         finally:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
-        if probe.done() and not probe.cancelled() and not exit_task.done():
+            await cancel_and_wait(probe)
+        ready = probe.done() and not probe.cancelled() and probe.exception() is None
+        if ready and not exit_task.done():
             replica.state = ReplicaState.READY
             replica.ready_at = time.monotonic()
             self._update_endpoints()
@@ -274,8 +278,13 @@ async def _first(*aws: Awaitable[object]) -> None:
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for t in owned:
-            t.cancel()
-        for t in owned:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*owned)
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel `tasks` and wait until they are done, without swallowing a cancellation of the
+    caller itself (which `suppress(CancelledError)` around `await task` would do)."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)

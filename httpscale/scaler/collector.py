@@ -2,7 +2,8 @@
 
 Two channels per replica:
 - `GET /queue`, polled every `poll_interval` on all replicas at once, each bounded by
-  `poll_timeout`: the source of truth for concurrency (summed over replicas) and, from the
+  `poll_timeout`, at most one poll in flight per replica (a hanging replica does not slow the
+  others down): the source of truth for concurrency (summed over replicas) and, from the
   deltas of each replica's RequestCount, the request rate (`httpscale.scaling.rate`).
 - `GET /wake`, a long-lived NDJSON stream: `{"event": "wake", "route": KEY}` the instant an
   interceptor holds the first request of a route at zero. It only marks the route active in
@@ -16,9 +17,10 @@ The scaler is healthy while at least one replica is fresh.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +43,6 @@ _MAX_WAKE_LINE = 64 * 1024
 
 class _BadResponse(Exception):
     pass
-
-
-def _log_death(task: asyncio.Task[None]) -> None:
-    # Wake streams handle network errors themselves; anything else is a bug worth a traceback.
-    if not task.cancelled() and task.exception() is not None:
-        log.error("%s died", task.get_name(), exc_info=task.exception())
 
 
 def parse_queue(data: Any) -> dict[str, tuple[int, int]]:
@@ -75,6 +71,7 @@ class ReplicaState:
     queue: dict[str, tuple[int, int]] = field(default_factory=dict)
     wake_connected: bool = False
     wake_task: asyncio.Task[None] | None = None
+    poll_task: asyncio.Task[None] | None = None
 
 
 class Collector:
@@ -99,6 +96,7 @@ class Collector:
         self._healthy = False
         self._health_changed = asyncio.Event()
         self._gauged_routes: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- discovery sink ----------------------------------------------------------------------
 
@@ -107,9 +105,12 @@ class Collector:
         for url in list(self._replicas):
             if url not in urls:
                 replica = self._replicas.pop(url)
-                self._stop_wake(replica)
+                self._retire(replica)
                 for rate in self._rates.values():
                     rate.forget(url)
+                # Pod IPs churn in Kubernetes: keep the label set to the replicas that exist.
+                with contextlib.suppress(KeyError):
+                    self._metrics.poll_errors.remove(url)
         for url in urls:
             if url not in self._replicas:
                 replica = ReplicaState(url)
@@ -156,25 +157,28 @@ class Collector:
             for replica in self._replicas.values():
                 self._start_wake(replica)
             try:
-                next_round = self._loop.time()
+                next_tick = self._loop.time()
                 while True:
-                    replicas = list(self._replicas.values())
-                    if replicas:
-                        # _poll handles every error itself; only cancellation leaves the group.
-                        async with asyncio.TaskGroup() as group:
-                            for replica in replicas:
-                                group.create_task(self._poll(replica), name=f"poll {replica.url}")
-                    else:
+                    for replica in self._replicas.values():
+                        # At most one poll in flight per replica: a hanging replica skips
+                        # ticks until its timeout fires, while the others keep their pace.
+                        if replica.poll_task is None or replica.poll_task.done():
+                            replica.poll_task = self._spawn(
+                                self._poll(replica), f"poll {replica.url}"
+                            )
+                    if not self._replicas:
                         self._publish()
-                    next_round += interval
-                    delay = next_round - self._loop.time()
+                    next_tick += interval
+                    delay = next_tick - self._loop.time()
                     if delay < 0:
-                        # A slow round: start the next one now, without bursts to catch up.
-                        next_round = self._loop.time()
+                        # The loop fell behind: tick now, without bursts to catch up.
+                        next_tick = self._loop.time()
                         delay = 0.0
                     await asyncio.sleep(delay)
             finally:
-                await self._stop_all_wakes()
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
                 self._session = None
 
     async def _poll(self, replica: ReplicaState) -> None:
@@ -272,26 +276,32 @@ class Collector:
 
     # -- wake streams ------------------------------------------------------------------------
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task owned by the collector: tracked until done, cancelled and awaited by run()."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        # Polls and wake streams handle network errors themselves; anything else is a bug.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s died", task.get_name(), exc_info=task.exception())
+
     def _start_wake(self, replica: ReplicaState) -> None:
         if not self._settings.wake.enabled:
             return
         if self._session is None or replica.wake_task is not None:
             return  # run() starts it once the session exists
-        replica.wake_task = asyncio.create_task(
-            self._wake_stream(replica), name=f"wake stream {replica.url}"
-        )
-        replica.wake_task.add_done_callback(_log_death)
+        replica.wake_task = self._spawn(self._wake_stream(replica), f"wake stream {replica.url}")
 
-    def _stop_wake(self, replica: ReplicaState) -> None:
-        if replica.wake_task is not None:
-            replica.wake_task.cancel()
-            replica.wake_task = None
-
-    async def _stop_all_wakes(self) -> None:
-        tasks = [r.wake_task for r in self._replicas.values() if r.wake_task is not None]
-        for replica in self._replicas.values():
-            self._stop_wake(replica)
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def _retire(self, replica: ReplicaState) -> None:
+        """Cancel a removed replica's tasks; run() still awaits them at shutdown."""
+        for task in (replica.wake_task, replica.poll_task):
+            if task is not None:
+                task.cancel()
+        replica.wake_task = replica.poll_task = None
 
     async def _wake_stream(self, replica: ReplicaState) -> None:
         wake = self._settings.wake

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,17 @@ def _error_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
         for r in records
         if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("httpscale", "asyncio")
     ]
+
+
+if os.environ.get("HTTPSCALE_TEST_UVLOOP") == "1":
+    # Run these tests on uvloop, the loop production uses (conftest hooks apply to this
+    # directory only).
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(autouse=True)

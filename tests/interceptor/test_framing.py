@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 
-from .backends import BackendConn, Request, http_app
+from httpscale.routing.spec import Endpoint
+
+from .backends import BackendConn, Request, free_port, http_app
 from .client import build_request, read_head
+from .helpers import app_route
 
 
 async def test_content_length_both_ways(proxied, clients):
@@ -224,3 +227,141 @@ async def test_http10_client_gets_close(proxied, clients):
     assert start.split(b" ")[1] == b"200"
     rest = await conn.read_until_eof()
     assert b'"/old"' in rest
+
+
+async def test_pipelined_order_holds_across_error_answers(backends, make_interceptor, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await asyncio.sleep(0.03)  # slower than the proxy's own 404 / 502
+        await conn.respond(200, req.target.encode())
+
+    b = await backends(http_app(app))
+    ic = await make_interceptor(
+        routes=[
+            app_route(b.endpoint),
+            app_route(Endpoint("127.0.0.1", free_port()), key="default/down", hosts=("down.test",)),
+        ]
+    )
+    conn = await clients(ic.proxy_address)
+    await conn.send(
+        build_request("GET", "/one")
+        + build_request("GET", "/missing", host="nowhere.test")
+        + build_request("GET", "/two")
+        + build_request("GET", "/down", host="down.test")
+        + build_request("GET", "/three")
+    )
+    got = []
+    for _ in range(5):
+        r = await conn.read_response()
+        got.append((r.status, r.body if r.status == 200 else b""))
+    assert got == [(200, b"/one"), (404, b""), (200, b"/two"), (502, b""), (200, b"/three")]
+
+
+async def test_chunked_response_to_http10_client_is_close_delimited(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n"
+        )
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    await conn.send(b"GET / HTTP/1.0\r\nHost: app.test\r\n\r\n")
+    _, headers = await asyncio.wait_for(read_head(conn.reader), 5)
+    names = {k.lower(): v for k, v in headers}
+    assert "transfer-encoding" not in names, "HTTP/1.0 clients do not understand chunked"
+    body = await conn.read_until_eof()
+    if "content-length" in names:
+        assert int(names["content-length"]) == len(body)
+    assert body == b"abcdefg"
+
+
+async def test_head_with_chunked_response_header(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        if req.method == "HEAD":
+            await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        else:
+            await conn.respond(200, b"body")
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("HEAD", "/")
+    assert resp.status == 200 and resp.body == b""
+    nxt = await conn.request("GET", "/")
+    assert (nxt.status, nxt.body) == (200, b"body")
+
+
+async def test_expect_100_continue_refused_by_backend(proxied, clients):
+    async def handler(conn: BackendConn) -> None:
+        req = await conn.read_request_head()
+        if req is None:
+            return
+        await conn.backend.record(req)
+        # Refuse without reading the body; the client must get the final answer.
+        await conn.respond(413, b"too big", [("Connection", "close")])
+
+    ic, backend = await proxied(handler)
+    conn = await clients(ic.proxy_address)
+    await conn.send(
+        b"PUT /e HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100000000\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    resp = await conn.read_response()
+    assert resp.status == 413 and resp.body == b"too big"
+    assert len(backend.requests) == 1
+
+
+async def test_extra_bytes_after_response_body_are_not_the_next_response(proxied, clients):
+    """Bytes past Content-Length must never reach the client nor be taken as the answer to
+    the next request (response queue poisoning): that upstream connection is not reusable."""
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        if req.target == "/poison":
+            await conn.send(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"
+            )
+        else:
+            await conn.respond(200, b"honest " + req.target.encode())
+
+    ic, _ = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    first = await conn.request("GET", "/poison")
+    assert (first.status, first.body) == (200, b"ok")
+    second = await conn.request("GET", "/next")
+    assert second.status in (200, 502), second.status
+    assert second.body != b"poisoned"
+    if second.status == 200:
+        assert second.body == b"honest /next"
+
+
+async def test_early_response_before_request_body_finished(proxied, clients):
+    """A backend may answer (401, 413...) before reading the body: the client gets that
+    answer at once, not after uploading everything."""
+
+    async def handler(conn: BackendConn) -> None:
+        req = await conn.read_request_head()
+        if req is None:
+            return
+        await conn.backend.record(req)
+        await conn.respond(401, b"no", [("Connection", "close")])
+        await conn.wait_eof()
+
+    ic, _ = await proxied(handler)
+    conn = await clients(ic.proxy_address)
+    await conn.send(b"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1000000\r\n\r\n")
+    await conn.send(b"x" * 1000)
+    resp = await conn.read_response(within=3)
+    assert (resp.status, resp.body) == (401, b"no")
+
+
+async def test_connection_close_stops_pipeline(proxied, clients):
+    ic, backend = await proxied()
+    conn = await clients(ic.proxy_address)
+    await conn.send(
+        build_request("GET", "/a", headers=[("Connection", "close")]) + build_request("GET", "/b")
+    )
+    resp = await conn.read_response()
+    assert resp.status == 200, (resp.status, resp.headers, resp.body)
+    assert json.loads(resp.body)["target"] == "/a"
+    assert await conn.read_until_eof() == b"", "nothing after the response to Connection: close"
+    assert [r.target for r in backend.requests] == ["/a"]

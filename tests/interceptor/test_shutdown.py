@@ -63,7 +63,7 @@ async def test_idle_keepalive_connections_closed_at_shutdown(backends, make_inte
     assert (await idle.request("GET", "/")).status == 200
     t0 = time.monotonic()
     await ic.shutdown()
-    assert time.monotonic() - t0 < 2.0, "idle connections must not hold the drain"
+    assert time.monotonic() - t0 < 3.0, "idle connections must not hold the drain"
     assert await idle.read_until_eof(within=2) == b"", "closed without a stray response"
     # The proxy also closed its pooled upstream connection.
     await b.wait_for(lambda: b.finished == b.accepted)
@@ -80,7 +80,7 @@ async def test_connection_mid_head_at_shutdown_is_closed(backends, make_intercep
     await conn.send(b"GET / HTTP/1.1\r\nHost: app")
     t0 = time.monotonic()
     await ic.shutdown()
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 3.0
     data = await conn.read_until_eof(within=2)
     assert data == b"" or data.split(b" ")[1] in (b"408", b"503"), data
 
@@ -105,7 +105,7 @@ async def test_drain_timeout_bounds_shutdown(backends, make_interceptor, clients
     t0 = time.monotonic()
     await ic.shutdown()
     elapsed = time.monotonic() - t0
-    assert 0.3 <= elapsed < 2.0, elapsed
+    assert 0.3 <= elapsed < 3.0, elapsed
     data = await conn.read_until_eof(within=2)
     # Cut off: either a clear 503/504 answer or a close; never a hang.
     assert data == b"" or data.split(b" ")[1] in (b"502", b"503", b"504"), data

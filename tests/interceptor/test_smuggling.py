@@ -3,10 +3,15 @@ nothing reaches the backend. Over-long request lines and headers get 414 / 431."
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+
 import pytest
 
 from httpscale.interceptor.settings import Limits
 
+from .backends import BackendConn
 from .helpers import queue_entry
 
 H = b"Host: app.test\r\n"
@@ -47,6 +52,9 @@ MALFORMED = {
     "space_in_target": b"GET /a b HTTP/1.1\r\n" + H + b"\r\n",
     "nul_in_header_value": b"GET / HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n",
     "header_without_colon": b"GET / HTTP/1.1\r\n" + H + b"NoColonHere\r\n\r\n",
+    "chunk_size_overflow": b"POST / HTTP/1.1\r\n"
+    + H
+    + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff1\r\nhello\r\n0\r\n\r\n",
     "bad_chunk_size": b"POST / HTTP/1.1\r\n"
     + H
     + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
@@ -136,3 +144,68 @@ async def test_too_many_headers_431(proxied, clients):
     assert resp.status == 431, (resp.status, resp.body)
     assert await conn.read_until_eof() == b""
     assert backend.requests == []
+
+
+async def test_body_of_unrouted_request_is_not_parsed_as_a_request(proxied, clients):
+    """A 404'd request's body must be skipped (or the connection closed), never read as the
+    next request: that is how a request hidden in a body reaches the backend."""
+    ic, backend = await proxied()
+    conn = await clients(ic.proxy_address)
+    hidden = b"GET /hidden HTTP/1.1\r\nHost: app.test\r\n\r\n"
+    await conn.send(
+        b"POST /x HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: %d\r\n\r\n" % len(hidden)
+        + hidden
+        + b"GET /visible HTTP/1.1\r\nHost: app.test\r\n\r\n"
+    )
+    first = await conn.read_response()
+    assert first.status == 404
+    if "close" in (first.header("connection") or "").lower():
+        assert await conn.read_until_eof() == b"", "nothing after a closing 404"
+    else:
+        second = await conn.read_response()
+        assert second.status == 200
+        assert json.loads(second.body)["target"] == "/visible"
+    assert [r.target for r in backend.requests] in ([], ["/visible"])
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+    ],
+    ids=["cl_and_te", "conflicting_cl", "negative_cl"],
+)
+async def test_ambiguous_upstream_response_is_502(proxied, clients, head):
+    async def handler(conn: BackendConn) -> None:
+        if await conn.read_request() is None:
+            return
+        await conn.send(head + b"0\r\n\r\nhello!")
+        await conn.wait_eof()
+
+    ic, _ = await proxied(handler)
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("GET", "/")
+    assert resp.status == 502, (resp.status, resp.body)
+
+
+async def test_oversized_upstream_response_head_is_502(proxied, clients):
+    """The response head is bounded like the request head: a backend streaming an endless
+    header gets a 502 promptly, not a proxy that buffers until the head timeout."""
+
+    async def handler(conn: BackendConn) -> None:
+        if await conn.read_request() is None:
+            return
+        await conn.send(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):
+                await conn.send(b"a" * 65536)  # 4 MiB of one header value
+        await conn.wait_eof()
+
+    ic, _ = await proxied(handler, upstream_response_header=10.0)
+    conn = await clients(ic.proxy_address)
+    t0 = time.monotonic()
+    resp = await conn.request("GET", "/", within=8)
+    assert resp.status == 502, (resp.status, resp.body[:100])
+    assert time.monotonic() - t0 < 3.0

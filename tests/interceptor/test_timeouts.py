@@ -27,7 +27,7 @@ async def test_request_head_timeout_slow_client(proxied, clients):
     data = await conn.read_until_eof(within=3)
     elapsed = time.monotonic() - t0
     assert _status_or_none(data) in (None, 408), data
-    assert 0.3 <= elapsed < 2.0, elapsed
+    assert 0.3 <= elapsed < 3.0, elapsed
     assert backend.requests == []
 
 
@@ -50,7 +50,7 @@ async def test_request_head_timeout_is_total_not_per_byte(proxied, clients):
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
     assert _status_or_none(data) in (None, 408)
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 3.0
 
 
 async def test_request_head_timeout_does_not_cut_a_fast_request(proxied, clients):
@@ -69,7 +69,7 @@ async def test_keepalive_idle_closes_connection(proxied, clients):
     t0 = time.monotonic()
     assert await conn.read_until_eof(within=3) == b"", "an idle close sends nothing"
     elapsed = time.monotonic() - t0
-    assert 0.2 <= elapsed < 2.0, elapsed
+    assert 0.2 <= elapsed < 3.0, elapsed
 
 
 async def test_keepalive_idle_applies_before_first_byte_too(proxied, clients):
@@ -78,7 +78,7 @@ async def test_keepalive_idle_applies_before_first_byte_too(proxied, clients):
     conn = await clients(ic.proxy_address)
     t0 = time.monotonic()
     assert await conn.read_until_eof(within=3) == b""
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 3.0
 
 
 async def test_upstream_connect_timeout(backends, make_interceptor, clients):
@@ -125,7 +125,7 @@ async def test_route_response_header_timeout_504(backends, make_interceptor, cli
     elapsed = time.monotonic() - t0
     assert resp.status == 504, (resp.status, resp.body)
     assert resp.body and len(resp.body) < 1024
-    assert 0.25 <= elapsed < 2.0, f"route timeout 0.3 s, global 10 s; took {elapsed:.2f}s"
+    assert 0.25 <= elapsed < 3.0, f"route timeout 0.3 s, global 10 s; took {elapsed:.2f}s"
     # The upstream connection with an unanswered request is closed, never pooled.
     await asyncio.wait_for(eof.wait(), 3)
     # The client connection survives a 504 and works again.
@@ -142,7 +142,7 @@ async def test_global_response_header_timeout_when_route_sets_none(
     t0 = time.monotonic()
     resp = await conn.request("GET", "/")
     assert resp.status == 504
-    assert 0.25 <= time.monotonic() - t0 < 2.0
+    assert 0.25 <= time.monotonic() - t0 < 3.0
     await asyncio.wait_for(eof.wait(), 3)
 
 
@@ -190,7 +190,7 @@ async def test_response_body_idle_timeout_closes_both_sides(backends, make_inter
     t0 = time.monotonic()
     rest = await conn.read_until_eof(within=3)
     assert rest == b"0123456789", "truncated: the client sees the short body then a close"
-    assert 0.2 <= time.monotonic() - t0 < 2.0
+    assert 0.2 <= time.monotonic() - t0 < 3.0
     await asyncio.wait_for(eof.wait(), 3)
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
 
@@ -212,7 +212,7 @@ async def test_request_body_idle_timeout(backends, make_interceptor, clients):
     t0 = time.monotonic()
     data = await conn.read_until_eof(within=3)
     assert _status_or_none(data) in (None, 408, 504), data
-    assert 0.2 <= time.monotonic() - t0 < 2.0
+    assert 0.2 <= time.monotonic() - t0 < 3.0
     await asyncio.wait_for(eof.wait(), 3)
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
 
@@ -225,7 +225,7 @@ async def test_pooled_upstream_idle_closed(backends, make_interceptor, clients):
     t0 = time.monotonic()
     # The echo handler ends when the proxy closes its idle pooled connection.
     await backend.wait_for(lambda: backend.finished == 1, within=3)
-    assert 0.2 <= time.monotonic() - t0 < 2.0
+    assert 0.2 <= time.monotonic() - t0 < 3.0
     # The client connection is unaffected; the next request opens a new upstream connection.
     assert (await conn.request("GET", "/")).status == 200
     assert backend.accepted == 2

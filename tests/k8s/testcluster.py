@@ -25,7 +25,9 @@ __all__ = [
     "MERGE_PATCH",
     "REQUIRE_ENV",
     "Cluster",
+    "allowed",
     "cluster_session",
+    "service_account_token",
     "wait_until",
 ]
 
@@ -48,13 +50,44 @@ class Cluster:
     state_dir: Path | None = None
 
     @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[client.ApiClient]:
-        """An API client for the running event loop (each test has its own loop)."""
+    async def client(self, token: str | None = None) -> AsyncIterator[client.ApiClient]:
+        """An API client for the running event loop (each test has its own loop).
+
+        As the kubeconfig's user (admin), or as whoever `token` belongs to: pass a
+        ServiceAccount's token (`service_account_token`) to act as that ServiceAccount.
+        """
         cfg = client.Configuration()
         await config.load_kube_config(config_file=str(self.kubeconfig),
                                       client_configuration=cfg)
+        if token is not None:
+            cfg.api_key = {"BearerToken": f"Bearer {token}"}
+            cfg.cert_file = cfg.key_file = None
         async with client.ApiClient(cfg) as api:
             yield api
+
+
+async def service_account_token(api: client.ApiClient, namespace: str, name: str) -> str:
+    """A fresh token for a ServiceAccount (TokenRequest, signed by the apiserver)."""
+    req = await client.CoreV1Api(api).create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 3600}})
+    token: str = req.status.token
+    return token
+
+
+async def allowed(api: client.ApiClient, verb: str, resource: str, *, namespace: str = "",
+                  group: str = "", subresource: str = "") -> bool:
+    """Whether the client's own identity may do this (SelfSubjectAccessReview).
+
+    The RBAC authorizer answers, so with a ServiceAccount's client this checks exactly what
+    RBAC manifests grant it, both ways.
+    """
+    review = await client.AuthorizationV1Api(api).create_self_subject_access_review({
+        "spec": {"resourceAttributes": {
+            "verb": verb, "resource": resource, "namespace": namespace, "group": group,
+            "subresource": subresource,
+        }},
+    })
+    return bool(review.status.allowed)
 
 
 def _unavailable(reason: str) -> None:
@@ -84,11 +117,22 @@ def _leftovers(state: Path) -> list[int]:
     return found
 
 
+def _read_env(path: Path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
 def cluster_session(tmp: Path) -> Iterator[Cluster]:
     """Generator behind the session fixture: up, yield, down, prove nothing is left."""
     kubeconfig = os.environ.get("KUBECONFIG")
     if kubeconfig:
-        yield Cluster(Path(kubeconfig), local=False)
+        # One that `scripts/testcluster up` started has its cluster.env beside it.
+        state = Path(kubeconfig).parent
+        if (state / "cluster.env").is_file():
+            pod_cidr = _read_env(state / "cluster.env")["POD_CIDR"]
+            yield Cluster(Path(kubeconfig), local=True, pod_cidr=pod_cidr, state_dir=state)
+        else:
+            yield Cluster(Path(kubeconfig), local=False)
         return
     env = {**os.environ, "HTTPSCALE_TESTCLUSTER_DIR": str(tmp)}
     check = _run("check", env, 30)
@@ -98,12 +142,11 @@ def cluster_session(tmp: Path) -> Iterator[Cluster]:
     elif check.returncode != 0:
         _unavailable("Kubernetes binaries not built: run scripts/testcluster build "
                      "(scripts/test does when Go is present)")
-    up = _run("up", env, UP_TIMEOUT_S)
     try:
+        up = _run("up", env, UP_TIMEOUT_S)
         if up.returncode != 0:
             pytest.fail(f"scripts/testcluster up failed:\n{up.stderr[-4000:]}", pytrace=False)
-        values = dict(line.split("=", 1) for line in
-                      (tmp / "cluster.env").read_text().splitlines() if "=" in line)
+        values = _read_env(tmp / "cluster.env")
         yield Cluster(Path(values["KUBECONFIG"]), local=True, pod_cidr=values["POD_CIDR"],
                       state_dir=tmp)
     finally:

@@ -1,57 +1,22 @@
-"""Helpers for local-mode tests: real hello processes, each marked so that leaks are found.
-
-Every process a test starts carries `HTTPSCALE_TEST_MARK=<unique>` in its environment (children
-inherit it), and the `mark` fixture fails the test if any process with that mark is alive
-after it: no process may outlive its test.
-"""
+"""Fixtures for local-mode tests: no process may outlive its test."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
+from localkit import MARK_VAR, hello_command, wait_gone
 
 from httpscale.local.replica import ProcessSpec
-from httpscale.routing.spec import Endpoint
-
-MARK_VAR = "HTTPSCALE_TEST_MARK"
-
-
-def marked_pids(mark: str) -> list[int]:
-    needle = f"{MARK_VAR}={mark}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and needle in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def wait_gone(mark: str, timeout: float = 10.0) -> list[int]:
-    """Pids with `mark` still alive after `timeout` (the test process's own are skipped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in marked_pids(mark) if p != os.getpid()]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
 
 
 @pytest.fixture
 def mark() -> Iterator[str]:
+    """A unique value for HTTPSCALE_TEST_MARK; the test fails if a process carrying it is
+    still alive after the test (after a grace period for orderly exits)."""
     value = uuid.uuid4().hex
     yield value
     alive = wait_gone(value)
@@ -63,10 +28,6 @@ def mark() -> Iterator[str]:
     assert not alive, f"processes outlived the test: {alive}"
 
 
-def hello_command(*args: str) -> tuple[str, ...]:
-    return ("{python}", "-m", "httpscale.examples.hello", "--port", "{port}", *args)
-
-
 @pytest.fixture
 def hello_spec(mark: str) -> Callable[..., ProcessSpec]:
     def make(*args: str, **kw: object) -> ProcessSpec:
@@ -76,56 +37,3 @@ def hello_spec(mark: str) -> Callable[..., ProcessSpec]:
         return ProcessSpec(command=hello_command(*args), env={MARK_VAR: mark}, **kw)  # type: ignore[arg-type]
 
     return make
-
-
-class FakeSink:
-    """Stands in for the interceptor's endpoint control in supervisor tests (in-process)."""
-
-    def __init__(self) -> None:
-        self.current: frozenset[Endpoint] = frozenset()
-        self.log: list[tuple[str, object]] = []
-        self._changed = asyncio.Condition()
-
-    def publish(self, endpoints: frozenset[Endpoint]) -> None:
-        self.current = endpoints
-        self.log.append(("publish", endpoints))
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
-    async def drain(self, endpoint: Endpoint) -> None:
-        self.log.append(("drain", endpoint))
-
-    async def wait_for(self, pred: Callable[[frozenset[Endpoint]], bool]) -> None:
-        async with asyncio.timeout(15), self._changed:
-            await self._changed.wait_for(lambda: pred(self.current))
-
-
-async def eventually(pred: Callable[[], bool], within: float = 15.0) -> None:
-    """Wait until `pred()` holds: for state outside this process (other processes' exits)."""
-    async with asyncio.timeout(within):
-        while not pred():  # noqa: ASYNC110 - no event to wait on for another process's state
-            await asyncio.sleep(0.02)
-
-
-async def http_get(endpoint: Endpoint, path: str = "/") -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.0 GET on loopback, for poking replicas directly."""
-    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
-
-
-PYTHON = sys.executable

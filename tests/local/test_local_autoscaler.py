@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pytest
-from conftest import eventually, http_get
+from localkit import eventually, http_get
 
 from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, WakeListener
 from httpscale.local.autoscaler import AutoscalerSettings, LocalAutoscaler
@@ -71,11 +71,12 @@ def plan(spec: ProcessSpec, **scaling: float) -> AppPlan:
     params: dict[str, float] = dict(
         min_replicas=0, max_replicas=3, target=10, scaledown_period=1, stabilization_window=0.5
     )
+    params_text: dict[str, str] = {"metric_name": "concurrency"}
     params.update(scaling)
     return AppPlan(
         name="hello",
         route=RouteSpec(key="local/hello"),
-        scaling=ScalingParams(**params),  # type: ignore[arg-type]
+        scaling=ScalingParams(**params, **params_text),  # type: ignore[arg-type]
         process=spec,
     )
 
@@ -110,7 +111,7 @@ async def test_wake_scale_out_and_back_to_zero(
     scale_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scale ")]
     assert scale_lines[0] == "scale hello: 0 -> 1 (request while at zero)"
     assert scale_lines[1].startswith("scale hello: cold start took ")
-    assert scale_lines[2].startswith("scale hello: 1 -> 3 (25 / target 10)")
+    assert scale_lines[2].startswith("scale hello: 1 -> 3 (concurrency 25 / target 10)")
     assert (
         scale_lines[-1].startswith("scale hello: ") and " -> 0 (no traffic for " in scale_lines[-1]
     )

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from conftest import MARK_VAR, eventually, hello_command, marked_pids
+from localkit import MARK_VAR, eventually, hello_command, marked_pids
 
 from httpscale.config.local_file import parse_local_config
 from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
@@ -222,3 +222,25 @@ async def test_autoscaler_crash_stops_everything(
         await runner.serve(stop)
     await runner.close()
     assert pid not in marked_pids(mark)
+
+
+async def test_placeholder_page_while_waking_then_the_app(local: Runner) -> None:
+    """A browser at zero gets the self-refreshing page at once, and the app wakes behind it."""
+    runner = await local(
+        app("webui", "--startup-delay", "0.5", coldStart={"placeholder": {"refreshSeconds": 1}})
+    )
+    proxy_host, port = runner.interceptor.proxy_address
+    reader, writer = await asyncio.open_connection(proxy_host, port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: webui.localhost\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+    )
+    page = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert page.startswith(b"HTTP/1.1 503 ")
+    assert b"Starting up" in page and b'http-equiv="refresh" content="1"' in page
+    scaler = runner.autoscaler.scalers["local/webui"]
+    assert scaler.supervisor.desired == 1  # the placeholder request woke it
+    await eventually(lambda: scaler.supervisor.ready_count() == 1)
+    status, _, body = await request(runner, "webui.localhost")
+    assert status == 200 and body.startswith(b"hello from pid")

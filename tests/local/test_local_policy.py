@@ -46,7 +46,7 @@ def test_scale_down_waits_for_stabilization_window() -> None:
         assert p.evaluate(t, current=4, metric=5, active=True).desired == 4
     decision = p.evaluate(20.5, current=4, metric=5, active=True)
     assert decision.desired == 1
-    assert "stable for 20s" in decision.reason
+    assert decision.reason == "metric 5 / target 10, stable for 20s"
 
 
 def test_scale_down_goes_to_highest_recent_recommendation() -> None:

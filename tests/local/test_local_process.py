@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import MARK_VAR, marked_pids, wait_gone
+from localkit import MARK_VAR, marked_pids, wait_gone
 
+from httpscale.config.local_file import load_local_config
 from httpscale.local.cli import local_command, status_command
+from httpscale.local.plan import plan_apps
 
 # Runs the command without going through `httpscale.cli` (owned elsewhere).
 _ENTRY = "from httpscale.local.cli import local_command; local_command()"
@@ -146,3 +149,34 @@ async def test_sigkill_of_httpscale_leaves_no_app_process(
     local_process.proc.kill()
     await local_process.proc.wait()
     assert wait_gone(mark, timeout=5) == []
+
+
+async def test_second_signal_forces_a_quick_exit(local_process: LocalProcess, mark: str) -> None:
+    in_flight = asyncio.create_task(local_process.get("slow.localhost"))
+    await local_process.wait_for_line("ready after")
+    await asyncio.sleep(0.2)  # the request is in the replica for another ~1.3 s
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    local_process.proc.send_signal(signal.SIGTERM)
+    await local_process.wait_for_line("shutting down")
+    local_process.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(10):
+        assert await local_process.proc.wait() == 130
+    assert loop.time() - started < 1.2  # did not wait for the in-flight request
+    assert wait_gone(mark, timeout=2) == []
+    with contextlib.suppress(Exception):
+        await in_flight  # cut off: any outcome but a hang is fine here
+
+
+def test_example_config_is_valid() -> None:
+    """examples/local.yaml is the Quickstart: it must always load."""
+    root = Path(__file__).resolve().parents[2]
+    config = load_local_config(root / "examples" / "local.yaml")
+    plans = {p.name: p for p in plan_apps(config.apps)}
+    assert set(plans) == {"hello", "webui", "status"}
+    assert plans["hello"].process is not None and plans["hello"].route.match.hosts == (
+        "hello.localhost",
+    )
+    assert plans["webui"].route.placeholder is not None
+    assert plans["status"].upstream is not None and plans["status"].process is None
+    assert config.listen == ("127.0.0.1", 8080) and config.admin == ("127.0.0.1", 9090)

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-from conftest import FakeSink, eventually, http_get, wait_gone
+from localkit import FakeSink, eventually, http_get, wait_gone
 
 from httpscale.local.replica import ProcessSpec, ReplicaState
 from httpscale.local.supervisor import AppSupervisor, SupervisorSettings

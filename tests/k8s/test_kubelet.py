@@ -1,0 +1,131 @@
+"""The local kubelet's own promises: grace then SIGKILL, restarts with backoff, probes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from testcluster import Cluster, wait_until
+
+pytestmark = pytest.mark.k8s
+
+Obj = dict[str, Any]
+
+# Ignores SIGTERM, listens on POD_IP:PORT (for the tcpSocket probe).
+STUBBORN_APP = """
+import os, signal, socket
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+s = socket.create_server((os.environ["POD_IP"], int(os.environ["PORT"])))
+while True:
+    s.accept()[0].close()
+"""
+
+
+@pytest.fixture
+async def api(k8s_cluster: Cluster) -> AsyncIterator[client.ApiClient]:
+    if not k8s_cluster.local:
+        pytest.skip("tests the local kubelet of scripts/testcluster")
+    async with k8s_cluster.client() as api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(api: client.ApiClient) -> AsyncIterator[str]:
+    core = client.CoreV1Api(api)
+    name = f"kubelet-{os.urandom(3).hex()}"
+    await core.create_namespace({"metadata": {"name": name}})
+    await wait_until(core.list_namespaced_service_account, lambda sas: "default" in sas,
+                     namespace=name, timeout_s=20)
+    yield name
+    await core.delete_namespace(name)
+
+
+def _pod(name: str, container: Obj, grace_s: int = 30) -> Obj:
+    return {
+        "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": grace_s,
+                 "containers": [{"name": "c", "image": "local", **container}]},
+    }
+
+
+def _ready(pods: dict[str, Obj], name: str) -> bool:
+    conds = pods.get(name, {}).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+async def test_sigterm_ignored_means_sigkill_after_grace(
+        api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_pod(namespace, _pod("stubborn", {
+        "command": [sys.executable, "-c", STUBBORN_APP],
+        "ports": [{"containerPort": 7000}],
+        "readinessProbe": {"tcpSocket": {"port": 7000}, "periodSeconds": 1},
+    }, grace_s=2))
+    pods = await wait_until(core.list_namespaced_pod, lambda p: _ready(p, "stubborn"),
+                            namespace=namespace, timeout_s=30)
+    status = pods["stubborn"]["status"]
+    pid = int(status["containerStatuses"][0]["containerID"].removeprefix("local://"))
+    assert status["podIP"] == status["podIPs"][0]["ip"]
+    assert status["phase"] == "Running"
+
+    started = time.monotonic()
+    await core.delete_namespaced_pod("stubborn", namespace)
+    await wait_until(core.list_namespaced_pod, lambda p: "stubborn" not in p,
+                     namespace=namespace, timeout_s=20)
+    took = time.monotonic() - started
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    # It ignored SIGTERM, so only the SIGKILL after the 2 s grace period ended it.
+    assert 2.0 <= took < 6.0, took
+
+
+async def test_crashed_container_restarts_with_backoff(
+        api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_pod(namespace, _pod("crasher", {
+        "command": [sys.executable, "-c", "import sys; sys.exit(3)"],
+    }, grace_s=1))
+
+    def crashed_after_two_restarts(pods: dict[str, Obj]) -> bool:
+        cs = pods.get("crasher", {}).get("status", {}).get("containerStatuses") or []
+        return bool(cs) and cs[0]["restartCount"] >= 2 and "waiting" in cs[0]["state"]
+
+    started = time.monotonic()
+    pods = await wait_until(core.list_namespaced_pod, crashed_after_two_restarts,
+                            namespace=namespace, timeout_s=30)
+    took = time.monotonic() - started
+    cs = pods["crasher"]["status"]["containerStatuses"][0]
+    assert cs["lastState"]["terminated"]["exitCode"] == 3
+    assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert not cs["ready"]
+    # Backoff 1 s then 2 s before the second restart.
+    assert took >= 3.0, took
+    await core.delete_namespaced_pod("crasher", namespace)
+    await wait_until(core.list_namespaced_pod, lambda p: "crasher" not in p,
+                     namespace=namespace, timeout_s=20)
+
+
+async def test_failing_readiness_probe_keeps_pod_unready(
+        api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    # Listens on nothing: the httpGet probe fails; exec probe decides Ready of the second.
+    await core.create_namespaced_pod(namespace, _pod("unready", {
+        "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+        "readinessProbe": {"httpGet": {"port": 8080, "path": "/"}, "periodSeconds": 1},
+    }, grace_s=1))
+    await core.create_namespaced_pod(namespace, _pod("exec-ready", {
+        "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+        "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
+    }, grace_s=1))
+    pods = await wait_until(core.list_namespaced_pod, lambda p: _ready(p, "exec-ready"),
+                            namespace=namespace, timeout_s=30)
+    # Both were probed at least once by now (same period, created first).
+    unready = pods["unready"]["status"]
+    assert unready["phase"] == "Running"
+    assert not _ready(pods, "unready")
+    assert not unready["containerStatuses"][0]["ready"]
