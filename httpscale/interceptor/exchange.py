@@ -400,7 +400,9 @@ class Exchange:
 
     # -- response from the upstream ------------------------------------------------------------
 
-    def response_head(self, status: int, reason: bytes, headers: Headers, keep: bool) -> None:
+    def response_head(
+        self, status: int, reason: bytes, headers: Headers, keep: bool, lines: bytes = b""
+    ) -> None:
         if self.finished:
             return
         if status < 200:
@@ -416,7 +418,9 @@ class Exchange:
         self._last_io = self.proxy.loop.time()
         self.status = status
         self.response_started = True
-        info = http1.ResponseInfo(headers)
+        info = (http1.response_info_from_raw(lines) if lines else None) or http1.ResponseInfo(
+            headers
+        )
         framed = self.head_only or status in (204, 304) or info.content_length
         chunked_in = info.chunked
         if not framed:

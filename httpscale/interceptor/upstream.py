@@ -27,9 +27,12 @@ class PoolFull(Exception):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_chunk",
         "_head_bytes",
+        "_head_chunk",
         "_head_count",
         "_head_only",
+        "_head_start",
         "_headers",
         "_in_head",
         "_reason",
@@ -58,6 +61,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_count = 0
         self._head_bytes = 0
         self._in_head = False
+        # Where the current message's head sits in the bytes being parsed, so the head can be
+        # forwarded from the raw bytes (see http1.response_info_from_raw).
+        self._chunk = b""
+        self._head_chunk = b""
+        self._head_start = 0
 
     # -- used by the exchange ----------------------------------------------------------------
 
@@ -92,6 +100,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             exchange.tunnel_from_upstream(data)
             return
+        self._chunk = data
+        self._head_start = 0
         try:
             self.parser.feed_data(data)
             if self._in_head:
@@ -139,6 +149,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._head_bytes = 0
         self._in_head = True
+        self._head_chunk = self._chunk
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -155,7 +166,16 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status == 101:
             return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
-        exchange.response_head(status, self._reason, self._headers, self.parser.should_keep_alive())
+        lines = b""
+        chunk = self._chunk
+        if self._head_chunk is chunk:  # the whole head is in this read (nearly always)
+            start = chunk.find(b"\r\n", self._head_start) + 2
+            end = chunk.find(b"\r\n\r\n", start - 2) + 2
+            lines = chunk[start:end]
+            self._head_start = end + 2  # a final response may follow a 1xx in the same read
+        exchange.response_head(
+            status, self._reason, self._headers, self.parser.should_keep_alive(), lines
+        )
         if self._head_only and status >= 200:
             # llhttp cannot be told a response answers HEAD; end the message here and start a
             # fresh parser so the Content-Length it announced is not awaited as a body.

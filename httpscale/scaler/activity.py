@@ -93,6 +93,15 @@ class ActivityBoard:
     def open_watches(self) -> int:
         return sum(len(w) for w in self._watches.values())
 
+    def drop(self, keys: frozenset[str]) -> None:
+        """Routes deleted: end their watches (the stream then reports NOT_FOUND)."""
+        for key in keys:
+            self._clear_hold(key)
+            self._load.pop(key, None)
+            self._active.pop(key, None)
+            for watch in self._watches.get(key, ()):
+                watch.end()
+
     def close(self) -> None:
         """End every watch (shutdown: streams finish instead of being cancelled)."""
         self._closed = True
@@ -143,8 +152,13 @@ class ActivityWatch:
         self._board = board
         self._event = asyncio.Event()
         self._sent: bool | None = None
+        self._ended = False
 
     def notify(self) -> None:
+        self._event.set()
+
+    def end(self) -> None:
+        self._ended = True
         self._event.set()
 
     def close(self) -> None:
@@ -157,11 +171,14 @@ class ActivityWatch:
         self.close()
 
     async def changes(self) -> AsyncIterator[bool]:
-        """The current value first, then every change, until the board closes."""
+        """The current value first, then every change, until the board closes or the route
+        is dropped."""
         while True:
             # Clear before reading: a notify after this point re-arms the wait. The event loop
             # is single-threaded, so nothing runs between the clear and the read.
             self._event.clear()
+            if self._ended:
+                return
             value = self._board.is_active(self.key)
             if value != self._sent:
                 self._sent = value

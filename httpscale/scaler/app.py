@@ -86,6 +86,7 @@ class Scaler:
         self.metrics = ScalerMetrics()
         self.table = RouteTable()
         self.board = ActivityBoard(self.settings.wake.hold)
+        self.table.add_removal_listener(self.board.drop)
         self.collector = Collector(self.settings, self.board, self.table, self.metrics)
         self.service = ExternalScalerService(self.table, self.board, self.collector, self.metrics)
         self.health = health.aio.HealthServicer()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -101,10 +101,20 @@ class RouteTable:
         self._changed = asyncio.Event()
         self._loaded = asyncio.Event()
         self._closed = False
+        self._removal_listeners: list[Callable[[frozenset[str]], None]] = []
+
+    def add_removal_listener(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """Call `listener(keys)` synchronously whenever routes leave the table."""
+        self._removal_listeners.append(listener)
 
     def set_routes(self, routes: Sequence[ScalerRoute]) -> None:
+        previous = self._routes
         self._routes = {r.key: r for r in routes}
         self._loaded.set()
+        removed = frozenset(previous.keys() - self._routes.keys())
+        if removed:
+            for listener in self._removal_listeners:
+                listener(removed)
         # Wake every waiter, then hand the next ones a fresh event.
         self._changed.set()
         self._changed = asyncio.Event()

@@ -177,6 +177,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
                 with self._board.watch(target.route.key) as watch:
                     async for active in watch.changes():
                         yield pb.IsActiveResponse(result=active)
+                if not self._closing.is_set():
+                    # The watch ended because the route was deleted: NOT_FOUND, like a new call.
+                    await self._resolve("StreamIsActive", request, context)
             self._ok("StreamIsActive")
         finally:
             gauge.dec()

@@ -12,7 +12,8 @@ Rules it keeps, in the real kubelet's terms:
   only, and the real EndpointSlice controller lists a real address (it rejects 127.0.0.0/8).
 - Each container is one process group: `command` + `args` (the image is ignored; there is no
   image to run), its `env` (values and fieldRefs, `$(VAR)` expanded), plus POD_IP, POD_NAME,
-  POD_NAMESPACE and PORT (its first containerPort). containerID is `local://<pid>`.
+  POD_NAMESPACE and PORT (its first containerPort), and KUBECONFIG: a kubeconfig with a token
+  of the pod's ServiceAccount, bound to the pod. containerID is `local://<pid>`.
 - Ready comes from the readinessProbe (httpGet, tcpSocket, exec) on its period, or from the
   process having started when there is none.
 - Deletion: SIGTERM to each container's group, SIGKILL after the grace period, then the final
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ctypes
 import datetime
@@ -38,7 +40,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ class KubeletSettings:
     """Grace for containers when the kubelet itself stops, seconds."""
     extra_env: tuple[tuple[str, str], ...] = ()
     """Environment every container gets first (e.g. KUBERNETES_SERVICE_HOST/PORT)."""
+    api_server: str = ""
+    """The apiserver URL written into each pod's kubeconfig; empty: no pod kubeconfigs."""
+    ca_pem: str = ""
+    """The apiserver's CA certificate (PEM) for the pod kubeconfigs."""
 
 
 async def _drain(call: Coroutine[Any, Any, Any]) -> None:
@@ -153,6 +158,8 @@ class _Container:
             POD_NAME=pod["metadata"]["name"],
             POD_NAMESPACE=pod["metadata"]["namespace"],
         )
+        if self.pod.kubeconfig is not None:
+            env["KUBECONFIG"] = str(self.pod.kubeconfig)
         ports = self.spec.get("ports") or []
         if ports:
             env["PORT"] = str(ports[0]["containerPort"])
@@ -356,6 +363,7 @@ class _Pod:
         self.deleting = asyncio.Event()
         self.gone = False  # deleted from the API already: no status, no final delete
         self.started_at = _now()
+        self.kubeconfig: Path | None = None
         self._report_lock = asyncio.Lock()
 
     def update(self, obj: Obj) -> None:
@@ -365,6 +373,7 @@ class _Pod:
 
     async def run(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        await self._write_kubeconfig()
         sup = [asyncio.create_task(c.supervise(), name=f"{self.key}/{c.name}")
                for c in self.containers]
         try:
@@ -378,6 +387,46 @@ class _Pod:
             await asyncio.shield(asyncio.gather(*(c.stop(grace) for c in self.containers)))
         if not self.gone:
             await self._final_delete()
+
+    async def _write_kubeconfig(self) -> None:
+        """The pod's ServiceAccount identity, as a kubeconfig named by $KUBECONFIG.
+
+        A real kubelet mounts a token at /var/run/secrets/kubernetes.io/serviceaccount/, a
+        path shared by every process here; a kubeconfig per pod does the same job for any
+        client that honours KUBECONFIG, so a component run as a pod acts as its
+        ServiceAccount and RBAC decides what it may do. The token is bound to the pod.
+        """
+        settings, spec, meta = self.kubelet.settings, self.obj["spec"], self.obj["metadata"]
+        if not settings.api_server or spec.get("automountServiceAccountToken") is False:
+            return
+        sa = spec.get("serviceAccountName") or "default"
+        body = {"spec": {"expirationSeconds": 24 * 3600, "boundObjectRef": {
+            "apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": self.uid}}}
+        try:
+            resp = await self.kubelet.core.create_namespaced_service_account_token(
+                sa, meta["namespace"], body, _preload_content=False)
+            token = (await resp.json())["status"]["token"]
+            resp.release()
+        except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+            log.warning("%s: no token for ServiceAccount %s: %r", self.key, sa, e)
+            return
+        ca = base64.b64encode(settings.ca_pem.encode()).decode()
+        ns = meta["namespace"]
+        text = (
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: c\n  cluster:\n    server: {settings.api_server}\n"
+            f"    certificate-authority-data: {ca}\n"
+            f"users:\n- name: {sa}\n  user:\n    token: {token}\n"
+            f"contexts:\n- name: c\n  context:\n    cluster: c\n    user: {sa}\n"
+            f"    namespace: {ns}\ncurrent-context: c\n"
+        )
+        path = self.dir / "kubeconfig"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        self.kubeconfig = path
 
     def _grace_s(self) -> float:
         if self.kubelet.stopping:
@@ -393,12 +442,20 @@ class _Pod:
             return  # the kubelet goes away, not the pod
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
         meta = self.obj["metadata"]
-        try:
-            await _drain(self.kubelet.core.delete_namespaced_pod(
-                meta["name"], meta["namespace"], body=body, _preload_content=False))
-        except ApiException as e:
-            if e.status not in (404, 409):
-                raise
+        # Without this call the pod stays Terminating for ever: retry transient errors.
+        for attempt in range(6):
+            try:
+                await _drain(self.kubelet.core.delete_namespaced_pod(
+                    meta["name"], meta["namespace"], body=body, _preload_content=False))
+                return
+            except ApiException as e:
+                if e.status in (404, 409):  # gone already, or a new pod of the same name
+                    return
+                err: Exception = e
+            except (aiohttp.ClientError, TimeoutError) as e:
+                err = e
+            log.warning("%s: final delete failed (%r), attempt %d", self.key, err, attempt + 1)
+            await asyncio.sleep(0.2 * 2**attempt)  # retry backoff
 
     def _status(self) -> Obj:
         cs = [c.status() for c in self.containers]
@@ -446,9 +503,13 @@ class _Pod:
                     meta["name"], meta["namespace"], {"status": self._status()},
                     _content_type=_MERGE, _preload_content=False))
             except ApiException as e:
-                if e.status != 404:
-                    raise
-                self.gone = True
+                if e.status == 404:
+                    self.gone = True
+                else:
+                    # Transient (429 under load, 5xx): the next report carries it all again.
+                    log.warning("%s: status update failed: %s", self.key, e.reason)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                log.warning("%s: status update failed: %r", self.key, e)
 
 
 class LocalKubelet:
@@ -564,6 +625,17 @@ class LocalKubelet:
     # -- pods -----------------------------------------------------------------------------
 
     async def _watch_pods(self) -> None:
+        """List and watch pods; on API errors retry with backoff rather than give up."""
+        delay = 0.1
+        while True:
+            try:
+                await self._list_and_watch()
+            except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+                log.warning("pod watch failed (%r); again in %.1fs", e, delay)
+                await asyncio.sleep(delay)  # retry backoff
+                delay = min(delay * 2, 5.0)
+
+    async def _list_and_watch(self) -> None:
         while True:
             resp = await self.core.list_pod_for_all_namespaces(_preload_content=False)
             listing = await resp.json()
@@ -633,7 +705,8 @@ class LocalKubelet:
 
         def release(pod: _Pod = pod) -> None:
             self.pods.pop(pod.uid, None)
-            self._free.insert(0, pod.ip)
+            # To the back: a new pod does not take the address of the one just gone.
+            self._free.append(pod.ip)
 
         self._spawn(pod.run(), f"pod {pod.key}", release)
         pod.update(obj)
@@ -679,10 +752,11 @@ async def _amain(args: argparse.Namespace) -> None:
     host, _, port = (cfg.host or "").removeprefix("https://").partition(":")
     if port:
         extra = [("KUBERNETES_SERVICE_HOST", host), ("KUBERNETES_SERVICE_PORT", port)]
+    ca_pem: str = args.ca_pem
     settings = KubeletSettings(
         pod_cidr=args.pod_cidr, workdir=Path(args.workdir), node_name=args.node_name,
-        kubelet_version=args.kubelet_version, extra_env=tuple(extra))
-    settings.workdir.mkdir(parents=True, exist_ok=True)
+        kubelet_version=args.kubelet_version, extra_env=tuple(extra),
+        api_server=cfg.host if ca_pem else "", ca_pem=ca_pem)
     async with client.ApiClient(cfg) as api:
         kubelet = LocalKubelet(api, settings)
         runner = await _health(kubelet, args.healthz_port)
@@ -707,11 +781,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--node-name", default="local-node")
     p.add_argument("--kubelet-version", default="v0.0.0-local")
     p.add_argument("--healthz-port", type=int, required=True)
+    p.add_argument("--ca-file", help="apiserver CA (PEM): give pods a ServiceAccount kubeconfig")
     args = p.parse_args(argv)
+    args.ca_pem = Path(args.ca_file).read_text() if args.ca_file else ""
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_amain(args))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

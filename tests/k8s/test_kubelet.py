@@ -129,3 +129,48 @@ async def test_failing_readiness_probe_keeps_pod_unready(
     assert unready["phase"] == "Running"
     assert not _ready(pods, "unready")
     assert not unready["containerStatuses"][0]["ready"]
+
+
+# Run as a pod: who am I (SelfSubjectReview), and may I list pods elsewhere (no).
+WHOAMI_APP = """
+import asyncio, os, sys
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+async def main():
+    await config.load_kube_config()  # $KUBECONFIG, from the local kubelet
+    async with client.ApiClient() as api:
+        review = await client.AuthenticationV1Api(api).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        user = review.status.user_info.username
+        print(user, flush=True)
+        try:
+            await client.CoreV1Api(api).list_namespaced_pod("kube-system")
+            return 3
+        except ApiException as e:
+            if e.status != 403:
+                return 4
+    return 0 if user == os.environ["EXPECTED_USER"] else 2
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+async def test_pod_acts_as_its_service_account(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_service_account(namespace, {"metadata": {"name": "robot"}})
+    pod = _pod("whoami", {
+        "command": [sys.executable, "-c", WHOAMI_APP],
+        "env": [{"name": "EXPECTED_USER",
+                 "value": f"system:serviceaccount:{namespace}:robot"}],
+    }, grace_s=1)
+    pod["spec"].update(serviceAccountName="robot", restartPolicy="Never")
+    await core.create_namespaced_pod(namespace, pod)
+
+    def finished(pods: dict[str, Obj]) -> bool:
+        return pods.get("whoami", {}).get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+    pods = await wait_until(core.list_namespaced_pod, finished, namespace=namespace,
+                            timeout_s=30)
+    state = pods["whoami"]["status"]["containerStatuses"][0]["state"]
+    assert pods["whoami"]["status"]["phase"] == "Succeeded", state

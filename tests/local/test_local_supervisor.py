@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
 
-from localkit import FakeSink, eventually, http_get, wait_gone
+from localkit import FakeSink, eventually, http_get, marked_pids, wait_gone
 
 from httpscale.local.replica import ProcessSpec, ReplicaState
 from httpscale.local.supervisor import AppSupervisor, SupervisorSettings
@@ -146,3 +148,54 @@ def test_replicas_die_when_httpscale_is_sigkilled(mark: str) -> None:
         assert parent.stdout is not None
         parent.stdout.close()
     assert wait_gone(mark, timeout=5) == []
+
+
+async def test_sigkill_after_grace_period_when_sigterm_is_ignored(mark: str) -> None:
+    stubborn = (
+        "import os, signal, socket, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n"
+        "time.sleep(60)\n"
+    )
+    spec = ProcessSpec(
+        command=("{python}", "-c", stubborn),
+        env={"HTTPSCALE_TEST_MARK": mark},
+        stop_grace_period=0.5,
+    )
+    sink = FakeSink()
+    sup = AppSupervisor("stubborn", spec, sink.publish, sink.drain, FAST)
+    sup.start()
+    try:
+        sup.scale_to(1)
+        await sink.wait_for(lambda eps: len(eps) == 1)
+        replica = sup.replicas[0]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sup.scale_to(0)
+        await eventually(lambda: not sup.replicas)
+        assert replica.returncode == -signal.SIGKILL
+        assert loop.time() - started >= 0.5
+    finally:
+        await sup.close()
+
+
+async def test_stopping_reaches_processes_the_app_forked(mark: str) -> None:
+    """The replica leads a process group: a shell wrapper's children go with it."""
+    spec = ProcessSpec(
+        command=("sh", "-c", "{python} -m httpscale.examples.hello --port {port} & wait"),
+        env={"HTTPSCALE_TEST_MARK": mark},
+        readiness_path="/healthz",
+        stop_grace_period=2,
+    )
+    sink = FakeSink()
+    sup = AppSupervisor("wrapped", spec, sink.publish, sink.drain, FAST)
+    sup.start()
+    try:
+        sup.scale_to(1)
+        await sink.wait_for(lambda eps: len(eps) == 1)
+        assert len(marked_pids(mark)) == 2  # sh and the python it started
+        sup.scale_to(0)
+        await eventually(lambda: not sup.replicas)
+        await eventually(lambda: not marked_pids(mark), within=5)
+    finally:
+        await sup.close()

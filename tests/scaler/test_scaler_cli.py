@@ -83,6 +83,12 @@ async def test_standalone_scaler_process(tmp_path: Path, standin: StandIn) -> No
                 metrics = await response.text()
             assert "httpscale_scaler_poll_duration_seconds_count" in metrics
             assert 'httpscale_scaler_open_streams{rpc="StreamIsActive"}' not in metrics
+            async with http.get(admin + "/status") as response:
+                status = await response.json()
+            assert status["ready"] is True
+            assert [r["url"] for r in status["replicas"]] == [standin.url]
+            api_status = next(r for r in status["routes"] if r["key"] == "local/api")
+            assert (api_status["concurrency"], api_status["active"]) == (3, True)
         async with grpc_client(grpc_port) as stub:
             web = (await stub.GetMetricSpec(ref("web"))).metricSpecs[0]
             assert (web.metricName, web.targetSize, web.targetSizeFloat) == (

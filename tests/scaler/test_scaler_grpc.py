@@ -309,9 +309,32 @@ async def test_stream_metric_spec_follows_route_changes(standins: list[StandIn])
             second = await asyncio.wait_for(stream.read(), 2)
             assert second.metricSpecs[0].targetSizeFloat == 25.0
             assert (await stub.GetMetricSpec(ref("conc"))).metricSpecs[0].targetSize == 25
+            active = stub.StreamIsActive(ref("conc"))
+            assert (await active.read()).result is False
             source.sink.set_routes([RATE])  # the HTTPScaledObject is deleted
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await asyncio.wait_for(stream.read(), 2)
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            for call in (stream, active):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await asyncio.wait_for(call.read(), 2)
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await scaler.stop()
+
+
+async def test_reflection_lists_the_services(standins: list[StandIn]) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with running_scaler([CONC], [standins[0].url]) as scaler:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{scaler.grpc_port}") as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            call = stub.ServerReflectionInfo()
+            await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+            await call.write(
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)
+            )
+            await call.done_writing()
+            listed = await call.read()
+            names = {s.name for s in listed.list_services_response.service}
+            assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+            described = await call.read()
+            protos = described.file_descriptor_response.file_descriptor_proto
+            assert protos and b"externalscaler.proto" in protos[0]

@@ -29,6 +29,9 @@ from httpscale.scaler.routes import routes_from_local_config
 
 pytestmark = pytest.mark.slow
 
+# Bounded, so that a stuck request fails the test with a reason instead of its timeout.
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=20)
+
 APPS = """
 apps:
   - name: slow
@@ -85,7 +88,7 @@ async def test_concurrency_and_rate_from_real_interceptors(
     async with (
         running_scaler(list(routes), [a.admin_url, b.admin_url]) as scaler,
         grpc_client(scaler.grpc_port) as stub,
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
     ):
         spec = (await stub.GetMetricSpec(ref("rated"))).metricSpecs[0]
         assert (spec.metricName, spec.targetSize, spec.targetSizeFloat) == (
@@ -131,7 +134,7 @@ async def test_activation_reaches_streams_before_the_cold_start_ends(
     async with (
         running_scaler(list(routes), [a.admin_url, b.admin_url]) as scaler,
         grpc_client(scaler.grpc_port) as stub,
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
     ):
         await eventually(lambda: all(r.wake_connected for r in scaler.collector.replicas))
         streams = [stub.StreamIsActive(ref("slow")) for _ in range(2)]
@@ -162,7 +165,7 @@ async def test_restarted_interceptor_counter_reset_is_not_a_negative_rate(
     settings = fast_settings(stale_grace=8.0, poll_timeout=0.3, poll_interval=0.1)
     async with (
         running_scaler(list(routes), [a.admin_url, b.admin_url], settings) as scaler,
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
     ):
         await eventually(lambda: scaler.ready)
 
@@ -188,7 +191,7 @@ async def test_partial_then_total_interceptor_failure(
     async with (
         running_scaler(list(routes), [a.admin_url, b.admin_url], settings) as scaler,
         grpc_client(scaler.grpc_port) as stub,
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
     ):
         await eventually(lambda: scaler.ready)
         # a dies with requests in flight; its share stays for the grace, then goes.
