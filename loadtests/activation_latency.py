@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import statistics
@@ -159,7 +160,9 @@ async def run_mode(
                 assert first.result is False, "route not idle"
                 port = proxies[trial % len(proxies)]
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                await asyncio.sleep(0.05)  # let the loop settle: time the request alone
+                # Let the loop settle, then send at a random phase of the poll cycle: each trial
+                # ends right after a poll, so a fixed pause would always hit the same phase.
+                await asyncio.sleep(0.05 + random.uniform(0, poll_interval))
                 sent = time.perf_counter()
                 writer.write(f"GET / HTTP/1.1\r\nHost: {name}.bench\r\n\r\n".encode())
                 got = await asyncio.wait_for(stream.read(), 5)

@@ -176,7 +176,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._parsing is not None:  # after the head: a trailer field of a chunked body
-            self._parsing.request_trailers.append((name, value))
+            self._parsing.request_trailers = [*self._parsing.request_trailers, (name, value)]
             return
         self._headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4

@@ -8,7 +8,6 @@ leniency can never turn into a desync between us and the upstream.
 
 from __future__ import annotations
 
-import re
 from http import HTTPStatus
 
 __all__ = [
@@ -24,7 +23,7 @@ __all__ = [
     "last_chunk",
     "reason_phrase",
     "response_head",
-    "response_info_from_raw",
+
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -190,46 +189,6 @@ class ResponseInfo:
         if extra:
             parts = [p for p, n in zip(parts, names, strict=True) if n not in extra]
         self.block = b"".join(parts)
-
-
-# Lines of a raw head (prefixed with "\n" and lower-cased) that the fast path must look at.
-_RESP_SPECIAL = re.compile(
-    rb"\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|proxy-authenticate|proxy-authorization):"
-)
-
-
-def response_info_from_raw(lines: bytes) -> ResponseInfo | None:
-    """ResponseInfo from the raw header lines of a head llhttp already validated.
-
-    C-level scans instead of a Python loop over every header. None when a Connection header
-    names further headers (rare): the caller falls back to ResponseInfo.
-    """
-    low = b"\n" + lines.lower()
-    chunked = False
-    if _RESP_SPECIAL.search(low) is not None:
-        out: list[bytes] = []
-        pos = 0
-        for m in _RESP_SPECIAL.finditer(low):
-            # A match at low[i] is the line starting at lines[i] (low has one extra "\n").
-            end = low.find(b"\n", m.end())
-            name = m.group(1)
-            if name == b"transfer-encoding":
-                chunked = True
-            elif name == b"connection":
-                for token in low[m.end() : end].split(b","):
-                    token = token.strip()
-                    if token and token not in _PLAIN_TOKENS:
-                        return None
-            out.append(lines[pos : m.start()])
-            pos = end
-        out.append(lines[pos:])
-        lines = b"".join(out)
-    info = ResponseInfo.__new__(ResponseInfo)
-    info.block = lines
-    info.chunked = chunked
-    info.content_length = b"\ncontent-length:" in low
-    return info
 
 
 def response_head(

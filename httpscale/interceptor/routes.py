@@ -16,9 +16,12 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from httpscale.routing.spec import Endpoint, RouteSpec
+
+if TYPE_CHECKING:
+    from httpscale.interceptor.upstream import EndpointPool
 
 __all__ = ["EndpointSlot", "RouteState", "Waiter"]
 
@@ -26,7 +29,7 @@ __all__ = ["EndpointSlot", "RouteState", "Waiter"]
 class EndpointSlot:
     """One endpoint as seen by one route: its in-flight count and when it became ready."""
 
-    __slots__ = ("endpoint", "idle_event", "in_flight", "ready_since", "static")
+    __slots__ = ("endpoint", "idle_event", "in_flight", "pool", "ready_since", "static")
 
     def __init__(self, endpoint: Endpoint, *, static: bool) -> None:
         self.endpoint = endpoint
@@ -34,6 +37,7 @@ class EndpointSlot:
         self.ready_since = time.monotonic()
         self.static = static
         self.idle_event: asyncio.Event | None = None  # made only when someone waits
+        self.pool: EndpointPool | None = None  # the connection pool, cached by the proxy
 
 
 class Waiter(Protocol):

@@ -18,7 +18,9 @@ from httpscale.routing.spec import Endpoint
 if TYPE_CHECKING:
     from httpscale.interceptor.exchange import Exchange
 
-__all__ = ["EndpointPool", "PoolFull", "Pools", "UpstreamConnection"]
+__all__ = ["NEVER", "EndpointPool", "PoolFull", "Pools", "UpstreamConnection"]
+
+NEVER = float("inf")
 
 
 class PoolFull(Exception):
@@ -27,15 +29,15 @@ class PoolFull(Exception):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_chunk",
         "_head_bytes",
-        "_head_chunk",
         "_head_count",
         "_head_only",
-        "_head_start",
         "_headers",
         "_in_head",
         "_reason",
+        "_timer",
+        "_timer_due",
+        "deadline",
         "exchange",
         "idle_since",
         "lost",
@@ -61,11 +63,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_count = 0
         self._head_bytes = 0
         self._in_head = False
-        # Where the current message's head sits in the bytes being parsed, so the head can be
-        # forwarded from the raw bytes (see http1.response_info_from_raw).
-        self._chunk = b""
-        self._head_chunk = b""
-        self._head_start = 0
+        # The exchange's response-head and body-idle deadline. One timer per connection,
+        # re-armed lazily: a request only moves `deadline` (a float), so a pooled connection
+        # serving thousands of requests creates no timer for each of them.
+        self.deadline = NEVER
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
 
     # -- used by the exchange ----------------------------------------------------------------
 
@@ -80,8 +83,35 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Drop the connection for good (also when an exchange ends badly)."""
         self.exchange = None
+        self._stop_timer()
         if self.transport is not None and not self.lost:
             self.transport.abort()
+
+    def set_deadline(self, when: float) -> None:
+        self.deadline = when
+        timer = self._timer
+        if timer is not None:
+            if self._timer_due <= when:
+                return  # fires earlier and re-evaluates then
+            timer.cancel()
+        self._timer_due = when
+        self._timer = self.pool.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        exchange = self.exchange
+        if exchange is None or self.deadline == NEVER:
+            return  # idle in the pool: re-armed by the next exchange
+        if self.pool.loop.time() < self.deadline:
+            self.set_deadline(self.deadline)
+        else:
+            exchange.io_timeout()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.deadline = NEVER
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -100,8 +130,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             exchange.tunnel_from_upstream(data)
             return
-        self._chunk = data
-        self._head_start = 0
         try:
             self.parser.feed_data(data)
             if self._in_head:
@@ -129,6 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._stop_timer()
         self.pool.forget(self)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
@@ -149,7 +178,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._head_bytes = 0
         self._in_head = True
-        self._head_chunk = self._chunk
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -166,16 +194,7 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status == 101:
             return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
-        lines = b""
-        chunk = self._chunk
-        if self._head_chunk is chunk:  # the whole head is in this read (nearly always)
-            start = chunk.find(b"\r\n", self._head_start) + 2
-            end = chunk.find(b"\r\n\r\n", start - 2) + 2
-            lines = chunk[start:end]
-            self._head_start = end + 2  # a final response may follow a 1xx in the same read
-        exchange.response_head(
-            status, self._reason, self._headers, self.parser.should_keep_alive(), lines
-        )
+        exchange.response_head(status, self._reason, self._headers, self.parser.should_keep_alive())
         if self._head_only and status >= 200:
             # llhttp cannot be told a response answers HEAD; end the message here and start a
             # fresh parser so the Content-Length it announced is not awaited as a body.
@@ -200,7 +219,7 @@ class EndpointPool:
     """Keep-alive connections to one endpoint: LIFO idle list, bounded idle and total counts."""
 
     __slots__ = (
-        "_connections", "_idle", "_loop", "_sweep", "endpoint", "max_head", "settings",
+        "_connections", "_idle", "_sweep", "endpoint", "loop", "max_head", "settings",
         "write_limits",
     )
 
@@ -221,7 +240,7 @@ class EndpointPool:
         self.write_limits = write_limits
         self._idle: list[UpstreamConnection] = []
         self._connections: set[UpstreamConnection] = set()
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         # One timer per pool closes connections idle too long (oldest first: the idle list is
         # LIFO, so they sit at its start); no timer per request.
         self._sweep: asyncio.TimerHandle | None = None
@@ -251,7 +270,7 @@ class EndpointPool:
         self._connections.add(conn)
         try:
             async with asyncio.timeout(connect_timeout):
-                await self._loop.create_connection(
+                await self.loop.create_connection(
                     lambda: conn, self.endpoint.host, self.endpoint.port
                 )
         except BaseException:
@@ -262,23 +281,24 @@ class EndpointPool:
     def give_back(self, conn: UpstreamConnection) -> None:
         max_idle, idle_timeout = self.settings[0], self.settings[2]
         conn.exchange = None
+        conn.deadline = NEVER
         if conn.lost or conn.tunnel or len(self._idle) >= max_idle:
             conn.close()
             return
-        conn.idle_since = self._loop.time()
+        conn.idle_since = self.loop.time()
         self._idle.append(conn)
         if self._sweep is None:
-            self._sweep = self._loop.call_at(conn.idle_since + idle_timeout, self._close_stale)
+            self._sweep = self.loop.call_at(conn.idle_since + idle_timeout, self._close_stale)
 
     def _close_stale(self) -> None:
         self._sweep = None
         idle_timeout = self.settings[2]
-        now = self._loop.time()
+        now = self.loop.time()
         idle = self._idle
         while idle and (idle[0].lost or idle[0].idle_since + idle_timeout <= now):
             idle.pop(0).close()
         if idle:
-            self._sweep = self._loop.call_at(idle[0].idle_since + idle_timeout, self._close_stale)
+            self._sweep = self.loop.call_at(idle[0].idle_since + idle_timeout, self._close_stale)
 
     def forget(self, conn: UpstreamConnection) -> None:
         self._connections.discard(conn)

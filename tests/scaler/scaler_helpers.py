@@ -210,7 +210,7 @@ class LocalInterceptor:
             )
         async with aiohttp.ClientSession() as http:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
+            deadline = loop.time() + 30  # a loaded 2-CPU box starts Python slowly
             while True:
                 if self.process.returncode is not None:
                     raise AssertionError(f"local mode exited: {self.log.read_text()}")
