@@ -268,7 +268,9 @@ class Exchange:
         if slot is not None:
             self._use_after_retry(slot)
         elif route.hold(self):  # the endpoint left meanwhile: wait for another, same deadline
-            remaining = max(0.0, self._deadline - time.monotonic()) if self._deadline else 0.0
+            deadline = self._deadline or (self.started + route.spec.readiness_timeout)
+            self.held_since = time.monotonic()
+            remaining = max(0.0, deadline - self.held_since)
             self._hold_timer = self.proxy.loop.call_later(remaining, self._hold_expired)
         else:
             self._answer(503, f"too many requests waiting for {route.key}")

@@ -189,8 +189,13 @@ class RouteState:
         if n == 1:
             slot = choices[0]
         else:
-            a = choices[random.randrange(n)]
-            b = choices[random.randrange(n)]
+            # Two *distinct* random endpoints (with two endpoints: always both), the one with
+            # fewer requests outstanding wins: a fresh or fast replica draws the traffic.
+            i = random.randrange(n)
+            j = random.randrange(n - 1)
+            if j >= i:
+                j += 1
+            a, b = choices[i], choices[j]
             slot = a if a.in_flight <= b.in_flight else b
         if cap is not None and slot.in_flight >= cap:
             # The two random picks were full; fall back to the least loaded of all (rare path).
