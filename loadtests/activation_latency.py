@@ -142,7 +142,11 @@ async def run_mode(
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while not scaler.ready or (
-            push and not all(r.wake_connected for r in scaler.collector.replicas)
+            push
+            and not (
+                len(scaler.collector.replicas) == len(admins)
+                and all(r.wake_connected for r in scaler.collector.replicas)
+            )
         ):
             if loop.time() > deadline:
                 raise SystemExit("scaler did not connect to the interceptors")

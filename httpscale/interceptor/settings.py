@@ -12,6 +12,11 @@ from typing import Any, TypeVar
 
 from httpscale.clikit import option
 
+
+def _f(default: Any, help_text: str) -> Any:
+    """A dataclass field whose help text becomes the CLI option's help."""
+    return field(default=default, metadata={"help": help_text})
+
 __all__ = [
     "InterceptorSettings",
     "Limits",
@@ -25,43 +30,45 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    host: str = "0.0.0.0"  # proxy bind address
-    port: int = 8080  # proxy port
-    admin_host: str = "0.0.0.0"  # admin server bind address (/queue, /metrics, ...)
-    admin_port: int = 9090  # admin port
+    host: str = _f("0.0.0.0", "proxy bind address")
+    port: int = _f(8080, "proxy port")
+    admin_host: str = _f("0.0.0.0", "admin server bind address (/queue, /metrics, ...)")
+    admin_port: int = _f(9090, "admin port")
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Seconds. Each bounds one wait so that no slow peer can hold a task forever."""
 
-    request_head: float = 10.0  # client must send the full request head within this
-    keepalive_idle: float = 75.0  # idle client keep-alive connection closed after this
-    body_idle: float = 60.0  # no body byte in either direction for this long -> give up
-    upstream_connect: float = 5.0  # TCP connect to an endpoint
-    upstream_response_header: float = 60.0  # default when a route sets no timeouts.responseHeader
-    upstream_idle: float = 60.0  # pooled idle upstream connection closed after this
+    request_head: float = _f(10.0, "client must send the full request head within this")
+    keepalive_idle: float = _f(75.0, "idle client keep-alive connection closed after this")
+    body_idle: float = _f(60.0, "no body byte in either direction for this long -> give up")
+    upstream_connect: float = _f(5.0, "TCP connect to an endpoint")
+    upstream_response_header: float = _f(
+        60.0, "response head wait when a route sets no timeouts.responseHeader"
+    )
+    upstream_idle: float = _f(60.0, "pooled idle upstream connection closed after this")
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_request_line: int = 8192  # bytes; over it -> 414
-    max_header_bytes: int = 65536  # bytes for all request headers; over it -> 431
-    max_headers: int = 100  # header count; over it -> 431
-    max_response_head: int = 131072  # bytes of an upstream response head; over it -> 502
-    pool_max_idle_per_endpoint: int = 64  # idle keep-alive connections kept per endpoint
-    pool_max_per_endpoint: int = 1024  # total upstream connections per endpoint
-    write_high_water: int = 256 * 1024  # bytes buffered on one side before the other pauses
-    write_low_water: int = 64 * 1024  # bytes at which reading resumes
-    connect_retry_backoff: float = 0.05  # seconds between connect retries to a fresh replica
+    max_request_line: int = _f(8192, "bytes; over it -> 414")
+    max_header_bytes: int = _f(65536, "bytes for all request headers; over it -> 431")
+    max_headers: int = _f(100, "header count; over it -> 431")
+    max_response_head: int = _f(131072, "bytes of an upstream response head; over it -> 502")
+    pool_max_idle_per_endpoint: int = _f(64, "idle keep-alive connections kept per endpoint")
+    pool_max_per_endpoint: int = _f(1024, "total upstream connections per endpoint")
+    write_high_water: int = _f(256 * 1024, "bytes buffered on one side before the other pauses")
+    write_low_water: int = _f(64 * 1024, "bytes at which reading resumes")
+    connect_retry_backoff: float = _f(0.05, "seconds between connect retries to a fresh replica")
 
 
 @dataclass(frozen=True, slots=True)
 class ShutdownSettings:
     """Seconds, on SIGTERM/SIGINT: readyz 503 -> delay -> stop accepting -> drain -> exit."""
 
-    readiness_delay: float = 2.0  # keep serving after /readyz turns 503, so LBs notice
-    drain_timeout: float = 30.0  # longest wait for in-flight requests before closing them
+    readiness_delay: float = _f(2.0, "keep serving after /readyz turns 503, so LBs notice")
+    drain_timeout: float = _f(30.0, "longest wait for in-flight requests before closing them")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +106,7 @@ def interceptor_options(func: F) -> F:
                 f"interceptor__{group}__{f.name}",
                 type=type(default),
                 default=default,
-                help=f"{cls.__name__}.{f.name}",
+                help=f.metadata.get("help", f.name),
             )(func)
     return func
 

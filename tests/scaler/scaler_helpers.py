@@ -240,3 +240,9 @@ class LocalInterceptor:
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def wake_connected(scaler: Scaler, replicas: int) -> bool:
+    """All `replicas` interceptors are known and their /wake streams are open."""
+    known = scaler.collector.replicas
+    return len(known) == replicas and all(r.wake_connected for r in known)

@@ -15,7 +15,15 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from scaler_helpers import StandIn, eventually, fast_settings, grpc_client, ref, running_scaler
+from scaler_helpers import (
+    StandIn,
+    eventually,
+    fast_settings,
+    grpc_client,
+    ref,
+    running_scaler,
+    wake_connected,
+)
 
 from httpscale.scaler.app import SERVICE_NAME, Scaler
 from httpscale.scaler.discovery import StaticDiscovery
@@ -194,7 +202,7 @@ async def test_wake_push_activates_streams_before_any_poll(standins: list[StandI
     # Polls are slow here (1 s) so that only the push can explain a fast `true`.
     settings = fast_settings(poll_interval=1.0, hold=0.8)
     async with running_scaler([CONC, RATE], [a.url, b.url], settings) as scaler:
-        await eventually(lambda: all(r.wake_connected for r in scaler.collector.replicas))
+        await eventually(lambda: wake_connected(scaler, 2))
         async with grpc_client(scaler.grpc_port) as stub:
             streams = [stub.StreamIsActive(ref("conc")) for _ in range(3)]
             other = stub.StreamIsActive(ref("rate"))

@@ -21,9 +21,10 @@ from scaler_helpers import (
     grpc_client,
     ref,
     running_scaler,
+    wake_connected,
 )
 
-from httpscale.scaler.app import SERVICE_NAME
+from httpscale.scaler.app import SERVICE_NAME, Scaler
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.routes import routes_from_local_config
 
@@ -69,6 +70,12 @@ async def interceptors(tmp_path: Path) -> AsyncIterator[list[LocalInterceptor]]:
         await asyncio.gather(*(p.stop() for p in procs))
 
 
+def all_polled(scaler: Scaler) -> bool:
+    """Every replica answered a poll: requests sent from now on are deltas, not baselines."""
+    replicas = scaler.collector.replicas
+    return len(replicas) == 2 and all(r.last_ok is not None for r in replicas)
+
+
 async def get(http: aiohttp.ClientSession, proxy: str, host: str) -> str:
     async with http.get(proxy + "/", headers={"Host": host}) as response:
         assert response.status == 200, await response.text()
@@ -96,7 +103,7 @@ async def test_concurrency_and_rate_from_real_interceptors(
             5,
             5.0,
         )
-        await eventually(lambda: scaler.ready)
+        await eventually(lambda: all_polled(scaler))
         # 3 slow requests through one interceptor, 2 through the other: in flight together.
         busy = [asyncio.create_task(get(http, a.proxy_url, "busy.localhost")) for _ in range(3)]
         busy += [asyncio.create_task(get(http, b.proxy_url, "busy.localhost")) for _ in range(2)]
@@ -136,7 +143,7 @@ async def test_activation_reaches_streams_before_the_cold_start_ends(
         grpc_client(scaler.grpc_port) as stub,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
     ):
-        await eventually(lambda: all(r.wake_connected for r in scaler.collector.replicas))
+        await eventually(lambda: wake_connected(scaler, 2))
         streams = [stub.StreamIsActive(ref("slow")) for _ in range(2)]
         for stream in streams:
             assert (await stream.read()).result is False
@@ -167,7 +174,7 @@ async def test_restarted_interceptor_counter_reset_is_not_a_negative_rate(
         running_scaler(list(routes), [a.admin_url, b.admin_url], settings) as scaler,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
     ):
-        await eventually(lambda: scaler.ready)
+        await eventually(lambda: all_polled(scaler))
 
         def rated_total() -> float:
             return scaler.collector.rate("local/rated") * 20
@@ -193,7 +200,7 @@ async def test_partial_then_total_interceptor_failure(
         grpc_client(scaler.grpc_port) as stub,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http,
     ):
-        await eventually(lambda: scaler.ready)
+        await eventually(lambda: all_polled(scaler))
         # a dies with requests in flight; its share stays for the grace, then goes.
         busy = [asyncio.create_task(get(http, a.proxy_url, "busy.localhost")) for _ in range(3)]
         busy += [asyncio.create_task(get(http, b.proxy_url, "busy.localhost")) for _ in range(2)]
