@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from httpscale.interceptor import http1
+from httpscale.interceptor.deadline import Deadline
 from httpscale.interceptor.exchange import Exchange
 from httpscale.interceptor.http1 import Headers
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientConnection"]
 
-_NEVER = float("inf")
 
 
 class _Reject(Exception):
@@ -45,8 +45,6 @@ class ClientConnection(asyncio.Protocol):
         "_parsing",
         "_paused_for",
         "_pending_error",
-        "_timer",
-        "_timer_due",
         "_upgrading",
         "_url",
         "client_ip",
@@ -72,13 +70,9 @@ class ClientConnection(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._head_bytes = 0
-        # One lazily re-armed timer per connection enforces the request-head deadline and the
-        # keep-alive idle limit: state changes only move `_deadline` (a float), and the timer
-        # is re-armed only when the new deadline is earlier than the armed one, so a busy
-        # keep-alive connection creates no timer per request.
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
-        self._deadline = 0.0
+        # One deadline per connection: the request head's while one is being read, else the
+        # keep-alive idle limit; none while an exchange runs (it has its own).
+        self._deadline = Deadline(proxy.loop, self._deadline_passed)
         self._in_head = False
         self._close_when_done = False
         self._pending_error: tuple[int, str] | None = None
@@ -94,7 +88,7 @@ class ClientConnection(asyncio.Protocol):
         limits = self.proxy.settings.limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         self.proxy.connections.add(self)
-        self._set_deadline(self.proxy.loop.time() + self.proxy.settings.timeouts.keepalive_idle)
+        self._deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.keepalive_idle)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -167,7 +161,7 @@ class ClientConnection(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._in_head = True
-        self._set_deadline(self.proxy.loop.time() + self.proxy.settings.timeouts.request_head)
+        self._deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.request_head)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -186,7 +180,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._deadline = _NEVER  # the exchange's own timers watch it from here
+        self._deadline.clear()  # the exchange's own deadlines watch it from here
         parser = self.parser
         headers = self._headers
         method = parser.get_method()
@@ -251,7 +245,7 @@ class ClientConnection(asyncio.Protocol):
         if self.pipeline:
             self.pipeline[0].start()
         elif self._parsing is None:
-            self._set_deadline(
+            self._deadline.set(
                 self.proxy.loop.time() + self.proxy.settings.timeouts.keepalive_idle
             )
         if leftover:
@@ -314,29 +308,11 @@ class ClientConnection(asyncio.Protocol):
         # Otherwise answering now would break response order: just close.
         self.transport.close()
 
-    def _set_deadline(self, when: float) -> None:
-        self._deadline = when
-        timer = self._timer
-        if timer is not None:
-            if self._timer_due <= when:
-                return  # fires earlier and re-evaluates then
-            timer.cancel()
-        self._timer_due = when
-        self._timer = self.proxy.loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._deadline == _NEVER:
-            return  # busy: re-armed when the connection turns idle again
-        if self.proxy.loop.time() < self._deadline:
-            self._set_deadline(self._deadline)
-        elif self._in_head:
+    def _deadline_passed(self) -> None:
+        if self._in_head:
             self._refuse(408, "request head not received in time")
         elif self.idle:
             self.close()
 
     def _cancel_timers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadline = _NEVER
+        self._deadline.stop()

@@ -21,7 +21,7 @@ from httpscale.interceptor import http1
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.placeholder import placeholder_response
 from httpscale.interceptor.routes import EndpointSlot, RouteState
-from httpscale.interceptor.upstream import NEVER, PoolFull, UpstreamConnection
+from httpscale.interceptor.upstream import PoolFull, UpstreamConnection
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
@@ -111,15 +111,7 @@ class Exchange:
         route.request_count += 1
         slot = route.try_acquire()
         if slot is not None:
-            self.slot = slot
-            pool = slot.pool
-            if pool is None:
-                pool = slot.pool = self.proxy.pools.get(slot.endpoint)
-            conn = pool.take()
-            if conn is not None:
-                self._bind(conn)
-            else:
-                self._connect(slot.endpoint)
+            self._use(slot)
             return
         spec = route.spec
         if route.at_zero and spec.placeholder is not None:
@@ -296,7 +288,7 @@ class Exchange:
             self._send_request_end()
         elif self.upgrade is None:
             # The client still uploads: watch for it stalling.
-            conn.set_deadline(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
+            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
         if self.client.write_paused and conn.transport is not None:
             conn.transport.pause_reading()
 
@@ -305,8 +297,7 @@ class Exchange:
     def request_body(self, data: bytes) -> None:
         conn = self.upstream
         if conn is not None and not self.finished:
-            # Only ever later than the armed deadline, so a plain assignment is enough.
-            conn.deadline = self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle
+            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
             conn.write(http1.chunk(data) if self.request_chunked else data)
             return
         if self.finished:
@@ -333,7 +324,7 @@ class Exchange:
         if self.upgrade is None and not self.response_started:
             timeout = self.proxy.response_header_timeout(self.route)
             self._head_due = True
-            conn.set_deadline(self.proxy.loop.time() + timeout)
+            conn.deadline.set(self.proxy.loop.time() + timeout)
 
     def io_timeout(self) -> None:
         """The upstream connection's deadline passed (head not in time, or a body stalled)."""
@@ -395,14 +386,14 @@ class Exchange:
         )
         conn = self.upstream
         if conn is not None:  # from now on the deadline watches for a stalled body
-            conn.set_deadline(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
+            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
 
     def response_body(self, data: bytes) -> None:
         if self.finished or not data:
             return
         conn = self.upstream
         if conn is not None:
-            conn.deadline = self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle
+            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
         if self.response_chunked_out:
             data = http1.chunk(data)
         if self._head_out:
@@ -473,7 +464,7 @@ class Exchange:
         self.status = 101
         self.response_started = True
         self._head_due = False
-        conn.deadline = NEVER  # a tunnel may idle as long as both ends like
+        conn.deadline.clear()  # a tunnel may idle as long as both ends like
         headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
         self.client.write(
             http1.response_head(101, conn._reason, http1.ResponseInfo(headers).block,

@@ -17,7 +17,7 @@ from httpscale.interceptor.metrics import InterceptorMetrics
 from httpscale.interceptor.registry import RouteRegistry
 from httpscale.interceptor.routes import RouteState
 from httpscale.interceptor.settings import InterceptorSettings
-from httpscale.interceptor.upstream import Pools
+from httpscale.interceptor.upstream import PoolLimits, Pools
 
 __all__ = ["Proxy"]
 
@@ -31,12 +31,15 @@ class Proxy:
         self.registry = RouteRegistry(self._wake)
         limits, timeouts = settings.limits, settings.timeouts
         self.pools = Pools(
-            max_idle=limits.pool_max_idle_per_endpoint,
-            max_total=limits.pool_max_per_endpoint,
-            idle_timeout=timeouts.upstream_idle,
-            connect_timeout=timeouts.upstream_connect,
-            write_limits=(limits.write_high_water, limits.write_low_water),
-            max_head=limits.max_response_head,
+            PoolLimits(
+                max_idle=limits.pool_max_idle_per_endpoint,
+                max_total=limits.pool_max_per_endpoint,
+                idle_timeout=timeouts.upstream_idle,
+                connect_timeout=timeouts.upstream_connect,
+                write_high_water=limits.write_high_water,
+                write_low_water=limits.write_low_water,
+                max_head=limits.max_response_head,
+            )
         )
         self.connections: set[ClientConnection] = set()
         self.metrics = InterceptorMetrics(

@@ -8,19 +8,19 @@ blocks another). It goes back to its pool only when both messages ended cleanly;
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from httpscale.interceptor.deadline import Deadline
 from httpscale.interceptor.http1 import Headers
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
     from httpscale.interceptor.exchange import Exchange
 
-__all__ = ["NEVER", "EndpointPool", "PoolFull", "Pools", "UpstreamConnection"]
-
-NEVER = float("inf")
+__all__ = ["EndpointPool", "PoolFull", "PoolLimits", "Pools", "UpstreamConnection"]
 
 
 class PoolFull(Exception):
@@ -35,8 +35,6 @@ class UpstreamConnection(asyncio.Protocol):
         "_headers",
         "_in_head",
         "_reason",
-        "_timer",
-        "_timer_due",
         "deadline",
         "exchange",
         "idle_since",
@@ -63,12 +61,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_count = 0
         self._head_bytes = 0
         self._in_head = False
-        # The exchange's response-head and body-idle deadline. One timer per connection,
-        # re-armed lazily: a request only moves `deadline` (a float), so a pooled connection
-        # serving thousands of requests creates no timer for each of them.
-        self.deadline = NEVER
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0
+        # The exchange's response-head and body-idle deadline; one lazily re-armed timer for
+        # the connection's whole life, so a pooled connection makes no timer per request.
+        self.deadline = Deadline(pool.loop, self._deadline_passed)
 
     # -- used by the exchange ----------------------------------------------------------------
 
@@ -83,35 +78,13 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Drop the connection for good (also when an exchange ends badly)."""
         self.exchange = None
-        self._stop_timer()
+        self.deadline.stop()
         if self.transport is not None and not self.lost:
             self.transport.abort()
 
-    def set_deadline(self, when: float) -> None:
-        self.deadline = when
-        timer = self._timer
-        if timer is not None:
-            if self._timer_due <= when:
-                return  # fires earlier and re-evaluates then
-            timer.cancel()
-        self._timer_due = when
-        self._timer = self.pool.loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        exchange = self.exchange
-        if exchange is None or self.deadline == NEVER:
-            return  # idle in the pool: re-armed by the next exchange
-        if self.pool.loop.time() < self.deadline:
-            self.set_deadline(self.deadline)
-        else:
-            exchange.io_timeout()
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.deadline = NEVER
+    def _deadline_passed(self) -> None:
+        if self.exchange is not None:
+            self.exchange.io_timeout()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -119,7 +92,8 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        transport.set_write_buffer_limits(*self.pool.write_limits)
+        limits = self.pool.limits
+        transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
@@ -136,7 +110,7 @@ class UpstreamConnection(asyncio.Protocol):
                 # httptools buffers a header until it ends, so bound what arrives before the
                 # head is complete here (on_header alone cannot see an endless value).
                 self._head_bytes += len(data)
-                if self._head_bytes > self.pool.max_head:
+                if self._head_bytes > self.pool.limits.max_head:
                     raise ValueError("upstream response head too large")
         except ValueError as exc:
             if self.exchange is not None:
@@ -157,7 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._stop_timer()
+        self.deadline.stop()
         self.pool.forget(self)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
@@ -215,29 +189,27 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.response_complete(self._headers[self._head_count :])
 
 
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """Per-endpoint pool limits (counts, seconds, bytes), from InterceptorSettings."""
+
+    max_idle: int  # idle keep-alive connections kept
+    max_total: int  # connections open at once
+    idle_timeout: float  # an idle pooled connection is closed after this
+    connect_timeout: float  # TCP connect
+    write_high_water: int  # bytes buffered before the other side pauses
+    write_low_water: int  # bytes at which it resumes
+    max_head: int  # bytes of a response head
+
+
 class EndpointPool:
     """Keep-alive connections to one endpoint: LIFO idle list, bounded idle and total counts."""
 
-    __slots__ = (
-        "_connections", "_idle", "_sweep", "endpoint", "loop", "max_head", "settings",
-        "write_limits",
-    )
+    __slots__ = ("_connections", "_idle", "_sweep", "endpoint", "limits", "loop")
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        *,
-        max_idle: int,
-        max_total: int,
-        idle_timeout: float,
-        connect_timeout: float,
-        write_limits: tuple[int, int],
-        max_head: int = 131072,
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, limits: PoolLimits) -> None:
         self.endpoint = endpoint
-        self.max_head = max_head
-        self.settings = (max_idle, max_total, idle_timeout, connect_timeout)
-        self.write_limits = write_limits
+        self.limits = limits
         self._idle: list[UpstreamConnection] = []
         self._connections: set[UpstreamConnection] = set()
         self.loop = asyncio.get_running_loop()
@@ -263,13 +235,12 @@ class EndpointPool:
         return None
 
     async def connect(self) -> UpstreamConnection:
-        max_total, connect_timeout = self.settings[1], self.settings[3]
-        if len(self._connections) >= max_total:
+        if len(self._connections) >= self.limits.max_total:
             raise PoolFull(str(self.endpoint))
         conn = UpstreamConnection(self)
         self._connections.add(conn)
         try:
-            async with asyncio.timeout(connect_timeout):
+            async with asyncio.timeout(self.limits.connect_timeout):
                 await self.loop.create_connection(
                     lambda: conn, self.endpoint.host, self.endpoint.port
                 )
@@ -279,9 +250,9 @@ class EndpointPool:
         return conn
 
     def give_back(self, conn: UpstreamConnection) -> None:
-        max_idle, idle_timeout = self.settings[0], self.settings[2]
+        max_idle, idle_timeout = self.limits.max_idle, self.limits.idle_timeout
         conn.exchange = None
-        conn.deadline = NEVER
+        conn.deadline.clear()
         if conn.lost or conn.tunnel or len(self._idle) >= max_idle:
             conn.close()
             return
@@ -292,7 +263,7 @@ class EndpointPool:
 
     def _close_stale(self) -> None:
         self._sweep = None
-        idle_timeout = self.settings[2]
+        idle_timeout = self.limits.idle_timeout
         now = self.loop.time()
         idle = self._idle
         while idle and (idle[0].lost or idle[0].idle_since + idle_timeout <= now):
@@ -315,38 +286,14 @@ class EndpointPool:
 class Pools:
     """One pool per endpoint, shared by every route that points at it."""
 
-    def __init__(
-        self,
-        *,
-        max_idle: int,
-        max_total: int,
-        idle_timeout: float,
-        connect_timeout: float,
-        write_limits: tuple[int, int],
-        max_head: int = 131072,
-    ) -> None:
-        self._max_head = max_head
-        self._kwargs = {
-            "max_idle": max_idle,
-            "max_total": max_total,
-            "idle_timeout": idle_timeout,
-            "connect_timeout": connect_timeout,
-        }
-        self._write_limits = write_limits
+    def __init__(self, limits: PoolLimits) -> None:
+        self._limits = limits
         self._pools: dict[Endpoint, EndpointPool] = {}
 
     def get(self, endpoint: Endpoint) -> EndpointPool:
         pool = self._pools.get(endpoint)
         if pool is None:
-            pool = self._pools[endpoint] = EndpointPool(
-                endpoint,
-                max_idle=int(self._kwargs["max_idle"]),
-                max_total=int(self._kwargs["max_total"]),
-                idle_timeout=self._kwargs["idle_timeout"],
-                connect_timeout=self._kwargs["connect_timeout"],
-                write_limits=self._write_limits,
-                max_head=self._max_head,
-            )
+            pool = self._pools[endpoint] = EndpointPool(endpoint, self._limits)
         return pool
 
     def items(self) -> list[tuple[Endpoint, EndpointPool]]:
