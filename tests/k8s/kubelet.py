@@ -15,7 +15,8 @@ Rules it keeps, in the real kubelet's terms:
   POD_NAMESPACE and PORT (its first containerPort), and KUBECONFIG: a kubeconfig with a token
   of the pod's ServiceAccount, bound to the pod. containerID is `local://<pid>`.
 - Ready comes from the readinessProbe (httpGet, tcpSocket, exec) on its period, or from the
-  process having started when there is none.
+  process having started when there is none. A failing livenessProbe stops the container
+  (SIGTERM, grace, SIGKILL), which then restarts per restartPolicy.
 - Deletion: SIGTERM to each container's group, SIGKILL after the grace period, then the final
   delete with grace 0 (the apiserver keeps a gracefully deleted pod until its kubelet says so).
 - Crashed containers restart per restartPolicy with doubling backoff.
@@ -247,24 +248,46 @@ class _Container:
             os.close(out)
         started = time.monotonic()
         self.state = {"running": {"startedAt": _now()}}
-        probe = self.spec.get("readinessProbe")
-        prober = None
-        if probe:
-            prober = asyncio.create_task(self._probe_loop(probe), name=f"probe {self.name}")
+        probers = []
+        if readiness := self.spec.get("readinessProbe"):
+            probers.append(asyncio.create_task(self._readiness_loop(readiness),
+                                               name=f"readiness {self.name}"))
         else:
             self.ready = True
+        if liveness := self.spec.get("livenessProbe"):
+            probers.append(asyncio.create_task(self._liveness_loop(liveness),
+                                               name=f"liveness {self.name}"))
         await self.pod.report()
         try:
             rc = await self.proc.wait()
         finally:
-            if prober is not None:
-                prober.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await prober
+            for t in probers:
+                t.cancel()
+            await asyncio.gather(*probers, return_exceptions=True)
         self.ready = False
-        return rc, time.monotonic() - started
+        # As a container runtime reports it: killed by signal N is exit code 128 + N.
+        return (128 - rc if rc < 0 else rc), time.monotonic() - started
 
-    async def _probe_loop(self, probe: Obj) -> None:
+    async def _liveness_loop(self, probe: Obj) -> None:
+        """Failing `failureThreshold` times in a row: stop the container; supervise restarts it."""
+        await asyncio.sleep(probe.get("initialDelaySeconds", 0))
+        period = probe.get("periodSeconds", 10)
+        need_fail = probe.get("failureThreshold", 3)
+        fails = 0
+        while True:
+            ok = await self._probe_once(probe, probe.get("timeoutSeconds", 1))
+            fails = 0 if ok else fails + 1
+            if fails >= need_fail:
+                grace = probe.get("terminationGracePeriodSeconds")
+                if grace is None:
+                    grace = self.pod.obj["spec"].get("terminationGracePeriodSeconds", 30)
+                log.info("%s/%s: liveness probe failed %d times: restarting",
+                         self.pod.key, self.name, fails)
+                await self.terminate(float(grace))
+                return
+            await asyncio.sleep(period)  # the probe period
+
+    async def _readiness_loop(self, probe: Obj) -> None:
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         period = probe.get("periodSeconds", 10)
         timeout = probe.get("timeoutSeconds", 1)
@@ -329,7 +352,7 @@ class _Container:
             await r.read()
             return 200 <= r.status < 400
 
-    async def stop(self, grace_s: float) -> None:
+    async def terminate(self, grace_s: float) -> None:
         """SIGTERM the group, SIGKILL after grace_s; returns when the process is gone."""
         proc = self.proc
         if proc is None:
@@ -384,7 +407,7 @@ class _Pod:
             for t in sup:
                 t.cancel()
             await asyncio.gather(*sup, return_exceptions=True)
-            await asyncio.shield(asyncio.gather(*(c.stop(grace) for c in self.containers)))
+            await asyncio.shield(asyncio.gather(*(c.terminate(grace) for c in self.containers)))
         if not self.gone:
             await self._final_delete()
 

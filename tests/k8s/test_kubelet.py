@@ -174,3 +174,23 @@ async def test_pod_acts_as_its_service_account(api: client.ApiClient, namespace:
                             timeout_s=30)
     state = pods["whoami"]["status"]["containerStatuses"][0]["state"]
     assert pods["whoami"]["status"]["phase"] == "Succeeded", state
+
+
+async def test_failing_liveness_probe_restarts_container(
+        api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    # Listens on nothing, so the tcpSocket liveness probe fails at once.
+    await core.create_namespaced_pod(namespace, _pod("dead", {
+        "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+        "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1,
+                          "failureThreshold": 1},
+    }, grace_s=5))
+
+    def restarted(pods: dict[str, Obj]) -> bool:
+        cs = pods.get("dead", {}).get("status", {}).get("containerStatuses") or []
+        return bool(cs) and cs[0]["restartCount"] >= 1
+
+    pods = await wait_until(core.list_namespaced_pod, restarted, namespace=namespace,
+                            timeout_s=30)
+    last = pods["dead"]["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 128 + 15  # SIGTERM ended it, as a runtime reports it
