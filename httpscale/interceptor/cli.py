@@ -3,6 +3,7 @@ Kubernetes route source lands)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,17 +21,19 @@ log = logging.getLogger(__name__)
 
 @click.command("interceptor")
 @option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
-        help="Route specs in the local-mode file format (apps with hosts, pathPrefixes, run).")
+        help="Routes in the local-mode file format (its apps; listen/admin come from the "
+        "options here).")
 @option("--log-level", default="info", help="debug, info, warning or error.")
 @interceptor_options
 def interceptor_command(config_path: str, log_level: str, **options: Any) -> None:
     """Run the interceptor (proxy + admin server) until SIGTERM/SIGINT."""
-    from httpscale.config import load_local_config
     from httpscale.model.errors import ConfigError
+    from httpscale.routing.sources import FileRouteSource
 
     configure_logging(log_level)
+    source = FileRouteSource(config_path)
     try:
-        config = load_local_config(config_path)
+        source.load()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     settings = settings_from_options(options)
@@ -38,9 +41,18 @@ def interceptor_command(config_path: str, log_level: str, **options: Any) -> Non
     async def main() -> None:
         interceptor = Interceptor(settings)
         await interceptor.start()
-        interceptor.set_routes([app.route for app in config.apps])
-        sig = await wait_for_stop_signal()
-        log.info("received %s, draining", sig.name)
-        await interceptor.shutdown()
+        routes = asyncio.create_task(source.run(interceptor), name="route-source")
+        try:
+            stop = asyncio.create_task(wait_for_stop_signal(), name="stop-signal")
+            done, _ = await asyncio.wait({routes, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if routes in done:  # a route source must not end: that is a failure
+                stop.cancel()
+                routes.result()
+                raise RuntimeError("the route source stopped")
+            log.info("received %s, draining", stop.result().name)
+        finally:
+            routes.cancel()
+            await asyncio.gather(routes, return_exceptions=True)
+            await interceptor.shutdown()
 
     run(main)
