@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ from httpscale.local.runner import LocalRunner, LocalSettings
 from httpscale.local.status import StatusError, fetch_status, format_status
 from httpscale.local.supervisor import SupervisorSettings
 from httpscale.model.errors import ConfigError
+from httpscale.runtime import run
 
-__all__ = ["local_command", "run_coroutine", "status_command"]
+__all__ = ["local_command", "status_command"]
 
 log = logging.getLogger("httpscale.local")
 
@@ -37,19 +36,6 @@ def _setup_logging() -> None:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
         )
-
-
-def run_coroutine(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on uvloop where available: the proxy's hot path is measured on it."""
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(main())
 
 
 @click.command("local")
@@ -106,7 +92,7 @@ def local_command(
     _setup_logging()
     try:
         runner = LocalRunner(plans, settings)
-        run_coroutine(runner.run)
+        run(runner.run)
     except KeyboardInterrupt:
         # A Ctrl-C that arrived before the signal handlers were installed.
         sys.exit(130)

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from httpscale.clikit import option
+from httpscale.runtime import run
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import InterceptorDiscovery, StaticDiscovery
 from httpscale.scaler.routes import (
@@ -162,4 +163,4 @@ def scaler_command(
             raise click.ClickException(f"{config}: {exc}") from exc
     if not interceptors:
         log.warning("no --interceptor given: every route reads as idle, health NOT_SERVING")
-    asyncio.run(serve(settings, StaticRouteSource(routes), discovery))
+    run(lambda: serve(settings, StaticRouteSource(routes), discovery))
