@@ -113,18 +113,22 @@ async def test_crashed_container_restarts_with_backoff(
 async def test_failing_readiness_probe_keeps_pod_unready(
         api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api)
-    # Listens on nothing: the httpGet probe fails; exec probe decides Ready of the second.
+    # Listens on nothing: its httpGet readiness probe fails.
     await core.create_namespaced_pod(namespace, _pod("unready", {
         "command": [sys.executable, "-c", "import time; time.sleep(600)"],
         "readinessProbe": {"httpGet": {"port": 8080, "path": "/"}, "periodSeconds": 1},
     }, grace_s=1))
+    await wait_until(core.list_namespaced_pod,
+                     lambda p: p.get("unready", {}).get("status", {}).get("phase") == "Running",
+                     namespace=namespace, timeout_s=30)
+    # Started after "unready" runs, with the same probe period: once this one is Ready
+    # (exec probe), "unready" has been probed too.
     await core.create_namespaced_pod(namespace, _pod("exec-ready", {
         "command": [sys.executable, "-c", "import time; time.sleep(600)"],
         "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 1},
     }, grace_s=1))
     pods = await wait_until(core.list_namespaced_pod, lambda p: _ready(p, "exec-ready"),
                             namespace=namespace, timeout_s=30)
-    # Both were probed at least once by now (same period, created first).
     unready = pods["unready"]["status"]
     assert unready["phase"] == "Running"
     assert not _ready(pods, "unready")

@@ -199,11 +199,13 @@ async def test_crd_schema_rejects_invalid_object(api: client.ApiClient, namespac
         },
     })
     try:
-        await wait_until(
-            ext.list_custom_resource_definition,
-            lambda crds: any(c["type"] == "Established" and c["status"] == "True"
-                             for c in crds.get(name, {}).get("status", {}).get("conditions", [])),
-            field_selector=f"metadata.name={name}", timeout_s=20)
+        def established(crds: dict[str, Obj]) -> bool:
+            # A new CRD's status may hold `conditions: null` at first.
+            conds = (crds.get(name, {}).get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+        await wait_until(ext.list_custom_resource_definition, established,
+                         field_selector=f"metadata.name={name}", timeout_s=20)
 
         def widget(n: str, spec: Obj) -> Obj:
             return {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": n},
