@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 from typing import Any
 
 import uvloop
+from held import raise_nofile
 
 from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
@@ -44,14 +44,6 @@ __all__ = ["main"]
 #: Held requests per route allowed on the held route unless `held` gives a cap: the benchmark
 #: holds 10,000 at once, and the default (1000) would answer the rest 503.
 _HELD_CAP = 20_000
-
-
-def _raise_nofile() -> int:
-    """10,000 held client connections plus upstream ones need more than the default 1024 fds."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _proc_status_kb(*names: str) -> dict[str, int]:
@@ -130,7 +122,7 @@ class Harness:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    nofile = _raise_nofile()
+    nofile = raise_nofile()  # 10,000 held client connections plus the upstream pool
     settings = InterceptorSettings(
         listen=Listen(host="127.0.0.1", port=args.port, admin_host="127.0.0.1", admin_port=0),
         # No load balancer to warn on exit; the benchmark wants the process gone promptly.
