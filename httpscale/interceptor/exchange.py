@@ -21,7 +21,7 @@ from httpscale.interceptor import http1
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.placeholder import placeholder_response
 from httpscale.interceptor.routes import EndpointSlot, RouteState
-from httpscale.interceptor.upstream import PoolFull, UpstreamConnection
+from httpscale.interceptor.upstream import EndpointPool, UpstreamConnection
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class Exchange:
     _hold_timer: asyncio.TimerHandle | None = None
     _head_due = False  # waiting for the response head (the deadline is on the connection)
     _connect_task: asyncio.Task[None] | None = None
+    _pool_wait: EndpointPool | None = None  # waiting in this pool for a connection
     _deadline = 0.0
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
@@ -198,19 +199,38 @@ class Exchange:
 
     def _connect(self, endpoint: Endpoint) -> None:
         self._tried = self._tried | {endpoint}
-        self._connect_task = self.proxy.spawn(
-            self._connect_and_bind(endpoint), "upstream-connect"
-        )
-
-    async def _connect_and_bind(self, endpoint: Endpoint) -> None:
         pool = self.proxy.pools.get(endpoint)
+        if pool.reserve():
+            self._spawn_connect(pool)
+        else:  # enough connections or attempts already: wait for one (EndpointPool)
+            self._pool_wait = pool
+            pool.wait(self)
+
+    def pool_ready(self, conn: UpstreamConnection | None) -> None:
+        """The pool hands us a connection, or a reserved attempt (None)."""
+        pool, self._pool_wait = self._pool_wait, None
+        if pool is None or self.finished:
+            if conn is not None:
+                conn.pool.give_back(conn)
+            return
+        if conn is None or conn.lost:
+            if conn is not None and not pool.reserve():
+                self._pool_wait = pool
+                pool.wait(self)
+                return
+            self._spawn_connect(pool)
+        else:
+            self._bind(conn)
+
+    def _spawn_connect(self, pool: EndpointPool) -> None:
+        self._connect_task = self.proxy.spawn(self._connect_and_bind(pool), "upstream-connect")
+
+    async def _connect_and_bind(self, pool: EndpointPool) -> None:
+        endpoint = pool.endpoint
         try:
             conn = await pool.connect()
         except TimeoutError:
             self._connect_failed("connect_timeout", f"connecting to {endpoint} timed out", 504)
-            return
-        except PoolFull:
-            self._connect_failed("pool_full", f"too many connections to {endpoint}", 503)
             return
         except OSError as exc:
             self._connect_failed("connect", f"cannot connect to {endpoint}: {exc.strerror}", 502)
@@ -558,6 +578,9 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        if self._pool_wait is not None:
+            self._pool_wait.unwait(self)
+            self._pool_wait = None
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None

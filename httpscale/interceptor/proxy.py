@@ -34,6 +34,7 @@ class Proxy:
             PoolLimits(
                 max_idle=limits.pool_max_idle_per_endpoint,
                 max_total=limits.pool_max_per_endpoint,
+                max_connecting=limits.pool_max_connecting,
                 idle_timeout=timeouts.upstream_idle,
                 connect_timeout=timeouts.upstream_connect,
                 write_high_water=limits.write_high_water,

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointSlot", "RouteState", "Waiter"]
 
+_DISPATCH_BATCH = 64  # held requests handed an endpoint per loop turn
+
 
 class EndpointSlot:
     """One endpoint as seen by one route: its in-flight count and when it became ready."""
@@ -51,6 +53,7 @@ class Waiter(Protocol):
 class RouteState:
     __slots__ = (
         "_choices",
+        "_dispatch_pending",
         "_on_wake",
         "concurrency",
         "draining",
@@ -70,6 +73,7 @@ class RouteState:
         self.draining: dict[Endpoint, EndpointSlot] = {}
         self.waiters: dict[Waiter, None] = {}  # insertion-ordered set: FIFO with O(1) removal
         self._choices: list[EndpointSlot] = []
+        self._dispatch_pending = False
         self._on_wake = on_wake
         if spec.static_endpoints is not None:
             self.set_endpoints(spec.static_endpoints, static=True)
@@ -172,13 +176,22 @@ class RouteState:
             self._dispatch()
 
     def _dispatch(self) -> None:
-        while self.waiters:
+        # At most _DISPATCH_BATCH waiters per loop turn: releasing 10,000 held requests in one
+        # go would keep the loop from connecting and forwarding the first of them until all
+        # were handed out. The rest follow on the next turns, still in FIFO order.
+        self._dispatch_pending = False
+        for _ in range(_DISPATCH_BATCH):
+            if not self.waiters:
+                return
             slot = self._pick()
             if slot is None:
                 return
             waiter = next(iter(self.waiters))
             del self.waiters[waiter]
             waiter.assign(slot)
+        if self.waiters and not self._dispatch_pending:
+            self._dispatch_pending = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _pick(self) -> EndpointSlot | None:
         choices = self._choices

@@ -58,6 +58,9 @@ class Limits:
     max_response_head: int = _f(131072, "bytes of an upstream response head; over it -> 502")
     pool_max_idle_per_endpoint: int = _f(64, "idle keep-alive connections kept per endpoint")
     pool_max_per_endpoint: int = _f(1024, "total upstream connections per endpoint")
+    pool_max_connecting: int = _f(
+        32, "connection attempts at once per endpoint; further requests wait for a connection"
+    )
     write_high_water: int = _f(256 * 1024, "bytes buffered on one side before the other pauses")
     write_low_water: int = _f(64 * 1024, "bytes at which reading resumes")
     connect_retry_backoff: float = _f(0.05, "seconds between connect retries to a fresh replica")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
@@ -20,11 +20,7 @@ from httpscale.routing.spec import Endpoint
 if TYPE_CHECKING:
     from httpscale.interceptor.exchange import Exchange
 
-__all__ = ["EndpointPool", "PoolFull", "PoolLimits", "Pools", "UpstreamConnection"]
-
-
-class PoolFull(Exception):
-    """The endpoint already has its maximum number of connections."""
+__all__ = ["EndpointPool", "PoolLimits", "PoolWaiter", "Pools", "UpstreamConnection"]
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -195,6 +191,7 @@ class PoolLimits:
 
     max_idle: int  # idle keep-alive connections kept
     max_total: int  # connections open at once
+    max_connecting: int  # connection attempts at once
     idle_timeout: float  # an idle pooled connection is closed after this
     connect_timeout: float  # TCP connect
     write_high_water: int  # bytes buffered before the other side pauses
@@ -202,16 +199,32 @@ class PoolLimits:
     max_head: int  # bytes of a response head
 
 
-class EndpointPool:
-    """Keep-alive connections to one endpoint: LIFO idle list, bounded idle and total counts."""
+class PoolWaiter(Protocol):
+    def pool_ready(self, conn: UpstreamConnection | None) -> None:
+        """A connection for you, or None: a connection attempt was reserved for you."""
 
-    __slots__ = ("_connections", "_idle", "_sweep", "endpoint", "limits", "loop")
+
+class EndpointPool:
+    """Keep-alive connections to one endpoint: LIFO idle list, bounded idle and total counts.
+
+    When the endpoint has as many connections (or attempts under way) as allowed, requests wait
+    here in FIFO order for a connection handed back or a free attempt, instead of failing:
+    10,000 requests released at once after a cold start open a few dozen connections and reuse
+    them, rather than 10,000 connects (or 503s past the cap).
+    """
+
+    __slots__ = (
+        "_connecting", "_connections", "_idle", "_sweep", "_waiting", "endpoint", "limits",
+        "loop",
+    )
 
     def __init__(self, endpoint: Endpoint, limits: PoolLimits) -> None:
         self.endpoint = endpoint
         self.limits = limits
         self._idle: list[UpstreamConnection] = []
         self._connections: set[UpstreamConnection] = set()
+        self._connecting = 0  # reserved attempts, started or about to be
+        self._waiting: dict[PoolWaiter, None] = {}  # insertion-ordered: FIFO, O(1) removal
         self.loop = asyncio.get_running_loop()
         # One timer per pool closes connections idle too long (oldest first: the idle list is
         # LIFO, so they sit at its start); no timer per request.
@@ -234,26 +247,64 @@ class EndpointPool:
             return conn
         return None
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def reserve(self) -> bool:
+        """Take a connection attempt if the limits allow; then call `connect`."""
+        limits = self.limits
+        if (
+            self._connecting < limits.max_connecting
+            and len(self._connections) + self._connecting < limits.max_total
+        ):
+            self._connecting += 1
+            return True
+        return False
+
+    def wait(self, waiter: PoolWaiter) -> None:
+        self._waiting[waiter] = None
+
+    def unwait(self, waiter: PoolWaiter) -> None:
+        self._waiting.pop(waiter, None)
+
     async def connect(self) -> UpstreamConnection:
-        if len(self._connections) >= self.limits.max_total:
-            raise PoolFull(str(self.endpoint))
+        """Open a connection on a reservation made by `reserve` (released here)."""
         conn = UpstreamConnection(self)
-        self._connections.add(conn)
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
                 await self.loop.create_connection(
                     lambda: conn, self.endpoint.host, self.endpoint.port
                 )
-        except BaseException:
-            self._connections.discard(conn)
-            raise
+            self._connections.add(conn)
+        finally:
+            self._connecting -= 1
+            self._admit_waiters()
         return conn
+
+    def _admit_waiters(self) -> None:
+        while self._waiting and self.reserve():
+            waiter = next(iter(self._waiting))
+            del self._waiting[waiter]
+            waiter.pool_ready(None)
 
     def give_back(self, conn: UpstreamConnection) -> None:
         max_idle, idle_timeout = self.limits.max_idle, self.limits.idle_timeout
         conn.exchange = None
         conn.deadline.clear()
-        if conn.lost or conn.tunnel or len(self._idle) >= max_idle:
+        if conn.lost or conn.tunnel:
+            conn.close()
+            return
+        if self._waiting:
+            # Straight to the longest waiter, on the next loop turn: we are inside this
+            # connection's parser callback, and the rest of the current read must not reach
+            # the new exchange.
+            waiter = next(iter(self._waiting))
+            del self._waiting[waiter]
+            conn.reused = True
+            self.loop.call_soon(waiter.pool_ready, conn)
+            return
+        if len(self._idle) >= max_idle:
             conn.close()
             return
         conn.idle_since = self.loop.time()
@@ -272,12 +323,15 @@ class EndpointPool:
             self._sweep = self.loop.call_at(idle[0].idle_since + idle_timeout, self._close_stale)
 
     def forget(self, conn: UpstreamConnection) -> None:
-        self._connections.discard(conn)
+        if conn in self._connections:
+            self._connections.discard(conn)
+            self._admit_waiters()  # a connection slot freed up
 
     def close(self) -> None:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        self._waiting.clear()
         for conn in list(self._connections):
             conn.close()
         self._idle.clear()

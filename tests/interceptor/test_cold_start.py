@@ -7,6 +7,7 @@ import asyncio
 import collections
 import resource
 
+from httpscale.interceptor.settings import Limits
 from httpscale.routing.spec import Endpoint
 
 from .backends import BackendConn, Request, free_port, http_app, named_app
@@ -161,4 +162,26 @@ async def test_refused_connect_to_a_just_ready_endpoint_is_retried(backends, mak
         for server in started:
             server.close()
             await server.wait_closed()
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
+
+
+async def test_release_beyond_the_connection_cap_waits_for_pooled_connections(
+    backends, make_interceptor
+):
+    """Held requests released at once share a bounded set of upstream connections: the ones
+    past the cap wait for a connection to come back instead of failing."""
+    b = await backends(http_app(named_app("ok")))
+    limits = Limits(pool_max_per_endpoint=4, pool_max_connecting=2)
+    ic = await make_interceptor(routes=[app_route(dynamic=True)], limits=limits)
+    conns = await asyncio.gather(*(Conn.open(ic.proxy_address) for _ in range(50)))
+    try:
+        for c in conns:
+            await c.send(build_request("GET", "/"))
+        await eventually(lambda: _held(ic) == 50, what="50 held")
+        ic.set_endpoints(APP_KEY, [b.endpoint])
+        resps = await asyncio.gather(*(c.read_response(within=10) for c in conns))
+    finally:
+        await asyncio.gather(*(c.aclose() for c in conns))
+    assert collections.Counter(r.status for r in resps) == {200: 50}
+    assert b.accepted <= 4
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
