@@ -57,6 +57,7 @@ __all__ = [
     "Probe",
     "TcpSocketProbe",
     "UpstreamRun",
+    "expand_placeholders",
     "load_local_config",
     "parse_local_config",
 ]
@@ -112,16 +113,17 @@ class CommandRun:
 
     def argv(self, port: int) -> list[str]:
         """The command line for a replica listening on `port`."""
-        return [_expand(arg, port) for arg in self.command]
+        return [expand_placeholders(arg, port) for arg in self.command]
 
     def environ(self, port: int) -> dict[str, str]:
         """Extra environment for that replica (merged over the parent's by the runner)."""
-        env = {k: _expand(v, port) for k, v in self.env.items()}
+        env = {k: expand_placeholders(v, port) for k, v in self.env.items()}
         env.setdefault("PORT", str(port))
         return env
 
 
-def _expand(text: str, port: int) -> str:
+def expand_placeholders(text: str, port: int) -> str:
+    """`{port}` and `{python}` replaced (plain replacement: commands may hold other braces)."""
     return text.replace(PORT_PLACEHOLDER, str(port)).replace(PYTHON_PLACEHOLDER, sys.executable)
 
 

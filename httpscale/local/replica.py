@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from httpscale.config.local_file import expand_placeholders
 from httpscale.routing.spec import Endpoint
 
 __all__ = [
@@ -116,8 +117,7 @@ class Replica:
         return self._proc.pid if self._proc is not None else None
 
     def _expand(self, text: str) -> str:
-        # Plain replacement, not str.format: commands may hold other braces (shell, JSON).
-        return text.replace("{port}", str(self.port)).replace("{python}", sys.executable)
+        return expand_placeholders(text, self.port)
 
     def argv(self) -> list[str]:
         return [self._expand(arg) for arg in self.spec.command]
