@@ -94,7 +94,7 @@ class Exchange:
 
     def start(self) -> None:
         # The proxy's hottest function: the common case (route found, endpoint free, pooled
-        # connection idle) runs inline here without helper calls.
+        # connection idle) is kept to a few calls; holding and errors branch off below.
         self.started = time.monotonic()
         target = self.target
         if target[:1] == b"/":  # origin form, as nearly every client sends
