@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from httpscale.interceptor import http1
@@ -39,7 +40,7 @@ class Exchange:
     # Class-level defaults: the common path assigns only what differs, which is measurably
     # cheaper per request than initialising forty slots (this object is made per request).
     request_done = False
-    request_trailers: Headers = []  # never mutated in place: replaced when trailers arrive
+    request_trailers: Sequence[tuple[bytes, bytes]] = ()  # replaced when trailers arrive
     response_started = False
     response_done = False
     response_chunked_out = False
@@ -330,7 +331,7 @@ class Exchange:
         if self._body_size > _PENDING_BODY_LIMIT:
             self.client.pause_reading("pending-body")
 
-    def request_complete(self, trailers: Headers) -> None:
+    def request_complete(self, trailers: Sequence[tuple[bytes, bytes]]) -> None:
         self.request_done = True
         self.request_trailers = trailers
         if self.upstream is not None and not self.finished:

@@ -8,6 +8,7 @@ leniency can never turn into a desync between us and the upstream.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 
 __all__ = [
@@ -220,7 +221,7 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def last_chunk(trailers: Headers) -> bytes:
+def last_chunk(trailers: Sequence[tuple[bytes, bytes]]) -> bytes:
     if not trailers:
         return b"0\r\n\r\n"
     lines = [b"0\r\n"]
