@@ -86,7 +86,6 @@ class RequestInfo:
         lengths: list[bytes] = []
         codings: list[bytes] = []
         tokens: list[bytes] = []
-        names: list[bytes] = []  # lower-cased names of the copied headers, for the rare filter
         self.host = b""
         self.upgrade: bytes | None = None
         self.xff: bytes | None = None
@@ -95,15 +94,12 @@ class RequestInfo:
             lname = name.lower()
             if lname not in _REQ_SPECIAL:
                 parts.append(name + b": " + value + b"\r\n")
-                names.append(lname)
             elif lname == b"host":
                 self.host = value
                 parts.append(name + b": " + value + b"\r\n")
-                names.append(lname)
             elif lname == b"content-length":
                 lengths.append(value.strip())
                 parts.append(name + b": " + value + b"\r\n")
-                names.append(lname)
             elif lname == b"transfer-encoding":
                 codings.extend(c.strip().lower() for c in value.split(b","))
             elif lname == b"connection":
@@ -121,7 +117,6 @@ class RequestInfo:
                 else:
                     continue  # hop-by-hop: dropped
                 parts.append(name + b": " + value + b"\r\n")
-                names.append(lname)
         if lengths and codings:
             raise FramingError("Content-Length together with Transfer-Encoding")
         if len(lengths) > 1:
@@ -136,10 +131,18 @@ class RequestInfo:
         self.content_length = int(lengths[0]) if lengths else 0
         if self.upgrade is not None and b"upgrade" not in tokens:
             self.upgrade = None  # Upgrade without "Connection: upgrade" is no upgrade request
-        extra = [t for t in tokens if t and t not in _PLAIN_TOKENS]
+        # (The comprehension runs only when there are tokens: in CPython 3.11 each one builds a
+        # function object, measurable per request.)
+        extra = [t for t in tokens if t and t not in _PLAIN_TOKENS] if tokens else None
         if extra:
-            # Headers the client marked hop-by-hop through Connection (rare): drop them too.
-            parts = [p for p, n in zip(parts, names, strict=True) if n not in extra]
+            # Headers the client marked hop-by-hop through Connection (rare): copy again
+            # without them (the loop above keeps no per-header names, to stay cheap).
+            parts = [
+                n + b": " + v + b"\r\n"
+                for n, v in headers
+                if (ln := n.lower()) not in HOP_BY_HOP and ln != b"x-forwarded-for"
+                and ln not in extra
+            ]
         self.block = b"".join(parts)
 
     def head(self, method: bytes, target: bytes, client_ip: str) -> bytes:
@@ -172,7 +175,6 @@ class ResponseInfo:
 
     def __init__(self, headers: Headers) -> None:
         parts: list[bytes] = []
-        names: list[bytes] = []
         tokens: list[bytes] = []
         self.chunked = self.content_length = False
         for name, value in headers:
@@ -181,14 +183,17 @@ class ResponseInfo:
                 if lname == b"content-length":
                     self.content_length = True
                 parts.append(name + b": " + value + b"\r\n")
-                names.append(lname)
             elif lname == b"transfer-encoding":
                 self.chunked = True
             elif lname == b"connection":
                 tokens.extend(t.strip().lower() for t in value.split(b","))
-        extra = [t for t in tokens if t and t not in _PLAIN_TOKENS]
+        extra = [t for t in tokens if t and t not in _PLAIN_TOKENS] if tokens else None
         if extra:
-            parts = [p for p, n in zip(parts, names, strict=True) if n not in extra]
+            parts = [
+                n + b": " + v + b"\r\n"
+                for n, v in headers
+                if (ln := n.lower()) not in HOP_BY_HOP and ln not in extra
+            ]
         self.block = b"".join(parts)
 
 
