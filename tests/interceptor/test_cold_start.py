@@ -185,3 +185,37 @@ async def test_release_beyond_the_connection_cap_waits_for_pooled_connections(
     assert collections.Counter(r.status for r in resps) == {200: 50}
     assert b.accepted <= 4
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
+
+
+async def test_client_leaving_while_waiting_for_a_pooled_connection(backends, make_interceptor):
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(req: Request, conn: BackendConn) -> None:
+        entered.set()
+        await release.wait()
+        await conn.respond(200, req.target.encode())
+
+    b = await backends(http_app(slow))
+    limits = Limits(pool_max_per_endpoint=1, pool_max_connecting=1)
+    ic = await make_interceptor(routes=[app_route(b.endpoint)], limits=limits)
+    first = await Conn.open(ic.proxy_address)
+    second = await Conn.open(ic.proxy_address)
+    third = await Conn.open(ic.proxy_address)
+    try:
+        await first.send(build_request("GET", "/first"))
+        await asyncio.wait_for(entered.wait(), 5)
+        await second.send(build_request("GET", "/second"))
+        await third.send(build_request("GET", "/third"))
+        await eventually(lambda: queue_entry(ic)["Concurrency"] == 3, what="3 in flight")
+        second.abort()  # gives up while waiting for the one upstream connection
+        await eventually(lambda: queue_entry(ic)["Concurrency"] == 2, what="second dropped")
+        release.set()
+        assert (await first.read_response()).body == b"/first"
+        assert (await third.read_response()).body == b"/third"  # reused the same connection
+    finally:
+        await first.aclose()
+        await third.aclose()
+    assert [r.target for r in b.requests] == ["/first", "/third"]
+    assert b.accepted == 1
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
