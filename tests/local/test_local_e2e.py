@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from httpscale.local.runner import LocalRunner, LocalSettings
 from httpscale.local.supervisor import SupervisorSettings
 
 Runner = Callable[..., Any]
+LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 
 
 def app(name: str, *hello_args: str, **fields: Any) -> dict[str, Any]:
@@ -244,3 +247,24 @@ async def test_placeholder_page_while_waking_then_the_app(local: Runner) -> None
     await eventually(lambda: scaler.supervisor.ready_count() == 1)
     status, _, body = await request(runner, "webui.localhost")
     assert status == 200 and body.startswith(b"hello from pid")
+
+
+async def test_locust_scenario_runs_clean_against_local_mode(local: Runner, tmp_path: Any) -> None:
+    """The locust scenario users run: every request 200, the first held through a cold start."""
+    runner = await local(app("hello", "--startup-delay", "0.3"))
+    host, port = runner.interceptor.proxy_address
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "-u", "5", "-r", "5", "-t", "4s", "--only-summary", "--exit-code-on-error", "1",
+        "--host", f"http://{host}:{port}", "--csv", str(tmp_path / "run"), "HelloVisitor",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={"HTTPSCALE_HOST": "hello.localhost", "PATH": "/usr/bin:/bin"},
+    )
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()[-2000:]
+    lines = (tmp_path / "run_stats.csv").read_text().splitlines()[1:]
+    rows = {r.split(",")[1]: r.split(",") for r in lines}
+    assert int(rows["Aggregated"][3]) == 0, rows["Aggregated"]  # no failure
+    assert int(rows["Aggregated"][2]) > 5
+    assert "/ (cold start)" in rows, rows.keys()  # the first request was held, not refused
