@@ -79,11 +79,14 @@ async def eventually(pred: Callable[[], bool], within: float = 15.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def http_get(endpoint: Endpoint, path: str = "/") -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.0 GET on loopback, for poking replicas directly."""
+async def http_get(
+    endpoint: Endpoint, path: str = "/", host: str = "x"
+) -> tuple[int, dict[str, str], bytes]:
+    """One GET on loopback (`Connection: close`): to a replica directly, or through the proxy
+    with the app's `host`."""
     reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
     try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = await reader.read()
     finally:
         writer.close()

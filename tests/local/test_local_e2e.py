@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from localkit import MARK_VAR, eventually, hello_command, marked_pids
+from localkit import MARK_VAR, eventually, hello_command, http_get, marked_pids
 
 from httpscale.config.local_file import parse_local_config
 from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
@@ -20,6 +20,7 @@ from httpscale.local.autoscaler import AutoscalerSettings
 from httpscale.local.plan import plan_apps
 from httpscale.local.runner import LocalRunner, LocalSettings
 from httpscale.local.supervisor import SupervisorSettings
+from httpscale.routing.spec import Endpoint
 
 Runner = Callable[..., Any]
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
@@ -66,22 +67,8 @@ async def local(mark: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Run
 async def request(
     runner: LocalRunner, host: str, path: str = "/"
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request through the proxy (HTTP/1.1, Connection: close)."""
-    proxy_host, port = runner.interceptor.proxy_address
-    reader, writer = await asyncio.open_connection(proxy_host, port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(lines[0].split()[1]), headers, body
+    """One request through the proxy."""
+    return await http_get(Endpoint(*runner.interceptor.proxy_address), path, host=host)
 
 
 def scale_lines(caplog: pytest.LogCaptureFixture, app_name: str) -> list[str]:
