@@ -129,6 +129,7 @@ class AdminServer:
             "draining": proxy.draining,
             "connections": len(proxy.connections),
             "routes": routes,
+            "upstreamPools": {str(ep): pool.stats() for ep, pool in proxy.pools.items()},
         }
         for name, provider in self.status_providers.items():
             body[name] = provider()

@@ -2,8 +2,8 @@
 
 No I/O here. httptools (llhttp) does the parsing and already refuses the classic smuggling
 shapes (Content-Length with Transfer-Encoding, duplicate Content-Length, a Transfer-Encoding
-whose last coding is not chunked); `check_request_framing` re-checks them so that a parser
-leniency can never turn into a desync between us and the upstream.
+whose last coding is not chunked); `RequestInfo` re-checks them so that a parser leniency can
+never turn into a desync between us and the upstream.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ __all__ = [
     "Headers",
     "RequestInfo",
     "ResponseInfo",
-    "check_request_framing",
     "chunk",
-    "connection_tokens",
     "error_response",
     "last_chunk",
     "reason_phrase",
@@ -53,16 +51,6 @@ class FramingError(ValueError):
 
 def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
-
-
-def connection_tokens(headers: Headers) -> frozenset[bytes]:
-    """Lower-cased tokens of every Connection header (they name more hop-by-hop headers)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    tokens.discard(b"")
-    return frozenset(tokens)
 
 
 # Header names the request pass looks at; everything else is copied as it came.
@@ -161,11 +149,6 @@ class RequestInfo:
             parts.append(b"Connection: upgrade\r\nUpgrade: " + self.upgrade + b"\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
-
-
-def check_request_framing(headers: Headers) -> None:
-    """Raise FramingError for a request whose body length two parties could read differently."""
-    RequestInfo(headers)
 
 
 class ResponseInfo:

@@ -1,8 +1,9 @@
 """Live state of each route: counters, ready endpoints, the hold queue and load balancing.
 
 Rules kept here, so that every path through the proxy obeys them:
-- `concurrency` counts a request from `admit` to `finish`, held or in flight; `request_count`
-  only grows. Every admitted request is finished exactly once (the Exchange guarantees it).
+- `concurrency` counts a request from its arrival to its end, held or in flight; `request_count`
+  only grows. The Exchange updates both (inline, on the hot path) and ends every admitted
+  request exactly once.
 - A request with no usable endpoint waits in `waiters` (FIFO, bounded by max_pending_requests).
   It is released by an event: endpoints appearing, or an endpoint slot freeing up. Nothing polls.
 - Picking an endpoint is "power of two choices" on outstanding requests, skipping endpoints at
@@ -120,13 +121,6 @@ class RouteState:
     @property
     def at_zero(self) -> bool:
         return not self.endpoints
-
-    def admit(self) -> None:
-        self.concurrency += 1
-        self.request_count += 1
-
-    def finish(self) -> None:
-        self.concurrency -= 1
 
     def wake(self) -> None:
         """Tell the wake listeners this route is wanted (it is at zero)."""

@@ -230,14 +230,6 @@ class EndpointPool:
         # LIFO, so they sit at its start); no timer per request.
         self._sweep: asyncio.TimerHandle | None = None
 
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle)
-
-    @property
-    def total(self) -> int:
-        return len(self._connections)
-
     def take(self) -> UpstreamConnection | None:
         while self._idle:
             conn = self._idle.pop()
@@ -247,9 +239,14 @@ class EndpointPool:
             return conn
         return None
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
+    def stats(self) -> dict[str, int]:
+        """For /status: connections open, idle, being opened, and requests waiting for one."""
+        return {
+            "connections": len(self._connections),
+            "idle": len(self._idle),
+            "connecting": self._connecting,
+            "waiting": len(self._waiting),
+        }
 
     def reserve(self) -> bool:
         """Take a connection attempt if the limits allow; then call `connect`."""
