@@ -57,6 +57,8 @@ def reason_phrase(status: int) -> bytes:
 _REQ_SPECIAL = HOP_BY_HOP | {
     b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"
 }
+# Connection header values that need no token parsing (nearly every message has one of them).
+_COMMON_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Connection tokens that never name an end-to-end header.
 _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
 
@@ -91,7 +93,11 @@ class RequestInfo:
             elif lname == b"transfer-encoding":
                 codings.extend(c.strip().lower() for c in value.split(b","))
             elif lname == b"connection":
-                tokens.extend(t.strip().lower() for t in value.split(b","))
+                lvalue = value.lower()
+                if lvalue not in _COMMON_CONNECTION:  # "keep-alive"/"close": nothing to parse
+                    tokens.extend(t.strip() for t in lvalue.split(b","))
+                elif lvalue == b"upgrade":
+                    tokens.append(lvalue)
             elif lname == b"upgrade":
                 self.upgrade = value
             elif lname == b"x-forwarded-for":
@@ -169,7 +175,9 @@ class ResponseInfo:
             elif lname == b"transfer-encoding":
                 self.chunked = True
             elif lname == b"connection":
-                tokens.extend(t.strip().lower() for t in value.split(b","))
+                lvalue = value.lower()
+                if lvalue not in _COMMON_CONNECTION:
+                    tokens.extend(t.strip() for t in lvalue.split(b","))
         extra = [t for t in tokens if t and t not in _PLAIN_TOKENS] if tokens else None
         if extra:
             parts = [
