@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from httpscale.routing.spec import Endpoint
 
-from .client import READ_TIMEOUT, HeaderList, parse_header_lines, read_chunked
+from .client import READ_TIMEOUT, HeaderList, HeaderLookup, parse_header_lines, read_chunked
 
 __all__ = [
     "App",
@@ -36,7 +36,7 @@ __all__ = [
 
 
 @dataclass
-class Request:
+class Request(HeaderLookup):
     method: str
     target: str
     version: str
@@ -45,16 +45,6 @@ class Request:
     trailers: HeaderList = field(default_factory=list)
     chunked: bool = False
 
-    def header(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
-
-    def header_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
 
     def names(self) -> set[str]:
         return {k.lower() for k, _ in self.headers}

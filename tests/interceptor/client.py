@@ -30,16 +30,10 @@ READ_TIMEOUT = 5.0
 HeaderList = list[tuple[str, str]]
 
 
-@dataclass
-class Response:
-    version: str
-    status: int
-    reason: str
+class HeaderLookup:
+    """Case-insensitive header access for a message with a `headers` list."""
+
     headers: HeaderList
-    body: bytes = b""
-    trailers: HeaderList = field(default_factory=list)
-    chunked: bool = False
-    interim: list[Response] = field(default_factory=list)  # 1xx answers before this one
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -51,6 +45,19 @@ class Response:
     def header_all(self, name: str) -> list[str]:
         name = name.lower()
         return [v for k, v in self.headers if k.lower() == name]
+
+
+@dataclass
+class Response(HeaderLookup):
+    version: str
+    status: int
+    reason: str
+    headers: HeaderList
+    body: bytes = b""
+    trailers: HeaderList = field(default_factory=list)
+    chunked: bool = False
+    interim: list[Response] = field(default_factory=list)  # 1xx answers before this one
+
 
     def has_header(self, name: str) -> bool:
         return self.header(name) is not None
