@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from httpscale.interceptor import dataplane
 from httpscale.interceptor.api import QueueEntry, StatusProvider
 from httpscale.interceptor.proxy import Proxy
 
@@ -127,6 +128,7 @@ class AdminServer:
         body: dict[str, object] = {
             "uptimeSeconds": round(time.time() - self._started, 3),
             "draining": proxy.draining,
+            "dataplane": {"build": dataplane.active().name, "why": dataplane.active().reason},
             "connections": len(proxy.connections),
             "routes": routes,
             "upstreamPools": {str(ep): pool.stats() for ep, pool in proxy.pools.items()},

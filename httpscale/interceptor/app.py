@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 
+from httpscale.interceptor import dataplane
 from httpscale.interceptor.admin import AdminServer
 from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, WakeListener
 from httpscale.interceptor.proxy import Proxy
@@ -51,7 +52,9 @@ class Interceptor:
         )
         sockname = self._server.sockets[0].getsockname()
         self.proxy_address = (sockname[0], sockname[1])
-        log.info("proxy on %s:%d, admin on %s:%d", *self.proxy_address, *self.admin_address)
+        log.info("proxy on %s:%d, admin on %s:%d, hot path: %s (%s)",
+                 *self.proxy_address, *self.admin_address,
+                 dataplane.active().name, dataplane.active().reason)
 
     async def shutdown(self) -> None:
         proxy = self.proxy

@@ -6,6 +6,7 @@ import asyncio
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from httpscale.interceptor import dataplane
 from httpscale.interceptor.settings import ShutdownSettings
 from httpscale.routing.spec import Endpoint
 
@@ -133,6 +134,7 @@ async def test_status_is_json(backends, make_interceptor):
     assert (await get(ic.proxy_address, "/")).status == 200
     data = await admin_json(ic.admin_address, "/status")
     assert data["extra"] == {"answer": 42}
+    assert data["dataplane"]["build"] == dataplane.active().name
     route = data["routes"]["default/app"]
     assert (route["concurrency"], route["requestCount"]) == (0, 1)
     assert route["endpoints"] == {str(b.endpoint): {"inFlight": 0, "draining": False}}

@@ -1,0 +1,144 @@
+"""Which build of the proxy's hot path runs: compiled by mypyc, or the Python source.
+
+The request path (`HOT_MODULES`) is plain, fully typed Python that `scripts/compile` turns into
+C extensions with mypyc: the same source, about twice the requests per CPU-second (figures in
+docs/benchmarks.md). The extensions sit next to their sources, where Python's import system
+prefers them. That makes a stale build dangerous: edit `exchange.py`, forget to recompile, and
+the old code runs. So the build records a hash of every source it compiled, and this module,
+imported first by `httpscale.interceptor`, checks those hashes once per process. When any
+differs, or `HTTPSCALE_PURE_PYTHON=1` asks for it, *all* hot modules are loaded from source:
+mypyc modules of one build call each other natively, so the set is never mixed.
+
+Not compiled itself (it decides which build is used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+__all__ = [
+    "GROUP",
+    "HOT_MODULES",
+    "MANIFEST",
+    "Dataplane",
+    "active",
+    "source_hashes",
+]
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Compiled together, in one shared library: calls between them are native C calls.
+HOT_MODULES = (
+    "httpscale.interceptor.deadline",
+    "httpscale.interceptor.downstream",
+    "httpscale.interceptor.exchange",
+    "httpscale.interceptor.http1",
+    "httpscale.interceptor.metrics",
+    "httpscale.interceptor.proxy",
+    "httpscale.interceptor.registry",
+    "httpscale.interceptor.routes",
+    "httpscale.interceptor.upstream",
+)
+#: mypyc's shared library for the group (named so that it lives inside this package).
+GROUP = "httpscale.interceptor._dataplane"
+#: Written by scripts/compile next to the extensions: {"sources": {module: sha256}, ...}.
+MANIFEST = PACKAGE_DIR / "_dataplane.json"
+PURE_ENV = "HTTPSCALE_PURE_PYTHON"
+
+
+def source_path(module: str) -> Path:
+    return PACKAGE_DIR / (module.rsplit(".", 1)[1] + ".py")
+
+
+def source_hashes(modules: Sequence[str] = HOT_MODULES) -> dict[str, str]:
+    return {m: hashlib.sha256(source_path(m).read_bytes()).hexdigest() for m in modules}
+
+
+def _extension_present(module: str) -> bool:
+    stem = source_path(module).with_suffix("")
+    return any(
+        Path(f"{stem}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    )
+
+
+class Dataplane:
+    """What `check` decided: `compiled` is True when the mypyc build is the one imported."""
+
+    def __init__(self, compiled: bool, reason: str) -> None:
+        self.compiled = compiled
+        self.reason = reason
+
+    @property
+    def name(self) -> str:
+        return "compiled" if self.compiled else "python"
+
+
+def check(env: dict[str, str] | os._Environ[str] = os.environ) -> Dataplane:
+    """Decide which build to import; install the source-only finder when it must be Python."""
+    present = [m for m in HOT_MODULES if _extension_present(m)]
+    if not present:
+        return Dataplane(False, "no compiled build (run scripts/compile)")
+    if env.get(PURE_ENV, "") not in ("", "0"):
+        _prefer_sources()
+        return Dataplane(False, f"{PURE_ENV} is set")
+    problem = _build_problem(present)
+    if problem:
+        log.warning("compiled hot path not used, running the Python source: %s", problem)
+        _prefer_sources()
+        return Dataplane(False, problem)
+    return Dataplane(True, f"mypyc build of {len(HOT_MODULES)} modules")
+
+
+def _build_problem(present: Sequence[str]) -> str:
+    if len(present) != len(HOT_MODULES):
+        missing = sorted(set(HOT_MODULES) - set(present))
+        return f"compiled build incomplete (missing {', '.join(missing)}); run scripts/compile"
+    try:
+        recorded = json.loads(MANIFEST.read_text())["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{MANIFEST.name} missing or unreadable; run scripts/compile"
+    stale = [m for m, digest in source_hashes().items() if recorded.get(m) != digest]
+    if stale:
+        return f"sources changed since the build ({', '.join(stale)}); run scripts/compile"
+    return ""
+
+
+class _SourceFinder:
+    """Finds the hot modules as .py files, ahead of the extension modules beside them."""
+
+    @staticmethod
+    def find_spec(
+        name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name not in HOT_MODULES:
+            return None
+        return importlib.util.spec_from_file_location(name, source_path(name))
+
+
+def _prefer_sources() -> None:
+    loaded = [m for m in HOT_MODULES if m in sys.modules]
+    if loaded:  # too late to choose: something imported them before this package
+        raise ImportError(f"hot modules imported before httpscale.interceptor: {loaded}")
+    if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFinder())
+
+
+_active: Dataplane | None = None
+
+
+def active() -> Dataplane:
+    """The build this process runs (decided once, when httpscale.interceptor is imported)."""
+    global _active
+    if _active is None:
+        _active = check()
+    return _active
