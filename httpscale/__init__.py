@@ -7,3 +7,9 @@ Subpackages, by layer (imports go downward only):
 """
 
 __version__ = "0.1.0"
+
+# Which build of the proxy's hot path to import (mypyc's or the source), decided before any of
+# it can be imported: see httpscale/dataplane.py.
+from httpscale import dataplane as _dataplane
+
+_dataplane.active()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from httpscale.interceptor import dataplane
+from httpscale import dataplane
 from httpscale.interceptor.api import QueueEntry, StatusProvider
 from httpscale.interceptor.proxy import Proxy
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 
-from httpscale.interceptor import dataplane
+from httpscale import dataplane
 from httpscale.interceptor.admin import AdminServer
 from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, WakeListener
 from httpscale.interceptor.proxy import Proxy

@@ -40,6 +40,7 @@ class ClientConnection(asyncio.Protocol):
         "_close_when_done",
         "_deadline",
         "_head_bytes",
+        "_head_timed",
         "_headers",
         "_in_head",
         "_parsing",
@@ -74,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
         # keep-alive idle limit; none while an exchange runs (it has its own).
         self._deadline = Deadline(proxy.loop, self._deadline_passed)
         self._in_head = False
+        self._head_timed = False  # the request-head deadline runs for the current head
         self._close_when_done = False
         self._pending_error: tuple[int, str] | None = None
 
@@ -88,7 +90,7 @@ class ClientConnection(asyncio.Protocol):
         limits = self.proxy.settings.limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         self.proxy.connections.add(self)
-        self._deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.keepalive_idle)
+        self._deadline.set(self.proxy.time() + self.proxy.keepalive_idle)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -100,10 +102,15 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
             if self._in_head:
-                # httptools holds a header until it ends: bound the unfinished head here.
+                # A head still incomplete after this read: the slow-client deadline starts (a
+                # head that arrives whole, nearly every one, never costs a timer move), and
+                # as httptools holds a header until it ends, the unfinished head is bounded here.
+                if not self._head_timed:
+                    self._head_timed = True
+                    self._deadline.set(self.proxy.time() + self.proxy.request_head_timeout)
                 self._head_bytes += len(data)
-                limits = self.proxy.settings.limits
-                if self._head_bytes > limits.max_request_line + limits.max_header_bytes:
+                proxy = self.proxy
+                if self._head_bytes > proxy.max_request_line + proxy.max_header_bytes:
                     self._refuse(431, "request headers too large")
         except httptools.HttpParserUpgrade as upgrade:
             self._upgrade_started(data[upgrade.args[0] :])
@@ -161,11 +168,11 @@ class ClientConnection(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._in_head = True
-        self._deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.request_head)
+        self._head_timed = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.proxy.settings.limits.max_request_line:
+        if len(self._url) > self.proxy.max_request_line:
             raise _Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -174,8 +181,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self._headers.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
-        limits = self.proxy.settings.limits
-        if self._head_bytes > limits.max_header_bytes or len(self._headers) > limits.max_headers:
+        proxy = self.proxy
+        if self._head_bytes > proxy.max_header_bytes or len(self._headers) > proxy.max_headers:
             raise _Reject(431, "request headers too large")
 
     def on_headers_complete(self) -> None:
@@ -190,6 +197,11 @@ class ClientConnection(asyncio.Protocol):
             info = http1.RequestInfo(headers)
         except http1.FramingError as exc:
             raise _Reject(400, str(exc)) from None
+        keep_alive = parser.should_keep_alive()
+        # httptools formats the version as a string (a measurable cost per request); an
+        # HTTP/1.0 request is keep-alive only with a Connection header, so without one a
+        # keep-alive request is HTTP/1.1 and the version need not be asked.
+        version_11 = (keep_alive and not info.connection) or parser.get_http_version() == "1.1"
         exchange = Exchange(
             self.proxy,
             self,
@@ -197,8 +209,8 @@ class ClientConnection(asyncio.Protocol):
             self._url,
             headers,
             info,
-            version_11=parser.get_http_version() == "1.1",
-            keep_alive=parser.should_keep_alive() and not self.proxy.draining,
+            version_11=version_11,
+            keep_alive=keep_alive and not self.proxy.draining,
         )
         self._parsing = exchange
         self.pipeline.append(exchange)
@@ -246,7 +258,7 @@ class ClientConnection(asyncio.Protocol):
             self.pipeline[0].start()
         elif self._parsing is None:
             self._deadline.set(
-                self.proxy.loop.time() + self.proxy.settings.timeouts.keepalive_idle
+                self.proxy.time() + self.proxy.keepalive_idle
             )
         if leftover:
             self.data_received(leftover)

@@ -307,9 +307,10 @@ class Exchange:
         self.client.resume_reading("pending-body")
         if self.request_done:
             self._send_request_end()
-        elif self.upgrade is None:
-            # The client still uploads: watch for it stalling.
-            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
+        elif self.upgrade is None and self.has_body:
+            # The client still uploads: watch for it stalling. (A bodiless request ends in the
+            # same parser run as its head: request_complete sets the head deadline then.)
+            conn.deadline.set(self.proxy.time() + self.proxy.body_idle)
         if self.client.write_paused and conn.transport is not None:
             conn.transport.pause_reading()
 
@@ -318,7 +319,7 @@ class Exchange:
     def request_body(self, data: bytes) -> None:
         conn = self.upstream
         if conn is not None and not self.finished:
-            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
+            conn.deadline.set(self.proxy.time() + self.proxy.body_idle)
             conn.write(http1.chunk(data) if self.request_chunked else data)
             return
         if self.finished:
@@ -345,7 +346,7 @@ class Exchange:
         if self.upgrade is None and not self.response_started:
             timeout = self.proxy.response_header_timeout(self.route)
             self._head_due = True
-            conn.deadline.set(self.proxy.loop.time() + timeout)
+            conn.deadline.set(self.proxy.time() + timeout)
 
     def io_timeout(self) -> None:
         """The upstream connection's deadline passed (head not in time, or a body stalled)."""
@@ -355,7 +356,7 @@ class Exchange:
             timeout = self.proxy.response_header_timeout(self.route)
             self._answer(504, f"upstream did not send a response head within {timeout:g}s")
             return
-        idle = self.proxy.settings.timeouts.body_idle
+        idle = self.proxy.body_idle
         if self.response_started:
             self.proxy.metrics.upstream_error(self.route.key, "body_timeout")
             self._answer(504, "")  # response under way: this aborts both sides
@@ -405,16 +406,12 @@ class Exchange:
             status, reason, info.block, chunked=self.response_chunked_out,
             keep_alive=self.keep_alive, cold_start=self.cold_start,
         )
-        conn = self.upstream
-        if conn is not None:  # from now on the deadline watches for a stalled body
-            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
+        # From now on the connection's deadline watches for a stalled body: moved once per
+        # read by UpstreamConnection.data_received while the response is unfinished.
 
     def response_body(self, data: bytes) -> None:
         if self.finished or not data:
             return
-        conn = self.upstream
-        if conn is not None:
-            conn.deadline.set(self.proxy.loop.time() + self.proxy.settings.timeouts.body_idle)
         if self.response_chunked_out:
             data = http1.chunk(data)
         if self._head_out:

@@ -69,7 +69,9 @@ class RequestInfo:
     One pass, one `lower()` per header: this runs for every request on the proxy's hot path.
     """
 
-    __slots__ = ("block", "chunked", "content_length", "host", "upgrade", "xff", "xfh", "xfp")
+    __slots__ = (
+        "block", "chunked", "connection", "content_length", "host", "upgrade", "xff", "xfh", "xfp"
+    )
 
     def __init__(self, headers: Headers) -> None:
         parts: list[bytes] = []
@@ -80,6 +82,7 @@ class RequestInfo:
         self.upgrade: bytes | None = None
         self.xff: bytes | None = None
         self.xfp = self.xfh = False
+        self.connection = False  # a Connection header was sent
         for name, value in headers:
             lname = name.lower()
             if lname not in _REQ_SPECIAL:
@@ -93,6 +96,7 @@ class RequestInfo:
             elif lname == b"transfer-encoding":
                 codings.extend(c.strip().lower() for c in value.split(b","))
             elif lname == b"connection":
+                self.connection = True
                 lvalue = value.lower()
                 if lvalue not in _COMMON_CONNECTION:  # "keep-alive"/"close": nothing to parse
                     tokens.extend(t.strip() for t in lvalue.split(b","))

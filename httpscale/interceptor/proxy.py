@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from httpscale.interceptor.api import WakeListener
@@ -28,6 +28,15 @@ class Proxy:
     def __init__(self, settings: InterceptorSettings) -> None:
         self.settings = settings
         self.loop = asyncio.get_running_loop()
+        # Read on every request: an attribute of this compiled class is a C field load, while
+        # each step into the frozen settings dataclasses is a dictionary lookup.
+        self.time: Callable[[], float] = self.loop.time
+        self.keepalive_idle = settings.timeouts.keepalive_idle
+        self.request_head_timeout = settings.timeouts.request_head
+        self.body_idle = settings.timeouts.body_idle
+        self.max_request_line = settings.limits.max_request_line
+        self.max_header_bytes = settings.limits.max_header_bytes
+        self.max_headers = settings.limits.max_headers
         self.registry = RouteRegistry(self._wake)
         limits, timeouts = settings.limits, settings.timeouts
         self.pools = Pools(

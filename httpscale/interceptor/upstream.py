@@ -108,6 +108,12 @@ class UpstreamConnection(asyncio.Protocol):
                 self._head_bytes += len(data)
                 if self._head_bytes > self.pool.limits.max_head:
                     raise ValueError("upstream response head too large")
+            elif self.exchange is exchange and exchange.response_started and not self.tunnel:
+                # A response still under way after this read: it may stall no longer than the
+                # body-idle timeout from now. (Once per read, not per parser callback; a
+                # response read whole has left the connection already and costs nothing.)
+                proxy = exchange.proxy
+                self.deadline.set(proxy.time() + proxy.body_idle)
         except ValueError as exc:
             if self.exchange is not None:
                 self.exchange.upstream_failed("invalid", f"invalid response from upstream: {exc}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "DEFAULT_MAX_PENDING_REQUESTS",
@@ -18,6 +18,7 @@ __all__ = [
     "EndpointSink",
     "HeaderMatch",
     "Placeholder",
+    "RouteConflict",
     "RouteMatch",
     "RouteSink",
     "RouteSource",
@@ -113,3 +114,21 @@ class EndpointSink(Protocol):
 class RouteSource(Protocol):
     async def run(self, sink: RouteSink) -> None:
         """Push the route list into `sink` now and on every change, until cancelled."""
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConflict(Generic[_T]):
+    """`loser` asked for a slot `winner` (given earlier) already held; `loser` lost that slot.
+
+    (Defined here rather than beside RouteTable: routing/table.py is compiled by mypyc, which
+    cannot build a generic dataclass.)
+    """
+
+    host: str  # normalized; "*" for the catch-all, "*.example.com" for a wildcard
+    path_prefix: str  # normalized; "/" for the root
+    headers: tuple[HeaderMatch, ...]
+    winner: _T
+    loser: _T

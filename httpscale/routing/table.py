@@ -29,10 +29,9 @@ since a proxy sees the same few hosts over and over and string methods dominate 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from httpscale.routing.spec import HeaderMatch, RouteMatch
+from httpscale.routing.spec import HeaderMatch, RouteConflict, RouteMatch
 
 __all__ = ["RouteConflict", "RouteTable", "normalize_host", "normalize_path_prefix"]
 
@@ -45,17 +44,6 @@ _HOST_MEMO_SIZE = 4096
 _Headers = tuple[tuple[str, str | None], ...]
 # Candidates for one prefix, most header matches first, then in the order given.
 _Entries = tuple[tuple[_Headers, T], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RouteConflict(Generic[T]):
-    """`loser` asked for a slot `winner` (given earlier) already held; `loser` lost that slot."""
-
-    host: str  # normalized; "*" for the catch-all, "*.example.com" for a wildcard
-    path_prefix: str  # normalized; "/" for the root
-    headers: tuple[HeaderMatch, ...]
-    winner: T
-    loser: T
 
 
 def normalize_host(host: str) -> str:
@@ -146,6 +134,15 @@ class RouteTable(Generic[T]):
     _buckets_memo: dict[str, tuple[_PathIndex[T], ...]]
     conflicts: tuple[RouteConflict[T], ...]
 
+    def __init__(self, size: int, conflicts: tuple[RouteConflict[T], ...]) -> None:
+        """An empty table; `build` is how tables are made."""
+        self._exact = {}
+        self._wildcard = {}
+        self._catch_all = None
+        self._size = size
+        self._buckets_memo = {}
+        self.conflicts = conflicts
+
     @classmethod
     def build(cls, routes: Iterable[tuple[RouteMatch, T]]) -> RouteTable[T]:
         # host key -> prefix -> header set -> (order given, headers, payload); first given wins.
@@ -175,13 +172,7 @@ class RouteTable(Generic[T]):
                             )
                         )
 
-        table: RouteTable[T] = cls.__new__(cls)
-        table._exact = {}
-        table._wildcard = {}
-        table._catch_all = None
-        table._size = size
-        table._buckets_memo = {}
-        table.conflicts = tuple(conflicts)
+        table: RouteTable[T] = cls(size, tuple(conflicts))
         for host, by_prefix in slots.items():
             index = _PathIndex(
                 {

@@ -6,7 +6,7 @@ import asyncio
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from httpscale.interceptor import dataplane
+from httpscale import dataplane
 from httpscale.interceptor.settings import ShutdownSettings
 from httpscale.routing.spec import Endpoint
 

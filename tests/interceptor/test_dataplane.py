@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from httpscale.interceptor import dataplane
+from httpscale import dataplane
 
-PACKAGE = Path(dataplane.__file__).resolve().parent.parent  # .../httpscale
+PACKAGE = Path(dataplane.__file__).resolve().parent  # .../httpscale
 
 PROBE = (
     "import httpscale.interceptor.exchange as e, httpscale.interceptor.downstream as d;"
-    "from httpscale.interceptor import dataplane;"
+    "from httpscale import dataplane;"
     "print(dataplane.active().name, e.__file__.rsplit('.', 1)[1], d.__file__.rsplit('.', 1)[1])"
 )
 

@@ -1,15 +1,17 @@
 """Which build of the proxy's hot path runs: compiled by mypyc, or the Python source.
 
-The request path (`HOT_MODULES`) is plain, fully typed Python that `scripts/compile` turns into
-C extensions with mypyc: the same source, about twice the requests per CPU-second (figures in
-docs/benchmarks.md). The extensions sit next to their sources, where Python's import system
-prefers them. That makes a stale build dangerous: edit `exchange.py`, forget to recompile, and
-the old code runs. So the build records a hash of every source it compiled, and this module,
-imported first by `httpscale.interceptor`, checks those hashes once per process. When any
-differs, or `HTTPSCALE_PURE_PYTHON=1` asks for it, *all* hot modules are loaded from source:
-mypyc modules of one build call each other natively, so the set is never mixed.
+The proxy's request path (`HOT_MODULES`) is plain, fully typed Python that `scripts/compile`
+turns into C extensions with mypyc: the same source, about twice the requests per CPU-second
+(figures in docs/benchmarks.md). The extensions sit next to their sources, where Python's
+import system prefers them. That makes a stale build dangerous: edit `exchange.py`, forget to
+recompile, and the old code runs. So the build records a hash of every source it compiled, and
+this module checks those hashes once per process. When any differs, or `HTTPSCALE_PURE_PYTHON=1`
+asks for it, *all* hot modules are loaded from source: mypyc modules of one build call each
+other natively, so the set is never mixed.
 
-Not compiled itself (it decides which build is used).
+`httpscale/__init__.py` runs the check, so it happens before any hot module can be imported
+(the route table is shared with config loading, which may come first). A build concern, not
+a component: this module imports nothing of httpscale, and is not compiled itself.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent  # .../httpscale
 #: Compiled together, in one shared library: calls between them are native C calls.
 HOT_MODULES = (
     "httpscale.interceptor.deadline",
@@ -48,16 +50,17 @@ HOT_MODULES = (
     "httpscale.interceptor.registry",
     "httpscale.interceptor.routes",
     "httpscale.interceptor.upstream",
+    "httpscale.routing.table",
 )
 #: mypyc's shared library for the group (named so that it lives inside this package).
-GROUP = "httpscale.interceptor._dataplane"
+GROUP = "httpscale._dataplane"
 #: Written by scripts/compile next to the extensions: {"sources": {module: sha256}, ...}.
 MANIFEST = PACKAGE_DIR / "_dataplane.json"
 PURE_ENV = "HTTPSCALE_PURE_PYTHON"
 
 
 def source_path(module: str) -> Path:
-    return PACKAGE_DIR / (module.rsplit(".", 1)[1] + ".py")
+    return PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def source_hashes(modules: Sequence[str] = HOT_MODULES) -> dict[str, str]:
@@ -128,7 +131,7 @@ class _SourceFinder:
 def _prefer_sources() -> None:
     loaded = [m for m in HOT_MODULES if m in sys.modules]
     if loaded:  # too late to choose: something imported them before this package
-        raise ImportError(f"hot modules imported before httpscale.interceptor: {loaded}")
+        raise ImportError(f"hot modules imported before httpscale.dataplane decided: {loaded}")
     if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceFinder())
 
@@ -137,7 +140,7 @@ _active: Dataplane | None = None
 
 
 def active() -> Dataplane:
-    """The build this process runs (decided once, when httpscale.interceptor is imported)."""
+    """The build this process runs (decided once, when httpscale is first imported)."""
     global _active
     if _active is None:
         _active = check()
