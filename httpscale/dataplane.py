@@ -33,6 +33,7 @@ __all__ = [
     "MANIFEST",
     "Dataplane",
     "active",
+    "build_problem",
     "source_hashes",
 ]
 
@@ -84,6 +85,14 @@ class Dataplane:
     @property
     def name(self) -> str:
         return "compiled" if self.compiled else "python"
+
+
+def build_problem() -> str:
+    """Why the compiled build cannot be used; "" when it is present and current."""
+    present = [m for m in HOT_MODULES if _extension_present(m)]
+    if not present:
+        return "no compiled build (run scripts/compile)"
+    return _build_problem(present)
 
 
 def check(env: dict[str, str] | os._Environ[str] = os.environ) -> Dataplane:

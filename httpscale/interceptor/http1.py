@@ -53,10 +53,46 @@ def reason_phrase(status: int) -> bytes:
     return _REASONS.get(status, b"Unknown")
 
 
-# Header names the request pass looks at; everything else is copied as it came.
-_REQ_SPECIAL = HOP_BY_HOP | {
-    b"host", b"content-length", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"
-}
+# What each header pass does with a header, by name. Both passes run for every proxied
+# message, so the name is looked up as it came (the usual spellings are all in the tables,
+# with common end-to-end names), and lower-cased only when it is not found.
+_COPY, _DROP, _HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _XFF, _XFP, _XFH = range(10)
+
+_COMMON_END_TO_END = (
+    b"accept", b"accept-encoding", b"accept-language", b"accept-ranges", b"age",
+    b"authorization", b"cache-control", b"content-encoding", b"content-language",
+    b"content-type", b"cookie", b"date", b"etag", b"expires", b"last-modified", b"location",
+    b"origin", b"referer", b"server", b"set-cookie", b"user-agent", b"vary", b"x-request-id",
+)
+
+
+def _by_spelling(kinds: dict[bytes, int]) -> dict[bytes, int]:
+    table: dict[bytes, int] = {}
+    for name, kind in kinds.items():
+        for spelling in (name, name.title(), name.upper()):
+            table[spelling] = kind
+    return table
+
+
+_REQUEST_KINDS = _by_spelling(
+    dict.fromkeys(_COMMON_END_TO_END, _COPY)
+    | dict.fromkeys(HOP_BY_HOP, _DROP)
+    | {
+        b"host": _HOST,
+        b"content-length": _LENGTH,
+        b"transfer-encoding": _CODING,
+        b"connection": _CONNECTION,
+        b"upgrade": _UPGRADE,
+        b"x-forwarded-for": _XFF,
+        b"x-forwarded-proto": _XFP,
+        b"x-forwarded-host": _XFH,
+    }
+)
+_RESPONSE_KINDS = _by_spelling(
+    dict.fromkeys(_COMMON_END_TO_END, _COPY)
+    | dict.fromkeys(HOP_BY_HOP, _DROP)
+    | {b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION}
+)
 # Connection header values that need no token parsing (nearly every message has one of them).
 _COMMON_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Connection tokens that never name an end-to-end header.
@@ -66,7 +102,7 @@ _PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
 class RequestInfo:
     """What one pass over a request's headers found, and its forwardable header block.
 
-    One pass, one `lower()` per header: this runs for every request on the proxy's hot path.
+    One pass, no per-header allocation in the common case: this runs for every request.
     """
 
     __slots__ = (
@@ -84,37 +120,43 @@ class RequestInfo:
         self.xfp = self.xfh = False
         self.connection = False  # a Connection header was sent
         for name, value in headers:
-            lname = name.lower()
-            if lname not in _REQ_SPECIAL:
-                parts.append(name + b": " + value + b"\r\n")
-            elif lname == b"host":
+            kind = _REQUEST_KINDS.get(name)
+            if kind is None:
+                kind = _REQUEST_KINDS.get(name.lower(), _COPY)
+            if kind == _COPY:
+                pass
+            elif kind == _HOST:
                 self.host = value
-                parts.append(name + b": " + value + b"\r\n")
-            elif lname == b"content-length":
+            elif kind == _LENGTH:
                 lengths.append(value.strip())
-                parts.append(name + b": " + value + b"\r\n")
-            elif lname == b"transfer-encoding":
+            elif kind == _CODING:
                 codings.extend(c.strip().lower() for c in value.split(b","))
-            elif lname == b"connection":
+                continue
+            elif kind == _CONNECTION:
                 self.connection = True
                 lvalue = value.lower()
                 if lvalue not in _COMMON_CONNECTION:  # "keep-alive"/"close": nothing to parse
                     tokens.extend(t.strip() for t in lvalue.split(b","))
                 elif lvalue == b"upgrade":
                     tokens.append(lvalue)
-            elif lname == b"upgrade":
+                continue
+            elif kind == _UPGRADE:
                 self.upgrade = value
-            elif lname == b"x-forwarded-for":
+                continue
+            elif kind == _XFF:
                 # Appended to below; several headers are one comma-separated list.
                 self.xff = value if self.xff is None else self.xff + b", " + value
+                continue
+            elif kind == _XFP:
+                self.xfp = True
+            elif kind == _XFH:
+                self.xfh = True
             else:
-                if lname == b"x-forwarded-proto":
-                    self.xfp = True
-                elif lname == b"x-forwarded-host":
-                    self.xfh = True
-                else:
-                    continue  # hop-by-hop: dropped
-                parts.append(name + b": " + value + b"\r\n")
+                continue  # hop-by-hop: dropped
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
         if lengths and codings:
             raise FramingError("Content-Length together with Transfer-Encoding")
         if len(lengths) > 1:
@@ -146,13 +188,18 @@ class RequestInfo:
     def head(self, method: bytes, target: bytes, client_ip: str) -> bytes:
         """The head sent upstream: hop-by-hop headers dropped, X-Forwarded-* added, Host kept."""
         ip = client_ip.encode()
-        parts = [method, b" ", target, b" HTTP/1.1\r\n", self.block]
-        parts.append(b"X-Forwarded-For: " + (ip if self.xff is None else self.xff + b", " + ip))
+        parts = [method, b" ", target, b" HTTP/1.1\r\n", self.block, b"X-Forwarded-For: "]
+        if self.xff is not None:
+            parts.append(self.xff)
+            parts.append(b", ")
+        parts.append(ip)
         parts.append(b"\r\n")
         if not self.xfp:
             parts.append(b"X-Forwarded-Proto: http\r\n")
         if not self.xfh and self.host:
-            parts.append(b"X-Forwarded-Host: " + self.host + b"\r\n")
+            parts.append(b"X-Forwarded-Host: ")
+            parts.append(self.host)
+            parts.append(b"\r\n")
         if self.chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if self.upgrade is not None:
@@ -171,14 +218,19 @@ class ResponseInfo:
         tokens: list[bytes] = []
         self.chunked = self.content_length = False
         for name, value in headers:
-            lname = name.lower()
-            if lname not in HOP_BY_HOP:
-                if lname == b"content-length":
+            kind = _RESPONSE_KINDS.get(name)
+            if kind is None:
+                kind = _RESPONSE_KINDS.get(name.lower(), _COPY)
+            if kind == _COPY or kind == _LENGTH:
+                if kind == _LENGTH:
                     self.content_length = True
-                parts.append(name + b": " + value + b"\r\n")
-            elif lname == b"transfer-encoding":
+                parts.append(name)
+                parts.append(b": ")
+                parts.append(value)
+                parts.append(b"\r\n")
+            elif kind == _CODING:
                 self.chunked = True
-            elif lname == b"connection":
+            elif kind == _CONNECTION:
                 lvalue = value.lower()
                 if lvalue not in _COMMON_CONNECTION:
                     tokens.extend(t.strip() for t in lvalue.split(b","))

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointPool", "PoolLimits", "PoolWaiter", "Pools", "UpstreamConnection"]
 
+_NO_TRAILERS: Headers = []  # shared, never modified: most responses have no trailers
+
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
@@ -31,6 +33,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_headers",
         "_in_head",
         "_reason",
+        "_status",
         "deadline",
         "exchange",
         "idle_since",
@@ -53,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self._headers: Headers = []
         self._reason = b""
+        self._status = 0  # of the response being read, from its head
         self._head_only = False
         self._head_count = 0
         self._head_bytes = 0
@@ -167,7 +171,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._head_count = len(self._headers)
         self._in_head = False
-        status = self.parser.get_status_code()
+        status = self._status = self.parser.get_status_code()
         if status == 101:
             return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
         exchange.response_head(status, self._reason, self._headers, self.parser.should_keep_alive())
@@ -185,10 +189,13 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
-        if self.parser.get_status_code() < 200:
+        if self._status < 200:
             return  # an interim response; the final one follows on the same connection
         # llhttp reports trailer fields through on_header after the head is complete.
-        exchange.response_complete(self._headers[self._head_count :])
+        headers = self._headers
+        exchange.response_complete(
+            headers[self._head_count :] if len(headers) > self._head_count else _NO_TRAILERS
+        )
 
 
 @dataclass(frozen=True, slots=True)
