@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Final
 
 __all__ = ["NEVER", "Deadline"]
 
-NEVER = float("inf")
+NEVER: Final = float("inf")
 
 
 class Deadline:

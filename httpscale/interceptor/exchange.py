@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from httpscale.interceptor import http1
 from httpscale.interceptor.http1 import Headers
@@ -33,7 +33,7 @@ __all__ = ["Exchange"]
 
 # Bytes of request body kept while no upstream connection is bound yet; past it the client
 # is paused, so a held upload costs at most this much memory.
-_PENDING_BODY_LIMIT = 64 * 1024
+_PENDING_BODY_LIMIT: Final = 64 * 1024
 
 
 class Exchange:

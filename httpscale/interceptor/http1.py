@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Final
 
 __all__ = [
     "HOP_BY_HOP",
@@ -28,7 +29,7 @@ __all__ = [
 Headers = list[tuple[bytes, bytes]]
 
 #: Headers that belong to one connection (RFC 9110 §7.6.1) and never cross the proxy.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -42,7 +43,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
 class FramingError(ValueError):
@@ -56,9 +57,19 @@ def reason_phrase(status: int) -> bytes:
 # What each header pass does with a header, by name. Both passes run for every proxied
 # message, so the name is looked up as it came (the usual spellings are all in the tables,
 # with common end-to-end names), and lower-cased only when it is not found.
-_COPY, _DROP, _HOST, _LENGTH, _CODING, _CONNECTION, _UPGRADE, _XFF, _XFP, _XFH = range(10)
+# (Final: mypyc compiles these to constants; a plain module global is a dict lookup per use.)
+_COPY: Final = 0
+_DROP: Final = 1
+_HOST: Final = 2
+_LENGTH: Final = 3
+_CODING: Final = 4
+_CONNECTION: Final = 5
+_UPGRADE: Final = 6
+_XFF: Final = 7
+_XFP: Final = 8
+_XFH: Final = 9
 
-_COMMON_END_TO_END = (
+_COMMON_END_TO_END: Final = (
     b"accept", b"accept-encoding", b"accept-language", b"accept-ranges", b"age",
     b"authorization", b"cache-control", b"content-encoding", b"content-language",
     b"content-type", b"cookie", b"date", b"etag", b"expires", b"last-modified", b"location",
@@ -74,7 +85,7 @@ def _by_spelling(kinds: dict[bytes, int]) -> dict[bytes, int]:
     return table
 
 
-_REQUEST_KINDS = _by_spelling(
+_REQUEST_KINDS: Final = _by_spelling(
     dict.fromkeys(_COMMON_END_TO_END, _COPY)
     | dict.fromkeys(HOP_BY_HOP, _DROP)
     | {
@@ -88,15 +99,15 @@ _REQUEST_KINDS = _by_spelling(
         b"x-forwarded-host": _XFH,
     }
 )
-_RESPONSE_KINDS = _by_spelling(
+_RESPONSE_KINDS: Final = _by_spelling(
     dict.fromkeys(_COMMON_END_TO_END, _COPY)
     | dict.fromkeys(HOP_BY_HOP, _DROP)
     | {b"content-length": _LENGTH, b"transfer-encoding": _CODING, b"connection": _CONNECTION}
 )
 # Connection header values that need no token parsing (nearly every message has one of them).
-_COMMON_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
+_COMMON_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Connection tokens that never name an end-to-end header.
-_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
+_PLAIN_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
 
 
 class RequestInfo:

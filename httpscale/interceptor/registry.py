@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.routes import RouteState
@@ -19,7 +20,7 @@ __all__ = ["RouteRegistry"]
 
 log = logging.getLogger(__name__)
 
-_NO_HEADERS: dict[str, str] = {}
+_NO_HEADERS: Final[dict[str, str]] = {}
 
 
 class RouteRegistry:

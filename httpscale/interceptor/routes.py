@@ -17,7 +17,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from httpscale.routing.spec import Endpoint, RouteSpec
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointSlot", "RouteState", "Waiter"]
 
-_DISPATCH_BATCH = 64  # held requests handed an endpoint per loop turn
+_DISPATCH_BATCH: Final = 64  # held requests handed an endpoint per loop turn
 
 
 class EndpointSlot:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointPool", "PoolLimits", "PoolWaiter", "Pools", "UpstreamConnection"]
 
-_NO_TRAILERS: Headers = []  # shared, never modified: most responses have no trailers
+_NO_TRAILERS: Final[Headers] = []  # shared, never modified: most responses have no trailers
 
 
 class UpstreamConnection(asyncio.Protocol):

@@ -29,7 +29,7 @@ since a proxy sees the same few hosts over and over and string methods dominate 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from httpscale.routing.spec import HeaderMatch, RouteConflict, RouteMatch
 
@@ -38,7 +38,7 @@ __all__ = ["RouteConflict", "RouteTable", "normalize_host", "normalize_path_pref
 T = TypeVar("T")
 
 # Distinct raw Host headers whose candidate buckets are remembered per table.
-_HOST_MEMO_SIZE = 4096
+_HOST_MEMO_SIZE: Final = 4096
 
 # One route's header requirements as stored: ((name, value-or-None), ...), sorted.
 _Headers = tuple[tuple[str, str | None], ...]
