@@ -49,6 +49,7 @@ class ClientConnection(asyncio.Protocol):
         "_upgrading",
         "_url",
         "client_ip",
+        "client_ip_bytes",
         "parser",
         "pipeline",
         "proxy",
@@ -63,6 +64,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.pipeline: deque[Exchange] = deque()
         self.client_ip = ""
+        self.client_ip_bytes = b""  # for X-Forwarded-For, encoded once per connection
         self.tunnel: Exchange | None = None
         self._upgrading: Exchange | None = None  # upgrade asked, upstream has not answered
         self.write_paused = False
@@ -87,6 +89,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
+        self.client_ip_bytes = self.client_ip.encode()
         limits = self.proxy.settings.limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         self.proxy.connections.add(self)

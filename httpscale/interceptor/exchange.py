@@ -295,7 +295,7 @@ class Exchange:
     def _bind(self, conn: UpstreamConnection) -> None:
         self.upstream = conn
         conn.bind(self, head_only=self.head_only)
-        head = self.info.head(self.method, self.target, self.client.client_ip)
+        head = self.info.head(self.method, self.target, self.client.client_ip_bytes)
         if self.upgrade is None and self._body:
             body, self._body, self._body_size = self._body, None, 0
             if self.request_chunked:
@@ -375,9 +375,10 @@ class Exchange:
             # Interim (100 Continue, 103 Early Hints): relay to an HTTP/1.1 client only.
             if self.version_11:
                 self.client.write(
-                    http1.response_head(status, reason, http1.ResponseInfo(headers).block,
-                                        chunked=False, keep_alive=True,
-                                        cold_start=self.cold_start)
+                    http1.ResponseInfo(headers).head(
+                        status, reason, chunked=False, keep_alive=True,
+                        cold_start=self.cold_start,
+                    )
                 )
             return
         self._head_due = False
@@ -402,8 +403,8 @@ class Exchange:
         self.upstream_keep = keep
         # Held back until the first body bytes (or the end) so that a small response leaves
         # in one write: one syscall and one TCP segment instead of two.
-        self._head_out = http1.response_head(
-            status, reason, info.block, chunked=self.response_chunked_out,
+        self._head_out = info.head(
+            status, reason, chunked=self.response_chunked_out,
             keep_alive=self.keep_alive, cold_start=self.cold_start,
         )
         # From now on the connection's deadline watches for a stalled body: moved once per
@@ -485,9 +486,10 @@ class Exchange:
         conn.deadline.clear()  # a tunnel may idle as long as both ends like
         headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
         self.client.write(
-            http1.response_head(101, conn._reason, http1.ResponseInfo(headers).block,
-                                chunked=False, keep_alive=True,
-                                cold_start=self.cold_start, upgrade=self.upgrade)
+            http1.ResponseInfo(headers).head(
+                101, conn._reason, chunked=False, keep_alive=True,
+                cold_start=self.cold_start, upgrade=self.upgrade,
+            )
         )
         if rest:
             self.client.write(rest)

@@ -22,7 +22,6 @@ __all__ = [
     "error_response",
     "last_chunk",
     "reason_phrase",
-    "response_head",
 
 ]
 
@@ -110,6 +109,19 @@ _COMMON_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 _PLAIN_TOKENS: Final = frozenset({b"close", b"keep-alive", b"upgrade"}) | HOP_BY_HOP
 
 
+def _special_lengths(kinds: dict[bytes, int]) -> tuple[bool, ...]:
+    lengths = {len(name) for name, kind in kinds.items() if kind != _COPY}
+    return tuple(n in lengths for n in range(max(lengths) + 1))
+
+
+# By name length, whether a header may need more than copying: most names are ruled out by
+# their length alone, before any hashing (Server, Date, Content-Type, Accept, Cookie, ...).
+_REQUEST_SPECIAL_LENGTH: Final = _special_lengths(_REQUEST_KINDS)
+_RESPONSE_SPECIAL_LENGTH: Final = _special_lengths(_RESPONSE_KINDS)
+# Status codes as bytes, for status lines built without %-formatting.
+_STATUS_BYTES: Final = tuple(b"%d" % n for n in range(1000))
+
+
 class RequestInfo:
     """What one pass over a request's headers found, and its forwardable header block.
 
@@ -117,11 +129,13 @@ class RequestInfo:
     """
 
     __slots__ = (
-        "block", "chunked", "connection", "content_length", "host", "upgrade", "xff", "xfh", "xfp"
+        "_head", "chunked", "connection", "content_length", "host", "parts", "upgrade", "xff",
+        "xfh", "xfp",
     )
 
     def __init__(self, headers: Headers) -> None:
-        parts: list[bytes] = []
+        # The head sent upstream is one join: four slots for the request line, then headers.
+        parts: list[bytes] = [b"", b" ", b"", b" HTTP/1.1\r\n"]
         lengths: list[bytes] = []
         codings: list[bytes] = []
         tokens: list[bytes] = []
@@ -131,9 +145,13 @@ class RequestInfo:
         self.xfp = self.xfh = False
         self.connection = False  # a Connection header was sent
         for name, value in headers:
-            kind = _REQUEST_KINDS.get(name)
-            if kind is None:
-                kind = _REQUEST_KINDS.get(name.lower(), _COPY)
+            n = len(name)
+            if n >= len(_REQUEST_SPECIAL_LENGTH) or not _REQUEST_SPECIAL_LENGTH[n]:
+                kind = _COPY
+            else:
+                kind = _REQUEST_KINDS.get(name, -1)
+                if kind < 0:
+                    kind = _REQUEST_KINDS.get(name.lower(), _COPY)
             if kind == _COPY:
                 pass
             elif kind == _HOST:
@@ -188,22 +206,30 @@ class RequestInfo:
         if extra:
             # Headers the client marked hop-by-hop through Connection (rare): copy again
             # without them (the loop above keeps no per-header names, to stay cheap).
-            parts = [
+            parts = parts[:4] + [
                 n + b": " + v + b"\r\n"
                 for n, v in headers
                 if (ln := n.lower()) not in HOP_BY_HOP and ln != b"x-forwarded-for"
                 and ln not in extra
             ]
-        self.block = b"".join(parts)
+        self.parts = parts
+        self._head: bytes | None = None
 
-    def head(self, method: bytes, target: bytes, client_ip: str) -> bytes:
-        """The head sent upstream: hop-by-hop headers dropped, X-Forwarded-* added, Host kept."""
-        ip = client_ip.encode()
-        parts = [method, b" ", target, b" HTTP/1.1\r\n", self.block, b"X-Forwarded-For: "]
+    def head(self, method: bytes, target: bytes, client_ip: bytes) -> bytes:
+        """The head sent upstream: hop-by-hop headers dropped, X-Forwarded-* added, Host kept.
+
+        Built once (a retry on another connection sends the same head).
+        """
+        if self._head is not None:
+            return self._head
+        parts = self.parts
+        parts[0] = method
+        parts[2] = target
+        parts.append(b"X-Forwarded-For: ")
         if self.xff is not None:
             parts.append(self.xff)
             parts.append(b", ")
-        parts.append(ip)
+        parts.append(client_ip)
         parts.append(b"\r\n")
         if not self.xfp:
             parts.append(b"X-Forwarded-Proto: http\r\n")
@@ -216,22 +242,29 @@ class RequestInfo:
         if self.upgrade is not None:
             parts.append(b"Connection: upgrade\r\nUpgrade: " + self.upgrade + b"\r\n")
         parts.append(b"\r\n")
-        return b"".join(parts)
+        head = self._head = b"".join(parts)
+        self.parts = []
+        return head
 
 
 class ResponseInfo:
-    """One pass over a response's headers: framing facts and the forwardable block."""
+    """One pass over a response's headers: framing facts, then the client's head (`head`)."""
 
-    __slots__ = ("block", "chunked", "content_length")
+    __slots__ = ("chunked", "content_length", "parts")
 
     def __init__(self, headers: Headers) -> None:
-        parts: list[bytes] = []
+        # One join builds the head: five slots for the status line, then the headers.
+        parts: list[bytes] = [b"HTTP/1.1 ", b"", b" ", b"", b"\r\n"]
         tokens: list[bytes] = []
         self.chunked = self.content_length = False
         for name, value in headers:
-            kind = _RESPONSE_KINDS.get(name)
-            if kind is None:
-                kind = _RESPONSE_KINDS.get(name.lower(), _COPY)
+            n = len(name)
+            if n >= len(_RESPONSE_SPECIAL_LENGTH) or not _RESPONSE_SPECIAL_LENGTH[n]:
+                kind = _COPY
+            else:
+                kind = _RESPONSE_KINDS.get(name, -1)
+                if kind < 0:
+                    kind = _RESPONSE_KINDS.get(name.lower(), _COPY)
             if kind == _COPY or kind == _LENGTH:
                 if kind == _LENGTH:
                     self.content_length = True
@@ -247,37 +280,38 @@ class ResponseInfo:
                     tokens.extend(t.strip() for t in lvalue.split(b","))
         extra = [t for t in tokens if t and t not in _PLAIN_TOKENS] if tokens else None
         if extra:
-            parts = [
+            parts = parts[:5] + [
                 n + b": " + v + b"\r\n"
                 for n, v in headers
                 if (ln := n.lower()) not in HOP_BY_HOP and ln not in extra
             ]
-        self.block = b"".join(parts)
+        self.parts = parts
 
-
-def response_head(
-    status: int,
-    reason: bytes,
-    block: bytes,
-    *,
-    chunked: bool,
-    keep_alive: bool,
-    cold_start: bool,
-    upgrade: bytes | None = None,
-) -> bytes:
-    """The head sent to the client. `chunked` re-frames a body whose length is not known."""
-    parts = [b"HTTP/1.1 %d %b\r\n" % (status, reason or reason_phrase(status)), block]
-    if status >= 200 or status == 101:
-        parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
-                     b"X-HTTPScale-Cold-Start: false\r\n")
-    if chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    if upgrade is not None:
-        parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
-    elif status >= 200 and not keep_alive:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    def head(
+        self,
+        status: int,
+        reason: bytes,
+        *,
+        chunked: bool,
+        keep_alive: bool,
+        cold_start: bool,
+        upgrade: bytes | None = None,
+    ) -> bytes:
+        """The head sent to the client (once). `chunked` re-frames a body of unknown length."""
+        parts, self.parts = self.parts, []
+        parts[1] = _STATUS_BYTES[status] if 0 <= status < 1000 else b"%d" % status
+        parts[3] = reason or reason_phrase(status)
+        if status >= 200 or status == 101:
+            parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
+                         b"X-HTTPScale-Cold-Start: false\r\n")
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if upgrade is not None:
+            parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
+        elif status >= 200 and not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
 
 def chunk(data: bytes) -> bytes:

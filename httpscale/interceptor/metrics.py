@@ -9,7 +9,6 @@ time, so they can never drift from the counters the autoscaler sees.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
@@ -31,10 +30,9 @@ _DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 )
 _HELD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-_METHODS: Final = {
-    m: m.decode()
-    for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"TRACE")
-}
+_METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "other")
+_METHOD_INDEX: Final = {m.encode(): i for i, m in enumerate(_METHOD_NAMES[:-1])}
+_OTHER_METHOD: Final = len(_METHOD_NAMES) - 1
 
 
 class _Histogram:
@@ -46,7 +44,14 @@ class _Histogram:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
+        # A linear scan, not bisect: nearly every value falls in the first buckets, and
+        # compiled this is a few comparisons rather than a call.
+        i = 0
+        for bound in self.bounds:
+            if value <= bound:
+                break
+            i += 1
+        self.counts[i] += 1
         self.total += value
 
     def buckets(self) -> list[tuple[str, float]]:
@@ -59,13 +64,22 @@ class _Histogram:
         return out
 
 
+class _RouteRequests:
+    """One route's request counts (by method and status) and duration histogram."""
+
+    __slots__ = ("counts", "durations")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}  # status * 16 + method index -> requests
+        self.durations = _Histogram(_DURATION_BUCKETS)
+
+
 class InterceptorMetrics(Collector):
     def __init__(self, routes: Callable[[], Iterable[RouteState]],
                  connections: Callable[[], int]) -> None:
         self._routes = routes
         self._connections = connections
-        self._requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self._durations: dict[str, _Histogram] = {}
+        self._requests: dict[str, _RouteRequests] = {}
         self._held: dict[str, _Histogram] = {}
         self._upstream_errors: dict[tuple[str, str], int] = defaultdict(int)
         self._cold_starts: dict[str, int] = defaultdict(int)
@@ -76,11 +90,12 @@ class InterceptorMetrics(Collector):
     # -- hot path ----------------------------------------------------------------------------
 
     def request(self, route: str, method: bytes, status: int, seconds: float) -> None:
-        self._requests[(route, _METHODS.get(method, "other"), status)] += 1
-        hist = self._durations.get(route)
-        if hist is None:
-            hist = self._durations[route] = _Histogram(_DURATION_BUCKETS)
-        hist.observe(seconds)
+        stats = self._requests.get(route)
+        if stats is None:
+            stats = self._requests[route] = _RouteRequests()
+        key = status * 16 + _METHOD_INDEX.get(method, _OTHER_METHOD)
+        stats.counts[key] = stats.counts.get(key, 0) + 1
+        stats.durations.observe(seconds)
 
     def upstream_error(self, route: str, kind: str) -> None:
         self._upstream_errors[(route, kind)] += 1
@@ -99,8 +114,9 @@ class InterceptorMetrics(Collector):
 
     def requests_by_status(self) -> dict[int, int]:
         out: dict[int, int] = defaultdict(int)
-        for (_route, _method, status), n in self._requests.items():
-            out[status] += n
+        for stats in self._requests.values():
+            for key, n in stats.counts.items():
+                out[key // 16] += n
         return dict(out)
 
     # -- scrape ------------------------------------------------------------------------------
@@ -110,11 +126,14 @@ class InterceptorMetrics(Collector):
             "httpscale_requests", "Requests answered, by route, method and status",
             labels=["route", "method", "status"],
         )
-        for (route, method, status), n in list(self._requests.items()):
-            requests.add_metric([route, method, str(status)], n)
+        by_route = list(self._requests.items())
+        for route, stats in by_route:
+            for key, n in list(stats.counts.items()):
+                requests.add_metric([route, _METHOD_NAMES[key % 16], str(key // 16)], n)
         yield requests
         yield _histograms("httpscale_request_duration_seconds",
-                          "Time from request head to response end", self._durations)
+                          "Time from request head to response end",
+                          {route: stats.durations for route, stats in by_route})
         yield _histograms("httpscale_held_seconds",
                           "Time requests waited for a ready endpoint", self._held)
         errors = CounterMetricFamily("httpscale_upstream_errors", "Upstream failures by kind",
