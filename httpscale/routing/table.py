@@ -37,7 +37,9 @@ __all__ = ["RouteConflict", "RouteTable", "normalize_host", "normalize_path_pref
 
 T = TypeVar("T")
 
-# Distinct raw Host headers whose candidate buckets are remembered per table.
+# Distinct raw Host headers whose candidate buckets are remembered per table: at least this
+# many, and twice the table's host names, so that traffic spread over every route of a large
+# table still hits the memo (random Host headers beyond the cap take the slow path).
 _HOST_MEMO_SIZE: Final = 4096
 
 # One route's header requirements as stored: ((name, value-or-None), ...), sorted.
@@ -124,7 +126,9 @@ def _first_match(entries: _Entries[T], headers: Mapping[str, str]) -> T | None:
 class RouteTable(Generic[T]):
     """Built once from (match, payload) pairs, then only read; rebuild to change it."""
 
-    __slots__ = ("_buckets_memo", "_catch_all", "_exact", "_size", "_wildcard", "conflicts")
+    __slots__ = (
+        "_buckets_memo", "_catch_all", "_exact", "_memo_limit", "_size", "_wildcard", "conflicts"
+    )
 
     _exact: dict[str, _PathIndex[T]]
     _wildcard: dict[str, _PathIndex[T]]  # keyed by the suffix after "*."
@@ -141,6 +145,7 @@ class RouteTable(Generic[T]):
         self._catch_all = None
         self._size = size
         self._buckets_memo = {}
+        self._memo_limit = _HOST_MEMO_SIZE
         self.conflicts = conflicts
 
     @classmethod
@@ -189,6 +194,7 @@ class RouteTable(Generic[T]):
                 table._wildcard[host[2:]] = index
             else:
                 table._exact[host] = index
+        table._memo_limit = max(_HOST_MEMO_SIZE, 2 * (len(table._exact) + len(table._wildcard)))
         return table
 
     def __len__(self) -> int:
@@ -210,7 +216,7 @@ class RouteTable(Generic[T]):
             buckets = self._host_buckets(normalize_host(host))
             # Bounded: hosts repeat, so the memo fills with real names; random Host headers
             # beyond the cap just take the slow path instead of growing memory.
-            if len(self._buckets_memo) < _HOST_MEMO_SIZE:
+            if len(self._buckets_memo) < self._memo_limit:
                 self._buckets_memo[host] = buckets
         for index in buckets:
             hit = index.find(path, headers)
