@@ -166,15 +166,17 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._head_bytes = 0
-        self._in_head = True
-        self._head_timed = False
-
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        if not self._in_head:
+            # The first callback of a request: its head starts here. (No on_message_begin:
+            # one callback fewer per request; only a partial method can come before this.)
+            self._url = url
+            self._headers = []
+            self._head_bytes = 0
+            self._in_head = True
+            self._head_timed = False
+        else:
+            self._url += url  # the target arrived in more than one read
         if len(self._url) > self.proxy.max_request_line:
             raise _Reject(414, "request line too long")
 

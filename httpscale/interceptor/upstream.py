@@ -70,6 +70,15 @@ class UpstreamConnection(asyncio.Protocol):
     def bind(self, exchange: Exchange, *, head_only: bool) -> None:
         self.exchange = exchange
         self._head_only = head_only
+        self._expect_head()
+
+    def _expect_head(self) -> None:
+        # A response head comes next. (Reset here, when an exchange is bound or an interim
+        # response ended, rather than in an on_message_begin callback on every response.)
+        self._headers = []
+        self._reason = b""
+        self._head_bytes = 0
+        self._in_head = True
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -153,12 +162,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-        self._head_bytes = 0
-        self._in_head = True
-
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
@@ -190,7 +193,8 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None:
             return
         if self._status < 200:
-            return  # an interim response; the final one follows on the same connection
+            self._expect_head()  # an interim response; the final one follows
+            return
         # llhttp reports trailer fields through on_header after the head is complete.
         headers = self._headers
         exchange.response_complete(
