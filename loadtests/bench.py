@@ -35,6 +35,8 @@ from held import raise_nofile
 from heldbench import held_benchmark, held_table
 from throughput import throughput_benchmark, throughput_table
 
+from httpscale import dataplane
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -90,9 +92,12 @@ def _environment(pin: bool) -> dict[str, Any]:
         "git": _version(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"]),
         # Uncommitted changes under httpscale/ mean the figures are for a newer proxy than HEAD.
         "git_dirty_interceptor": _version(
-            ["git", "-C", str(HERE.parent), "status", "--porcelain", "httpscale/interceptor"]
+            ["git", "-C", str(HERE.parent), "status", "--porcelain", "httpscale"]
         )
         != "",
+        # The harness imports the same build (scripts/compile's, unless stale or disabled).
+        "dataplane": dataplane.active().name,
+        "dataplane_why": dataplane.active().reason,
         "loadavg_before": os.getloadavg(),
         "pinned": pin,
     }
@@ -166,7 +171,8 @@ async def _main(args: argparse.Namespace) -> int:
         print(held_table(report["held"]))
     print(
         f"machine: {report['environment']['cpus']} cpus, load before "
-        f"{report['environment']['loadavg_before'][0]:.2f}, pinned: {pin}"
+        f"{report['environment']['loadavg_before'][0]:.2f}, pinned: {pin}, "
+        f"hot path: {report['environment']['dataplane']}"
     )
     print(f"JSON: {path}")
     parts = [report[p] for p in ("throughput", "held") if p in report]
