@@ -103,12 +103,12 @@ class Exchange:
         target = self.target
         if target[:1] == b"/":  # origin form, as nearly every client sends
             host = self.info.host.decode("latin-1")
-            q = target.find(b"?")
-            path = (target if q < 0 else target[:q]).decode("latin-1")
+            path = target.decode("latin-1")  # the route table ignores a ?query or #fragment
         else:
             host, path = self._absolute_form()
         route = self.proxy.registry.lookup(host, path, self.headers)
         if route is None:
+            path = path.split("?", 1)[0].split("#", 1)[0]
             self._answer(404, f"no route for host {host!r} and path {path!r}")
             return
         self.route = route

@@ -34,6 +34,7 @@ class Proxy:
         self.keepalive_idle = settings.timeouts.keepalive_idle
         self.request_head_timeout = settings.timeouts.request_head
         self.body_idle = settings.timeouts.body_idle
+        self.response_header_default = settings.timeouts.upstream_response_header
         self.max_request_line = settings.limits.max_request_line
         self.max_header_bytes = settings.limits.max_header_bytes
         self.max_headers = settings.limits.max_headers
@@ -76,9 +77,11 @@ class Proxy:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     def response_header_timeout(self, route: RouteState | None) -> float:
-        if route is not None and route.spec.response_header_timeout is not None:
-            return route.spec.response_header_timeout
-        return self.settings.timeouts.upstream_response_header
+        if route is not None:
+            timeout = route.spec.response_header_timeout
+            if timeout is not None:
+                return timeout
+        return self.response_header_default
 
     def _wake(self, key: str) -> None:
         for listener in self.wake_listeners:
