@@ -34,6 +34,7 @@ __all__ = [
     "Dataplane",
     "active",
     "build_problem",
+    "extension_paths",
     "source_hashes",
 ]
 
@@ -68,11 +69,11 @@ def source_hashes(modules: Sequence[str] = HOT_MODULES) -> dict[str, str]:
     return {m: hashlib.sha256(source_path(m).read_bytes()).hexdigest() for m in modules}
 
 
-def _extension_present(module: str) -> bool:
-    stem = source_path(module).with_suffix("")
-    return any(
-        Path(f"{stem}{suffix}").exists() for suffix in importlib.machinery.EXTENSION_SUFFIXES
-    )
+def extension_paths(module: str) -> list[Path]:
+    """The extension files built for `module` (a hot module or GROUP's library) present now."""
+    stem = PACKAGE_DIR.parent.joinpath(*module.split("."))
+    found = (Path(f"{stem}{suffix}") for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+    return [path for path in found if path.exists()]
 
 
 class Dataplane:
@@ -87,23 +88,25 @@ class Dataplane:
         return "compiled" if self.compiled else "python"
 
 
+_NO_BUILD = "no compiled build (run scripts/compile)"
+
+
 def build_problem() -> str:
     """Why the compiled build cannot be used; "" when it is present and current."""
-    present = [m for m in HOT_MODULES if _extension_present(m)]
+    present = [m for m in HOT_MODULES if extension_paths(m)]
     if not present:
-        return "no compiled build (run scripts/compile)"
+        return _NO_BUILD
     return _build_problem(present)
 
 
 def check(env: dict[str, str] | os._Environ[str] = os.environ) -> Dataplane:
     """Decide which build to import; install the source-only finder when it must be Python."""
-    present = [m for m in HOT_MODULES if _extension_present(m)]
-    if not present:
-        return Dataplane(False, "no compiled build (run scripts/compile)")
+    problem = build_problem()
+    if problem == _NO_BUILD:
+        return Dataplane(False, problem)  # nothing compiled to step around
     if env.get(PURE_ENV, "") not in ("", "0"):
         _prefer_sources()
         return Dataplane(False, f"{PURE_ENV} is set")
-    problem = _build_problem(present)
     if problem:
         log.warning("compiled hot path not used, running the Python source: %s", problem)
         _prefer_sources()

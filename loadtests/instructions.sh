@@ -28,18 +28,16 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() {
+  .venv/bin/python -c 'import sys; sys.path.insert(0, "loadtests")
+from benchkit import free_port; print(free_port())'
+}
 backend_port="$(free_port)"
 proxy_port="$(free_port)"
-cat > "$work/backend.conf" <<EOF
-worker_processes 1; pid $work/backend.pid; error_log stderr warn; daemon off;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 100000000;
-       client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
-       uwsgi_temp_path $work; scgi_temp_path $work;
-       server { listen 127.0.0.1:$backend_port; location / { return 200 "hello\n"; } } }
-EOF
-nginx -p "$work" -c "$work/backend.conf" -e stderr &
+# The benchmark's own backend, so the counts are for the responses bench.py proxies.
+sed -e "s|@PREFIX@|$work|g" -e "s|@PORT@|$backend_port|g" loadtests/nginx/backend.conf \
+  >"$work/backend.conf"
+nginx -p "$work" -c "$work/backend.conf" -e stderr -g 'daemon off;' &
 pids+=($!)
 # The harness quits when its stdin closes: fd 3 holds the fifo's write end until exit.
 mkfifo "$work/stdin"
