@@ -36,16 +36,30 @@ class _Reject(Exception):
 
 
 class ClientConnection(asyncio.Protocol):
+    """One client connection, and the parsing of its requests.
+
+    Two httptools parsers, each at a message boundary whenever a request starts: the splice
+    parser calls back only for the end of the head and of the message (this object has no
+    on_url/on_header); the full parser (`_FullRequests`) also collects the target and every
+    header field, and reads bodies. A read that starts a request picks one
+    (`http1.splice_request`): a whole bodiless request in one read, nearly every GET, is
+    spliced: forwarded with its header lines as received, minus the hop-by-hop ones.
+    """
+
     __slots__ = (
         "_close_when_done",
         "_deadline",
+        "_full",
         "_head_bytes",
         "_head_timed",
         "_headers",
         "_in_head",
+        "_msg_open",
         "_parsing",
         "_paused_for",
         "_pending_error",
+        "_splice",
+        "_spliced",
         "_upgrading",
         "_url",
         "client_ip",
@@ -61,7 +75,11 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self._splice = httptools.HttpRequestParser(self)
+        self._full = httptools.HttpRequestParser(_FullRequests(self))
+        self.parser = self._full  # the one reading the current request
+        self._spliced: http1.SplicedRequest | None = None
+        self._msg_open = False  # the full parser is inside a request (maybe a partial method)
         self.pipeline: deque[Exchange] = deque()
         self.client_ip = ""
         self.client_ip_bytes = b""  # for X-Forwarded-For, encoded once per connection
@@ -102,6 +120,16 @@ class ClientConnection(asyncio.Protocol):
         if self._upgrading is not None:
             self._upgrading.tunnel_from_client(data)  # kept until the upstream answers
             return
+        if not self._msg_open:
+            # A read that starts a request: choose the parser for it.
+            proxy = self.proxy
+            spliced = None
+            if not proxy.registry.needs_headers:
+                spliced = http1.splice_request(
+                    data, proxy.max_request_line, proxy.max_header_bytes, proxy.max_headers
+                )
+            self._spliced = spliced
+            self.parser = self._full if spliced is None else self._splice
         try:
             self.parser.feed_data(data)
             if self._in_head:
@@ -164,12 +192,36 @@ class ClientConnection(asyncio.Protocol):
         elif self.pipeline:
             self.pipeline[0].client_write_resumed()
 
-    # -- httptools callbacks -----------------------------------------------------------------
+    # -- httptools callbacks (both parsers) ----------------------------------------------------
 
-    def on_url(self, url: bytes) -> None:
+    def on_headers_complete(self) -> None:
+        # The splice parser's: the head was read before the parser ran.
+        spliced, self._spliced = self._spliced, None
+        if spliced is None:
+            return
+        self._deadline.clear()  # the exchange's own deadlines watch it from here
+        parser = self.parser
+        method = parser.get_method()
+        self._begin(
+            Exchange(
+                self.proxy,
+                self,
+                method,
+                spliced.target(method),
+                spliced,
+                version_11=True,
+                keep_alive=parser.should_keep_alive() and not self.proxy.draining,
+            )
+        )
+
+    def on_message_complete(self) -> None:
+        exchange, self._parsing = self._parsing, None
+        if exchange is not None:
+            exchange.request_complete(exchange.request_trailers)
+
+    def full_url(self, url: bytes) -> None:
         if not self._in_head:
-            # The first callback of a request: its head starts here. (No on_message_begin:
-            # one callback fewer per request; only a partial method can come before this.)
+            # The first callback of a request with a target: its head starts here.
             self._url = url
             self._headers = []
             self._head_bytes = 0
@@ -180,7 +232,7 @@ class ClientConnection(asyncio.Protocol):
         if len(self._url) > self.proxy.max_request_line:
             raise _Reject(414, "request line too long")
 
-    def on_header(self, name: bytes, value: bytes) -> None:
+    def full_header(self, name: bytes, value: bytes) -> None:
         if self._parsing is not None:  # after the head: a trailer field of a chunked body
             self._parsing.request_trailers = [*self._parsing.request_trailers, (name, value)]
             return
@@ -190,7 +242,7 @@ class ClientConnection(asyncio.Protocol):
         if self._head_bytes > proxy.max_header_bytes or len(self._headers) > proxy.max_headers:
             raise _Reject(431, "request headers too large")
 
-    def on_headers_complete(self) -> None:
+    def full_headers_complete(self) -> None:
         self._in_head = False
         self._deadline.clear()  # the exchange's own deadlines watch it from here
         parser = self.parser
@@ -207,31 +259,29 @@ class ClientConnection(asyncio.Protocol):
         # HTTP/1.0 request is keep-alive only with a Connection header, so without one a
         # keep-alive request is HTTP/1.1 and the version need not be asked.
         version_11 = (keep_alive and not info.connection) or parser.get_http_version() == "1.1"
-        exchange = Exchange(
-            self.proxy,
-            self,
-            method,
-            self._url,
-            headers,
-            info,
-            version_11=version_11,
-            keep_alive=keep_alive and not self.proxy.draining,
+        self._begin(
+            Exchange(
+                self.proxy,
+                self,
+                method,
+                self._url,
+                info,
+                version_11=version_11,
+                keep_alive=keep_alive and not self.proxy.draining,
+            )
         )
+
+    def full_body(self, body: bytes) -> None:
+        if self._parsing is not None:
+            self._parsing.request_body(body)
+
+    def _begin(self, exchange: Exchange) -> None:
         self._parsing = exchange
         self.pipeline.append(exchange)
         if len(self.pipeline) == 1:
             exchange.start()
         else:
             self.pause_reading("pipeline")
-
-    def on_body(self, body: bytes) -> None:
-        if self._parsing is not None:
-            self._parsing.request_body(body)
-
-    def on_message_complete(self) -> None:
-        exchange, self._parsing = self._parsing, None
-        if exchange is not None:
-            exchange.request_complete(exchange.request_trailers)
 
     # -- used by exchanges -------------------------------------------------------------------
 
@@ -247,7 +297,8 @@ class ClientConnection(asyncio.Protocol):
         if self._upgrading is exchange:
             # Upgrade declined: HTTP/1.1 goes on; what the client sent meanwhile is parsed now.
             self._upgrading = None
-            self.parser = httptools.HttpRequestParser(self)
+            self.parser = self._full = httptools.HttpRequestParser(_FullRequests(self))
+            self._msg_open = False
             leftover = exchange.take_leftover()
         if self._close_when_done and not self.pipeline:
             if self._pending_error is not None and keep_alive:
@@ -333,3 +384,31 @@ class ClientConnection(asyncio.Protocol):
 
     def _cancel_timers(self) -> None:
         self._deadline.stop()
+
+
+class _FullRequests:
+    """The full parser's callbacks: target, every header field, body and trailers."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+
+    def on_message_begin(self) -> None:
+        self.conn._msg_open = True
+
+    def on_url(self, url: bytes) -> None:
+        self.conn.full_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.conn.full_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.conn.full_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.conn.full_body(body)
+
+    def on_message_complete(self) -> None:
+        self.conn._msg_open = False
+        self.conn.on_message_complete()

@@ -37,6 +37,7 @@ _PENDING_BODY_LIMIT: Final = 64 * 1024
 # Bound once: compiled, a Final is a C static, while `time.monotonic` is a module attribute
 # lookup on every call (twice per request).
 _monotonic: Final = time.monotonic
+_NO_FIELDS: Final[Headers] = []  # shared, never modified: routing without header matches
 
 
 class Exchange:
@@ -74,7 +75,6 @@ class Exchange:
         client: ClientConnection,
         method: bytes,
         target: bytes,
-        headers: Headers,
         info: http1.RequestInfo,
         *,
         version_11: bool,
@@ -84,7 +84,6 @@ class Exchange:
         self.client = client
         self.method = method
         self.target = target
-        self.headers = headers
         self.info = info
         self.version_11 = version_11
         self.keep_alive = keep_alive
@@ -106,7 +105,10 @@ class Exchange:
             path = target.decode("latin-1")  # the route table ignores a ?query or #fragment
         else:
             host, path = self._absolute_form()
-        route = self.proxy.registry.lookup(host, path, self.headers)
+        registry = self.proxy.registry
+        route = registry.lookup(
+            host, path, self.info.fields() if registry.needs_headers else _NO_FIELDS
+        )
         if route is None:
             path = path.split("?", 1)[0].split("#", 1)[0]
             self._answer(404, f"no route for host {host!r} and path {path!r}")
@@ -122,7 +124,9 @@ class Exchange:
         if route.at_zero and spec.placeholder is not None:
             route.wake()
             self.proxy.metrics.cold_start(route.key)
-            data = placeholder_response(spec.placeholder, self.headers, head_only=self.head_only)
+            data = placeholder_response(
+                spec.placeholder, self.info.fields(), head_only=self.head_only
+            )
             self.status = spec.placeholder.status
             self._write_own(data)
             return
@@ -371,14 +375,16 @@ class Exchange:
 
     # -- response from the upstream ------------------------------------------------------------
 
-    def response_head(self, status: int, reason: bytes, headers: Headers, keep: bool) -> None:
+    def response_head(
+        self, status: int, reason: bytes, info: http1.ResponseInfo, keep: bool
+    ) -> None:
         if self.finished:
             return
         if status < 200:
             # Interim (100 Continue, 103 Early Hints): relay to an HTTP/1.1 client only.
             if self.version_11:
                 self.client.write(
-                    http1.ResponseInfo(headers).head(
+                    info.head(
                         status, reason, chunked=False, keep_alive=True,
                         cold_start=self.cold_start,
                     )
@@ -387,7 +393,6 @@ class Exchange:
         self._head_due = False
         self.status = status
         self.response_started = True
-        info = http1.ResponseInfo(headers)
         framed = self.head_only or status in (204, 304) or info.content_length
         chunked_in = info.chunked
         if not framed:

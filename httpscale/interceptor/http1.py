@@ -18,11 +18,14 @@ __all__ = [
     "Headers",
     "RequestInfo",
     "ResponseInfo",
+    "SplicedRequest",
+    "SplicedResponse",
     "chunk",
     "error_response",
     "last_chunk",
     "reason_phrase",
-
+    "splice_request",
+    "splice_response",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -129,11 +132,12 @@ class RequestInfo:
     """
 
     __slots__ = (
-        "_head", "chunked", "connection", "content_length", "host", "parts", "upgrade", "xff",
-        "xfh", "xfp",
+        "_fields", "_head", "chunked", "connection", "content_length", "host", "parts",
+        "upgrade", "xff", "xfh", "xfp",
     )
 
     def __init__(self, headers: Headers) -> None:
+        self._fields = headers
         # The head sent upstream is one join: four slots for the request line, then headers.
         parts: list[bytes] = [b"", b" ", b"", b" HTTP/1.1\r\n"]
         lengths: list[bytes] = []
@@ -215,6 +219,10 @@ class RequestInfo:
         self.parts = parts
         self._head: bytes | None = None
 
+    def fields(self) -> Headers:
+        """The request's header fields as received (header routing, the placeholder)."""
+        return self._fields
+
     def head(self, method: bytes, target: bytes, client_ip: bytes) -> bytes:
         """The head sent upstream: hop-by-hop headers dropped, X-Forwarded-* added, Host kept.
 
@@ -245,6 +253,158 @@ class RequestInfo:
         head = self._head = b"".join(parts)
         self.parts = []
         return head
+
+
+class SplicedRequest(RequestInfo):
+    """A request head passed on as the client wrote it, minus its hop-by-hop lines, plus the
+    X-Forwarded-* fields. Made by `splice_request` before the parser runs (see there)."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(
+        self, lines: list[bytes], kept: bytes, host: bytes, xff: bytes | None, xfp: bool,
+        xfh: bool,
+    ) -> None:
+        self._lines = lines
+        self.parts = [kept]
+        self.host = host
+        self.xff = xff
+        self.xfp = xfp
+        self.xfh = xfh
+        self.chunked = False
+        self.content_length = 0
+        self.upgrade = None
+        self.connection = False
+        self._head = None
+
+    def fields(self) -> Headers:
+        # Parsed only when asked for (rare: a placeholder page).
+        out: Headers = []
+        for line in self._lines[1:]:
+            colon = line.find(b":")
+            out.append((line[:colon], line[colon + 1 :].strip(b" \t")))
+        return out
+
+    def target(self, method: bytes) -> bytes:
+        """The request target, once llhttp accepted `method SP target SP HTTP/1.1`."""
+        return self._lines[0][len(method) + 1 : -9]
+
+    def head(self, method: bytes, target: bytes, client_ip: bytes) -> bytes:
+        """The head sent upstream: the request line and fields as received, then ours."""
+        if self._head is not None:
+            return self._head
+        parts = self.parts
+        if self.xff is None:
+            parts.append(b"X-Forwarded-For: ")
+        else:
+            parts.append(b"X-Forwarded-For: " + self.xff + b", ")
+        parts.append(client_ip)
+        if self.xfp:
+            parts.append(b"\r\n")
+        else:
+            parts.append(b"\r\nX-Forwarded-Proto: http\r\n")
+        if not self.xfh and self.host:
+            parts.append(b"X-Forwarded-Host: ")
+            parts.append(self.host)
+            parts.append(b"\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        head = self._head = b"".join(parts)
+        self.parts = []
+        return head
+
+
+# Request fields that keep a request off the splice path: framing (a body), upgrades,
+# expectations and hop-by-hop fields other than Connection and Keep-Alive.
+_UNSPLICED_REQUEST_FIELDS: Final = (HOP_BY_HOP - {b"connection", b"keep-alive"}) | {
+    b"content-length", b"expect",
+}
+
+
+def splice_request(
+    data: bytes, max_line: int, max_fields_bytes: int, max_fields: int
+) -> SplicedRequest | None:
+    """The request that `data` holds, ready to splice; None when it needs the full pass.
+
+    Spliced: `data` is exactly one whole HTTP/1.1 request head without a body (no
+    Content-Length or Transfer-Encoding), not CONNECT, not an upgrade, within the limits,
+    with one Host and at most one X-Forwarded-For, and no hop-by-hop field but Connection
+    (keep-alive or close) and Keep-Alive. That is a browser's or a load tester's GET on a
+    keep-alive connection; anything else (bodies, pipelined or split reads, odd fields) takes
+    the full pass, whose answers for refusals (400, 414, 431) stay the only ones.
+
+    As with responses, the result is used only after llhttp accepted the head: then the line
+    structure found here is the one llhttp parsed (CRLF only, no folding, no space before a
+    colon), and the request line is `method SP target SP HTTP/1.1`.
+    """
+    # One split: the head must end the read, so no search for its end is needed.
+    if not data.endswith(b"\r\n\r\n") or len(data) > max_fields_bytes:
+        return None
+    lines = data.split(b"\r\n")
+    del lines[-2:]  # the blank line ending the head
+    line = lines[0]
+    if (
+        len(line) > max_line
+        or len(lines) > max_fields + 1
+        or not line.endswith(b" HTTP/1.1")
+        or line.startswith(b"CONNECT ")
+    ):
+        return None
+    host = b""
+    xff: bytes | None = None
+    xfp = xfh = False
+    cut1 = cut2 = cut3 = 0  # Connection, Keep-Alive, X-Forwarded-For (0: none)
+    for i in range(1, len(lines)):
+        line = lines[i]
+        if not line:
+            return None  # more than one request in this read: the full pass
+        first = line[0] | 32  # the name's first letter, lower-cased
+        if first == 104:  # h
+            if line.startswith(b"Host:") or _named(line, b"host"):
+                if host:
+                    return None
+                last = line[len(line) - 1]
+                if len(line) > 6 and line[5] == 32 and line[6] != 32 and last != 32 and last != 9:
+                    host = line[6:]  # "Host: value", as nearly every client sends it
+                else:
+                    host = line[5:].strip(b" \t")
+        elif first == 120:  # x
+            if _named(line, b"x-forwarded-for"):
+                if cut3:
+                    return None
+                cut3 = i
+                xff = line[16:].strip(b" \t")
+            elif _named(line, b"x-forwarded-proto"):
+                xfp = True
+            elif _named(line, b"x-forwarded-host"):
+                xfh = True
+        elif first == 99:  # c
+            if line == b"Connection: keep-alive" or (
+                _named(line, b"connection") and _plain_connection(line)
+            ):
+                if cut1:
+                    return None
+                cut1 = i
+            elif _named(line, b"connection") or _named(line, b"content-length"):
+                return None
+        elif first == 107:  # k
+            if _named(line, b"keep-alive"):
+                if cut2:
+                    return None
+                cut2 = i
+        elif first == 116 or first == 112 or first == 101 or (
+            first == 117 and not line.startswith(b"User-Agent:")
+        ):  # t, p, e, u
+            if line[: line.find(b":")].lower() in _UNSPLICED_REQUEST_FIELDS:
+                return None
+    if not cut1 and not cut2 and not cut3:
+        return SplicedRequest(lines, data[:-2], host, xff, xfp, xfh)
+    kept = [lines[0]]
+    for i in range(1, len(lines)):
+        if i != cut1 and i != cut2 and i != cut3:
+            kept.append(lines[i])
+    kept.append(b"")  # the CRLF after the last line
+    return SplicedRequest(lines, b"\r\n".join(kept), host, xff, xfp, xfh)
 
 
 class ResponseInfo:
@@ -301,17 +461,135 @@ class ResponseInfo:
         parts, self.parts = self.parts, []
         parts[1] = _STATUS_BYTES[status] if 0 <= status < 1000 else b"%d" % status
         parts[3] = reason or reason_phrase(status)
-        if status >= 200 or status == 101:
-            parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
-                         b"X-HTTPScale-Cold-Start: false\r\n")
-        if chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if upgrade is not None:
-            parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
-        elif status >= 200 and not keep_alive:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        return _end_head(parts, status, chunked, keep_alive, cold_start, upgrade)
+
+
+class SplicedResponse(ResponseInfo):
+    """A response head passed on as the upstream wrote it, minus its hop-by-hop lines.
+
+    Made by `splice_response` from the read that starts a response, before the parser runs;
+    the parser then only validates and frames it (no per-header callbacks). Cutting one or
+    two lines out of the received bytes costs a fraction of turning every header into Python
+    objects and joining them again.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, parts: list[bytes], content_length: bool) -> None:
+        self.parts = parts
+        self.chunked = False
+        self.content_length = content_length
+
+    def head(
+        self,
+        status: int,
+        reason: bytes,
+        *,
+        chunked: bool,
+        keep_alive: bool,
+        cold_start: bool,
+        upgrade: bytes | None = None,
+    ) -> bytes:
+        """The head sent to the client (once); the status line is the upstream's own."""
+        parts, self.parts = self.parts, []
+        return _end_head(parts, status, chunked, keep_alive, cold_start, upgrade)
+
+
+def _end_head(
+    parts: list[bytes],
+    status: int,
+    chunked: bool,
+    keep_alive: bool,
+    cold_start: bool,
+    upgrade: bytes | None,
+) -> bytes:
+    # What the proxy adds to every response head it forwards, then the blank line.
+    if status >= 200 or status == 101:
+        parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
+                     b"X-HTTPScale-Cold-Start: false\r\n")
+    if chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    if upgrade is not None:
+        parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
+    elif status >= 200 and not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def splice_response(data: bytes) -> SplicedResponse | None:
+    """The head of the response that `data` starts with, ready to splice; None when it needs
+    the full header pass (ResponseInfo).
+
+    Spliced: an HTTP/1.1 final response with a reason phrase whose head is whole in `data`,
+    with no hop-by-hop field but at most one Connection (keep-alive or close) and any
+    Keep-Alive, and no Transfer-Encoding. That is nearly every response of a keep-alive
+    upstream; anything else (interim or 101, chunked, trailers announced, Connection naming
+    other fields, a head split across reads) takes the full pass.
+
+    `data` is not validated yet: the result is used only once llhttp accepted the head, and
+    llhttp is strict (CRLF only, no folding, no space before a colon), so then the first
+    CRLFCRLF is the end of the head and every CRLF in it ends a header line.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    # One split, then a look at each line's first letter: every `bytes.find` is a scan of the
+    # whole head, and a dozen of them cost more than the callbacks saved.
+    lines = data[:end].split(b"\r\n")
+    status_line = lines[0]
+    if (
+        len(status_line) <= 13  # "HTTP/1.1 200 " and a reason phrase, or the full pass
+        or not status_line.startswith(b"HTTP/1.1 ")
+        or status_line[9] == 49  # "1xx": interim or switching protocols
+        or status_line[12] != 32
+    ):
+        return None
+    content_length = False
+    cut1 = cut2 = 0  # the Connection and Keep-Alive lines (0: none; line 0 is the status)
+    for i in range(1, len(lines)):
+        line = lines[i]
+        first = line[0] | 32  # the name's first letter, lower-cased (no line is empty)
+        if first == 99:  # c
+            if line.startswith(b"Content-Length:") or _named(line, b"content-length"):
+                content_length = True
+            elif line == b"Connection: keep-alive" or line == b"Connection: close" or (
+                _named(line, b"connection") and _plain_connection(line)
+            ):
+                if cut1:
+                    return None  # two Connection fields: the full pass sorts them out
+                cut1 = i
+            elif _named(line, b"connection"):
+                return None  # upgrade, or fields named hop-by-hop: the full pass
+        elif first == 107:  # k
+            if line.startswith(b"Keep-Alive:") or _named(line, b"keep-alive"):
+                if cut2:
+                    return None
+                cut2 = i
+        elif first == 112 or first == 116 or first == 117:  # p, t, u
+            if line[: line.find(b":")].lower() in HOP_BY_HOP:
+                return None
+    if not cut1 and not cut2:
+        return SplicedResponse([data[: end + 2]], content_length)
+    # Drop the later line first, so that the earlier index still holds.
+    if cut1 < cut2:
+        cut1, cut2 = cut2, cut1
+    del lines[cut1]
+    if cut2:
+        del lines[cut2]
+    lines.append(b"")  # the CRLF after the last line
+    return SplicedResponse([b"\r\n".join(lines)], content_length)
+
+
+def _plain_connection(line: bytes) -> bool:
+    token = line[11:].strip(b" \t").lower()
+    return token == b"keep-alive" or token == b"close"
+
+
+def _named(line: bytes, name: bytes) -> bool:
+    """Whether a header line is the field `name` (lower-case), in any spelling."""
+    n = len(name)
+    return len(line) > n and line[n] == 58 and line[:n].lower() == name
 
 
 def chunk(data: bytes) -> bytes:

@@ -67,11 +67,42 @@ class _Histogram:
 class _RouteRequests:
     """One route's request counts (by method and status) and duration histogram."""
 
-    __slots__ = ("counts", "durations")
+    __slots__ = ("_counts", "_hot_count", "_hot_key", "durations")
 
     def __init__(self) -> None:
-        self.counts: dict[int, int] = {}  # status * 16 + method index -> requests
+        self._counts: dict[int, int] = {}  # status * 16 + method index -> requests
+        # The key of the latest request and how many in a row had it: nearly every request
+        # of a route is a GET answered 200, and compiled this is a native integer, where each
+        # dict update would box and look up two.
+        self._hot_key = -1
+        self._hot_count = 0
         self.durations = _Histogram(_DURATION_BUCKETS)
+
+    def add(self, key: int) -> None:
+        if key == self._hot_key:
+            self._hot_count += 1
+            return
+        if self._hot_count:
+            self._counts[self._hot_key] = self._counts.get(self._hot_key, 0) + self._hot_count
+        self._hot_key = key
+        self._hot_count = 1
+
+    def counts(self) -> dict[int, int]:
+        out = dict(self._counts)
+        if self._hot_count:
+            out[self._hot_key] = out.get(self._hot_key, 0) + self._hot_count
+        return out
+
+
+def _method_index(method: bytes) -> int:
+    # Compared in order of frequency: cheaper than hashing a fresh bytes object per request.
+    if method == b"GET":
+        return 0
+    if method == b"HEAD":
+        return 1
+    if method == b"POST":
+        return 2
+    return _METHOD_INDEX.get(method, _OTHER_METHOD)
 
 
 class InterceptorMetrics(Collector):
@@ -80,6 +111,8 @@ class InterceptorMetrics(Collector):
         self._routes = routes
         self._connections = connections
         self._requests: dict[str, _RouteRequests] = {}
+        self._last_route = ""  # the route of the latest request, and its counts
+        self._last_stats: _RouteRequests | None = None
         self._held: dict[str, _Histogram] = {}
         self._upstream_errors: dict[tuple[str, str], int] = defaultdict(int)
         self._cold_starts: dict[str, int] = defaultdict(int)
@@ -90,11 +123,14 @@ class InterceptorMetrics(Collector):
     # -- hot path ----------------------------------------------------------------------------
 
     def request(self, route: str, method: bytes, status: int, seconds: float) -> None:
-        stats = self._requests.get(route)
-        if stats is None:
-            stats = self._requests[route] = _RouteRequests()
-        key = status * 16 + _METHOD_INDEX.get(method, _OTHER_METHOD)
-        stats.counts[key] = stats.counts.get(key, 0) + 1
+        stats = self._last_stats
+        if stats is None or route is not self._last_route:  # route keys are shared strings
+            stats = self._requests.get(route)
+            if stats is None:
+                stats = self._requests[route] = _RouteRequests()
+            self._last_route = route
+            self._last_stats = stats
+        stats.add(status * 16 + _method_index(method))
         stats.durations.observe(seconds)
 
     def upstream_error(self, route: str, kind: str) -> None:
@@ -115,7 +151,7 @@ class InterceptorMetrics(Collector):
     def requests_by_status(self) -> dict[int, int]:
         out: dict[int, int] = defaultdict(int)
         for stats in self._requests.values():
-            for key, n in stats.counts.items():
+            for key, n in stats.counts().items():
                 out[key // 16] += n
         return dict(out)
 
@@ -128,7 +164,7 @@ class InterceptorMetrics(Collector):
         )
         by_route = list(self._requests.items())
         for route, stats in by_route:
-            for key, n in list(stats.counts.items()):
+            for key, n in stats.counts().items():
                 requests.add_metric([route, _METHOD_NAMES[key % 16], str(key // 16)], n)
         yield requests
         yield _histograms("httpscale_request_duration_seconds",

@@ -29,7 +29,7 @@ class RouteRegistry:
         self.states: dict[str, RouteState] = {}
         self.table: RouteTable[RouteState] = RouteTable.build(())
         self.loaded = False  # set by the first set_routes: /readyz waits for it
-        self._needs_headers = False
+        self.needs_headers = False  # some route matches on headers
         self._pending: dict[str, frozenset[Endpoint]] = {}
 
     def set_routes(self, specs: Sequence[RouteSpec]) -> list[RouteState]:
@@ -56,7 +56,7 @@ class RouteRegistry:
             )
         removed = [s for key, s in self.states.items() if key not in states]
         self.states, self.table = states, table
-        self._needs_headers = any(spec.match.headers for spec in specs)
+        self.needs_headers = any(spec.match.headers for spec in specs)
         self.loaded = True
         return removed
 
@@ -68,7 +68,7 @@ class RouteRegistry:
         state.set_endpoints(endpoints)
 
     def lookup(self, host: str, path: str, headers: Headers) -> RouteState | None:
-        if self._needs_headers:
+        if self.needs_headers:
             wanted = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in headers}
             return self.table.lookup(host, path, wanted)
         return self.table.lookup(host, path, _NO_HEADERS)

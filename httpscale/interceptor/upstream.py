@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
+from httpscale.interceptor import http1
 from httpscale.interceptor.deadline import Deadline
 from httpscale.interceptor.http1 import Headers
 from httpscale.routing.spec import Endpoint
@@ -26,13 +27,27 @@ _NO_TRAILERS: Final[Headers] = []  # shared, never modified: most responses have
 
 
 class UpstreamConnection(asyncio.Protocol):
+    """One connection to an endpoint, and the parsing of its responses.
+
+    Two httptools parsers, each at a message boundary whenever a response starts: the splice
+    parser calls back only for the end of the head, body bytes and the end of the message
+    (this object has no on_status/on_header); the full parser (`_FullResponse`) also collects
+    the reason and every header field. The first read of each response picks one
+    (`http1.splice_response`): nearly every response is spliced, forwarded with its header
+    lines as received minus the hop-by-hop ones.
+    """
+
     __slots__ = (
+        "_at_start",
+        "_full",
         "_head_bytes",
         "_head_count",
         "_head_only",
         "_headers",
         "_in_head",
         "_reason",
+        "_splice",
+        "_spliced",
         "_status",
         "deadline",
         "exchange",
@@ -48,7 +63,11 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, pool: EndpointPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self._splice = httptools.HttpResponseParser(self)
+        self._full = httptools.HttpResponseParser(_FullResponse(self))
+        self.parser = self._splice  # the one reading the current response
+        self._spliced: http1.SplicedResponse | None = None
+        self._at_start = False  # the next read starts a response
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
         self.lost = False
@@ -71,6 +90,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         self._head_only = head_only
         self._expect_head()
+        self._at_start = True
 
     def _expect_head(self) -> None:
         # A response head comes next. (Reset here, when an exchange is bound or an interim
@@ -113,6 +133,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             exchange.tunnel_from_upstream(data)
             return
+        if self._at_start:
+            # The read that starts a response (connections are not pipelined, so it starts
+            # at its first byte): choose the parser for the whole response.
+            self._at_start = False
+            spliced = self._spliced = http1.splice_response(data)
+            self.parser = self._full if spliced is None else self._splice
         try:
             self.parser.feed_data(data)
             if self._in_head:
@@ -160,15 +186,25 @@ class UpstreamConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.client_resume("upstream")
 
-    # -- httptools callbacks -----------------------------------------------------------------
-
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+    # -- httptools callbacks (both parsers) ----------------------------------------------------
 
     def on_headers_complete(self) -> None:
+        # The splice parser's: the head was cut to shape before the parser ran.
+        exchange = self.exchange
+        spliced, self._spliced = self._spliced, None
+        if exchange is None or spliced is None:
+            return
+        self._head_count = 0
+        self._in_head = False
+        status = self._status = self.parser.get_status_code()
+        exchange.response_head(status, b"", spliced, self.parser.should_keep_alive())
+        if self._head_only:
+            # llhttp cannot be told a response answers HEAD; end the message here and start a
+            # fresh parser so the Content-Length it announced is not awaited as a body.
+            self.parser = self._splice = httptools.HttpResponseParser(self)
+            exchange.response_complete([])
+
+    def full_headers_complete(self) -> None:
         exchange = self.exchange
         if exchange is None:
             return
@@ -177,11 +213,12 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._status = self.parser.get_status_code()
         if status == 101:
             return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
-        exchange.response_head(status, self._reason, self._headers, self.parser.should_keep_alive())
+        exchange.response_head(
+            status, self._reason, http1.ResponseInfo(self._headers),
+            self.parser.should_keep_alive(),
+        )
         if self._head_only and status >= 200:
-            # llhttp cannot be told a response answers HEAD; end the message here and start a
-            # fresh parser so the Content-Length it announced is not awaited as a body.
-            self.parser = httptools.HttpResponseParser(self)
+            self.parser = self._full = httptools.HttpResponseParser(_FullResponse(self))
             exchange.response_complete([])
 
     def on_body(self, body: bytes) -> None:
@@ -200,6 +237,30 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.response_complete(
             headers[self._head_count :] if len(headers) > self._head_count else _NO_TRAILERS
         )
+
+
+class _FullResponse:
+    """The full parser's callbacks: the reason and every header field (trailers too)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+
+    def on_status(self, status: bytes) -> None:
+        self.conn._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.conn._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.conn.full_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.conn.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.conn.on_message_complete()
 
 
 @dataclass(frozen=True, slots=True)

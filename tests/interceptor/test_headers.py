@@ -131,3 +131,49 @@ async def test_cold_start_header_false_when_warm(proxied, clients):
     resp = await conn.request("DELETE", "/x")
     assert resp.status == 204
     assert resp.header("x-httpscale-cold-start") == "false"
+
+
+async def test_keep_alive_response_spliced_in_any_spelling(proxied, clients):
+    # The usual keep-alive response (Connection and Keep-Alive, any spelling, plus fields
+    # that merely start like hop-by-hop names) is forwarded line for line without them, and
+    # both connections stay open.
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.respond(
+            200,
+            b"ok",
+            [
+                ("connection", "Keep-Alive"),
+                ("KEEP-ALIVE", "timeout=5, max=100"),
+                ("Timing-Allow-Origin", "*"),
+                ("Pragma", "no-cache"),
+                ("Upgrade-Insecure-Requests", "1"),
+                ("X-Spaced", "  v"),
+            ],
+        )
+
+    ic, backend = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    for _ in range(3):
+        resp = await conn.request("GET", "/")
+        assert resp.status == 200 and resp.body == b"ok"
+        assert resp.header("connection") is None and resp.header("keep-alive") is None
+        assert resp.header("timing-allow-origin") == "*"
+        assert resp.header("pragma") == "no-cache"
+        assert resp.header("upgrade-insecure-requests") == "1"
+        assert resp.header("x-spaced") == "v"
+        assert resp.header("x-httpscale-cold-start") == "false"
+    assert backend.accepted == 1, "the upstream connection is reused"
+
+
+async def test_upstream_connection_close_stays_with_the_upstream(proxied, clients):
+    async def app(req: Request, conn: BackendConn) -> None:
+        await conn.respond(200, b"bye", [("Connection", "close")])
+        conn.close_after = True
+
+    ic, backend = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    for _ in range(2):
+        resp = await conn.request("GET", "/")
+        assert resp.status == 200 and resp.body == b"bye"
+        assert resp.header("connection") is None, "the client connection stays open"
+    assert backend.accepted == 2, "a connection the upstream closes is not reused"

@@ -10,9 +10,17 @@ from __future__ import annotations
 import itertools
 import random
 
+import httptools
 import pytest
 
-from httpscale.interceptor.http1 import HOP_BY_HOP, RequestInfo, ResponseInfo
+from httpscale.interceptor.http1 import (
+    HOP_BY_HOP,
+    RequestInfo,
+    ResponseInfo,
+    SplicedResponse,
+    splice_request,
+    splice_response,
+)
 
 _SPECIAL = [
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
@@ -101,3 +109,207 @@ def test_status_lines() -> None:
         head = ResponseInfo([]).head(status, reason, chunked=False, keep_alive=True,
                                      cold_start=False)
         assert head.split(b"\r\n", 1)[0] == b"HTTP/1.1 %d %b" % (status, reason or defaults[status])
+
+
+# -- the splice path for response heads --------------------------------------------------------
+
+def _parse_response(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """Status and header fields of a response head, as a strict client (llhttp) reads them."""
+    class Sink:
+        def __init__(self) -> None:
+            self.headers: list[tuple[bytes, bytes]] = []
+            self.done = False
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value.strip(b" \t")))
+
+        def on_headers_complete(self) -> None:
+            self.done = True
+
+    sink = Sink()
+    parser = httptools.HttpResponseParser(sink)
+    parser.feed_data(raw)
+    assert sink.done, raw
+    return parser.get_status_code(), sink.headers
+
+
+def _full_pass(raw: bytes, **kw: bool) -> bytes:
+    # What the proxy sends without the splice: every header through ResponseInfo.
+    status, headers = _parse_response(raw)
+    sink: list[tuple[bytes, bytes]] = []
+
+    class Collect:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            sink.append((name, value))
+
+    httptools.HttpResponseParser(Collect()).feed_data(raw)
+    reason = raw.split(b"\r\n", 1)[0].split(b" ", 2)[2]
+    return ResponseInfo(sink).head(status, reason, **kw)  # type: ignore[arg-type]
+
+
+_SPLICEABLE_FIELDS = [
+    b"Server: nginx", b"Date: Mon, 23 Nov 2026 10:00:00 GMT", b"Content-Type: text/plain",
+    b"Content-Length: 2", b"content-length: 2", b"Connection: keep-alive", b"connection: close",
+    b"CONNECTION:  Keep-Alive ", b"Keep-Alive: timeout=5", b"keep-alive: max=100",
+    b"Timing-Allow-Origin: *", b"Pragma: no-cache", b"Upgrade-Insecure-Requests: 1",
+    b"Cache-Control: no-store", b"Content-Encoding: gzip", b"X-Spaced:   v  ",
+    b"Set-Cookie: a=1", b"Set-Cookie: b=2", b"Trace-Id: 7", b"Public-Key-Pins: x",
+]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_spliced_head_reads_as_the_full_pass(seed: int) -> None:
+    rng = random.Random(seed)
+    fields = rng.sample(_SPLICEABLE_FIELDS, rng.randint(0, 8))
+    if b"content-length: 2" in fields and b"Content-Length: 2" in fields:
+        fields.remove(b"content-length: 2")  # a duplicate Content-Length is a parse error
+    raw = b"HTTP/1.1 200 OK\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\nok"
+    spliced = splice_response(raw)
+    connections = sum(f.lower().startswith(b"connection:") for f in fields)
+    alives = sum(f.lower().startswith(b"keep-alive:") for f in fields)
+    if connections > 1 or alives > 1:
+        assert spliced is None  # several of one hop-by-hop field: the full pass
+        return
+    assert spliced is not None, raw
+    assert spliced.content_length == any(f.lower().startswith(b"content-length") for f in fields)
+    # (The exchange re-frames as chunked only a body without a Content-Length.)
+    chunked = not spliced.content_length
+    for kw in ({"chunked": False, "keep_alive": True, "cold_start": False},
+               {"chunked": chunked, "keep_alive": False, "cold_start": True}):
+        out = SplicedResponse(list(spliced.parts), spliced.content_length).head(200, b"", **kw)
+        assert _parse_response(out) == _parse_response(_full_pass(raw, **kw))
+        assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",  # chunked: trailers possible
+        b"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTE: trailers\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nProxy-Authenticate: Basic\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+        b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",  # no reason phrase: the full pass adds one
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",  # head not whole in this read
+        b"\r\nHTTP/1.1 200 OK\r\n\r\n",
+    ],
+)
+def test_responses_that_take_the_full_pass(raw: bytes) -> None:
+    assert splice_response(raw) is None
+
+
+def test_splice_keeps_lines_byte_exact_and_cuts_only_hop_by_hop() -> None:
+    raw = (b"HTTP/1.1 404 Nope\r\nServer: x\r\nConnection: keep-alive\r\nX-Spaced:   v  \r\n"
+           b"Keep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nno")
+    spliced = splice_response(raw)
+    assert spliced is not None and spliced.content_length
+    assert spliced.head(404, b"", chunked=False, keep_alive=True, cold_start=False) == (
+        b"HTTP/1.1 404 Nope\r\nServer: x\r\nX-Spaced:   v  \r\nContent-Length: 2\r\n"
+        b"X-HTTPScale-Cold-Start: false\r\n\r\n"
+    )
+
+
+# -- the splice path for request heads ---------------------------------------------------------
+
+def _parse_request(raw: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+    """Method, target and header fields of a request head, as llhttp reads them."""
+    class Sink:
+        def __init__(self) -> None:
+            self.url = b""
+            self.headers: list[tuple[bytes, bytes]] = []
+            self.done = False
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name, value))
+
+        def on_message_complete(self) -> None:
+            self.done = True
+
+    sink = Sink()
+    parser = httptools.HttpRequestParser(sink)
+    parser.feed_data(raw)
+    assert sink.done, raw
+    return parser.get_method(), sink.url, sink.headers
+
+
+def _normal(raw: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
+    method, url, headers = _parse_request(raw)
+    return method, url, [(n.lower(), v.strip(b" \t")) for n, v in headers]
+
+
+_SPLICEABLE_REQUEST_FIELDS = [
+    b"Host: app.test", b"host:  App.Test:8080 ", b"User-Agent: wrk", b"Accept: */*",
+    b"Connection: keep-alive", b"connection: Close", b"Keep-Alive: 300", b"Cookie: a=1",
+    b"X-Forwarded-For: 203.0.113.7, 10.0.0.1", b"x-forwarded-proto: https",
+    b"X-FORWARDED-HOST: public.example", b"Upgrade-Insecure-Requests: 1", b"Pragma: no-cache",
+    b"Priority: u=0, i", b"Sec-Fetch-Mode: navigate", b"Authorization: Bearer x",
+    b"Accept-Encoding: gzip", b"Tracestate: a=b", b"Early-Data: 1", b"X-Real-IP: 1.2.3.4",
+]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_spliced_request_reads_as_the_full_pass(seed: int) -> None:
+    rng = random.Random(seed)
+    fields = rng.sample(_SPLICEABLE_REQUEST_FIELDS, rng.randint(0, 10))
+    method = rng.choice([b"GET", b"HEAD", b"DELETE", b"OPTIONS"])
+    target = rng.choice([b"/", b"/a/b?q=1&r=%20", b"http://app.test/x", b"*"])
+    raw = method + b" " + target + b" HTTP/1.1\r\n" + b"".join(f + b"\r\n" for f in fields)
+    raw += b"\r\n"
+    spliced = splice_request(raw, 8192, 65536, 100)
+    hosts = sum(f.lower().startswith(b"host:") for f in fields)
+    connections = sum(f.lower().startswith(b"connection:") for f in fields)
+    if hosts > 1 or connections > 1:
+        assert spliced is None
+        return
+    assert spliced is not None, raw
+    _, url, headers = _parse_request(raw)
+    assert spliced.target(method) == url
+    full = RequestInfo(headers)
+    # (llhttp keeps trailing whitespace in a value; the splice drops it, as RFC 9110 does.)
+    assert (spliced.host, spliced.xff) == (full.host.rstrip(b" \t"), full.xff)
+    assert spliced.fields() == [(n, v.strip(b" \t")) for n, v in headers]
+    out = spliced.head(method, url, b"127.0.0.1")
+    assert out == spliced.head(method, url, b"127.0.0.1"), "built once"
+    assert _normal(out) == _normal(full.head(method, url, b"127.0.0.1"))
+
+
+def test_spliced_request_host_in_any_form() -> None:
+    for line, host in [(b"Host: a.test", b"a.test"), (b"host:a.test", b"a.test"),
+                       (b"HOST:\ta.test \t", b"a.test"), (b"Host:", b""), (b"Host: ", b""),
+                       (b"Host:  x", b"x"), (b"Host: x", b"x")]:
+        spliced = splice_request(b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n", 8192, 65536, 100)
+        assert spliced is not None and spliced.host == host, line
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",  # a body: the full pass
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",  # pipelined
+        b"GET / HTTP/1.1\r\nHost: a\r\n",  # split across reads
+        b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",  # over the line limit: 414
+        b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n",  # over the field count: 431
+    ],
+)
+def test_requests_that_take_the_full_pass(raw: bytes) -> None:
+    assert splice_request(raw, 8192, 65536, 100) is None
