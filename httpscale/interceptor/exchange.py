@@ -60,7 +60,7 @@ class Exchange:
     upstream_keep = False
     _body: list[bytes] | None = None  # request bytes kept until an upstream is bound
     _body_size = 0
-    _head_out = b""
+    _head_out: http1.ResponseInfo | None = None  # the response head, sent with the body
     _hold_timer: asyncio.TimerHandle | None = None
     _head_due = False  # waiting for the response head (the deadline is on the connection)
     _connect_task: asyncio.Task[None] | None = None
@@ -411,10 +411,11 @@ class Exchange:
         self.upstream_keep = keep
         # Held back until the first body bytes (or the end) so that a small response leaves
         # in one write: one syscall and one TCP segment instead of two.
-        self._head_out = info.head(
+        info.prepare(
             status, reason, chunked=self.response_chunked_out,
             keep_alive=self.keep_alive, cold_start=self.cold_start,
         )
+        self._head_out = info
         # From now on the connection's deadline watches for a stalled body: moved once per
         # read by UpstreamConnection.data_received while the response is unfinished.
 
@@ -423,8 +424,10 @@ class Exchange:
             return
         if self.response_chunked_out:
             data = http1.chunk(data)
-        if self._head_out:
-            data, self._head_out = self._head_out + data, b""
+        head = self._head_out
+        if head is not None:
+            self._head_out = None
+            data = head.finish(data)
         self.client.write(data)
 
     def response_complete(self, trailers: Headers) -> None:
@@ -432,9 +435,12 @@ class Exchange:
             return
         self.response_done = True
         end = http1.last_chunk(trailers) if self.response_chunked_out else b""
-        if self._head_out or end:
-            self.client.write(self._head_out + end)
-            self._head_out = b""
+        head = self._head_out
+        if head is not None:
+            self._head_out = None
+            self.client.write(head.finish(end))
+        elif end:
+            self.client.write(end)
         conn, self.upstream = self.upstream, None
         if conn is not None:
             if self.request_done and self.upgrade is None and self.upstream_keep:

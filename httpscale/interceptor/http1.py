@@ -262,11 +262,11 @@ class SplicedRequest(RequestInfo):
     __slots__ = ("_lines",)
 
     def __init__(
-        self, lines: list[bytes], kept: bytes, host: bytes, xff: bytes | None, xfp: bool,
-        xfh: bool,
+        self, lines: list[bytes], parts: list[bytes], host: bytes, xff: bytes | None,
+        xfp: bool, xfh: bool,
     ) -> None:
-        self._lines = lines
-        self.parts = [kept]
+        self._lines = lines  # the head's lines, then two empty ones
+        self.parts = parts
         self.host = host
         self.xff = xff
         self.xfp = xfp
@@ -280,7 +280,7 @@ class SplicedRequest(RequestInfo):
     def fields(self) -> Headers:
         # Parsed only when asked for (rare: a placeholder page).
         out: Headers = []
-        for line in self._lines[1:]:
+        for line in self._lines[1:-2]:
             colon = line.find(b":")
             out.append((line[:colon], line[colon + 1 :].strip(b" \t")))
         return out
@@ -340,12 +340,12 @@ def splice_request(
     # One split: the head must end the read, so no search for its end is needed.
     if not data.endswith(b"\r\n\r\n") or len(data) > max_fields_bytes:
         return None
-    lines = data.split(b"\r\n")
-    del lines[-2:]  # the blank line ending the head
+    lines = data.split(b"\r\n")  # ends with the blank line and b""
+    count = len(lines) - 2
     line = lines[0]
     if (
         len(line) > max_line
-        or len(lines) > max_fields + 1
+        or count > max_fields + 1
         or not line.endswith(b" HTTP/1.1")
         or line.startswith(b"CONNECT ")
     ):
@@ -353,27 +353,31 @@ def splice_request(
     host = b""
     xff: bytes | None = None
     xfp = xfh = False
-    cut1 = cut2 = cut3 = 0  # Connection, Keep-Alive, X-Forwarded-For (0: none)
-    for i in range(1, len(lines)):
+    parts: list[bytes] = []  # the head without the lines cut, as slices of `data`
+    kept = 0  # where the bytes not yet in `parts` start
+    at = len(line) + 2  # where the current line starts
+    for i in range(1, count):
         line = lines[i]
-        if not line:
+        n = len(line)
+        if n == 0:
             return None  # more than one request in this read: the full pass
+        cut = False
         first = line[0] | 32  # the name's first letter, lower-cased
         if first == 104:  # h
             if line.startswith(b"Host:") or _named(line, b"host"):
                 if host:
                     return None
-                last = line[len(line) - 1]
-                if len(line) > 6 and line[5] == 32 and line[6] != 32 and last != 32 and last != 9:
+                last = line[n - 1]
+                if n > 6 and line[5] == 32 and line[6] != 32 and last != 32 and last != 9:
                     host = line[6:]  # "Host: value", as nearly every client sends it
                 else:
                     host = line[5:].strip(b" \t")
         elif first == 120:  # x
             if _named(line, b"x-forwarded-for"):
-                if cut3:
+                if xff is not None:
                     return None
-                cut3 = i
                 xff = line[16:].strip(b" \t")
+                cut = True  # sent again below, with the client's address appended
             elif _named(line, b"x-forwarded-proto"):
                 xfp = True
             elif _named(line, b"x-forwarded-host"):
@@ -382,29 +386,22 @@ def splice_request(
             if line == b"Connection: keep-alive" or (
                 _named(line, b"connection") and _plain_connection(line)
             ):
-                if cut1:
-                    return None
-                cut1 = i
+                cut = True
             elif _named(line, b"connection") or _named(line, b"content-length"):
                 return None
         elif first == 107:  # k
-            if _named(line, b"keep-alive"):
-                if cut2:
-                    return None
-                cut2 = i
+            cut = _named(line, b"keep-alive")
         elif first == 116 or first == 112 or first == 101 or (
             first == 117 and not line.startswith(b"User-Agent:")
         ):  # t, p, e, u
             if line[: line.find(b":")].lower() in _UNSPLICED_REQUEST_FIELDS:
                 return None
-    if not cut1 and not cut2 and not cut3:
-        return SplicedRequest(lines, data[:-2], host, xff, xfp, xfh)
-    kept = [lines[0]]
-    for i in range(1, len(lines)):
-        if i != cut1 and i != cut2 and i != cut3:
-            kept.append(lines[i])
-    kept.append(b"")  # the CRLF after the last line
-    return SplicedRequest(lines, b"\r\n".join(kept), host, xff, xfp, xfh)
+        if cut:
+            parts.append(data[kept:at])
+            kept = at + n + 2
+        at += n + 2
+    parts.append(data[kept:at] if kept else data[:-2])
+    return SplicedRequest(lines, parts, host, xff, xfp, xfh)
 
 
 class ResponseInfo:
@@ -458,10 +455,33 @@ class ResponseInfo:
         upgrade: bytes | None = None,
     ) -> bytes:
         """The head sent to the client (once). `chunked` re-frames a body of unknown length."""
-        parts, self.parts = self.parts, []
+        self.prepare(status, reason, chunked=chunked, keep_alive=keep_alive,
+                     cold_start=cold_start, upgrade=upgrade)
+        return self.finish(b"")
+
+    def prepare(
+        self,
+        status: int,
+        reason: bytes,
+        *,
+        chunked: bool,
+        keep_alive: bool,
+        cold_start: bool,
+        upgrade: bytes | None = None,
+    ) -> None:
+        """Complete the head's parts; `finish` joins them with the first body bytes."""
+        parts = self.parts
         parts[1] = _STATUS_BYTES[status] if 0 <= status < 1000 else b"%d" % status
         parts[3] = reason or reason_phrase(status)
-        return _end_head(parts, status, chunked, keep_alive, cold_start, upgrade)
+        _end_parts(parts, status, chunked, keep_alive, cold_start, upgrade)
+
+    def finish(self, body: bytes) -> bytes:
+        """The prepared head, and `body` after it: a small response leaves in one write, made
+        with one join (once)."""
+        parts, self.parts = self.parts, []
+        if body:
+            parts.append(body)
+        return b"".join(parts)
 
 
 class SplicedResponse(ResponseInfo):
@@ -480,7 +500,7 @@ class SplicedResponse(ResponseInfo):
         self.chunked = False
         self.content_length = content_length
 
-    def head(
+    def prepare(
         self,
         status: int,
         reason: bytes,
@@ -489,20 +509,19 @@ class SplicedResponse(ResponseInfo):
         keep_alive: bool,
         cold_start: bool,
         upgrade: bytes | None = None,
-    ) -> bytes:
-        """The head sent to the client (once); the status line is the upstream's own."""
-        parts, self.parts = self.parts, []
-        return _end_head(parts, status, chunked, keep_alive, cold_start, upgrade)
+    ) -> None:
+        # The status line is the upstream's own.
+        _end_parts(self.parts, status, chunked, keep_alive, cold_start, upgrade)
 
 
-def _end_head(
+def _end_parts(
     parts: list[bytes],
     status: int,
     chunked: bool,
     keep_alive: bool,
     cold_start: bool,
     upgrade: bytes | None,
-) -> bytes:
+) -> None:
     # What the proxy adds to every response head it forwards, then the blank line.
     if status >= 200 or status == 101:
         parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
@@ -514,7 +533,6 @@ def _end_head(
     elif status >= 200 and not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 def splice_response(data: bytes) -> SplicedResponse | None:
@@ -531,12 +549,16 @@ def splice_response(data: bytes) -> SplicedResponse | None:
     llhttp is strict (CRLF only, no folding, no space before a colon), so then the first
     CRLFCRLF is the end of the head and every CRLF in it ends a header line.
     """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    # One split, then a look at each line's first letter: every `bytes.find` is a scan of the
-    # whole head, and a dozen of them cost more than the callbacks saved.
-    lines = data[:end].split(b"\r\n")
+    # One split, then a look at each line's first letter (every `bytes.find` is a scan of the
+    # whole head, and a dozen of them cost more than the callbacks saved). A small read is
+    # split whole, its body too: one call instead of a search for the head's end and a split.
+    if len(data) <= _SPLIT_WHOLE:
+        lines = data.split(b"\r\n")
+    else:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        lines = data[: end + 4].split(b"\r\n")  # ends with the empty line and b""
     status_line = lines[0]
     if (
         len(status_line) <= 13  # "HTTP/1.1 200 " and a reason phrase, or the full pass
@@ -546,10 +568,18 @@ def splice_response(data: bytes) -> SplicedResponse | None:
     ):
         return None
     content_length = False
-    cut1 = cut2 = 0  # the Connection and Keep-Alive lines (0: none; line 0 is the status)
+    # Offsets in `data` of the Connection and Keep-Alive lines to cut, each with its CRLF.
+    cut1 = cut1_end = cut2 = cut2_end = 0
+    at = len(status_line) + 2  # where the current line starts
     for i in range(1, len(lines)):
         line = lines[i]
-        first = line[0] | 32  # the name's first letter, lower-cased (no line is empty)
+        n = len(line)
+        if n == 0:
+            if i + 1 == len(lines):
+                return None  # data ends with a CRLF, not with a blank line: head unfinished
+            # The blank line: the end of the head.
+            return _spliced_response(data, at, content_length, cut1, cut1_end, cut2, cut2_end)
+        first = line[0] | 32  # the name's first letter, lower-cased
         if first == 99:  # c
             if line.startswith(b"Content-Length:") or _named(line, b"content-length"):
                 content_length = True
@@ -558,27 +588,42 @@ def splice_response(data: bytes) -> SplicedResponse | None:
             ):
                 if cut1:
                     return None  # two Connection fields: the full pass sorts them out
-                cut1 = i
+                cut1, cut1_end = at, at + n + 2
             elif _named(line, b"connection"):
                 return None  # upgrade, or fields named hop-by-hop: the full pass
         elif first == 107:  # k
             if line.startswith(b"Keep-Alive:") or _named(line, b"keep-alive"):
                 if cut2:
                     return None
-                cut2 = i
+                cut2, cut2_end = at, at + n + 2
         elif first == 112 or first == 116 or first == 117:  # p, t, u
             if line[: line.find(b":")].lower() in HOP_BY_HOP:
                 return None
+        at += n + 2
+    return None  # the head does not end in this read
+
+
+# Reads up to this size are split whole by `splice_response`.
+_SPLIT_WHOLE: Final = 2048
+
+
+def _spliced_response(
+    data: bytes, end: int, content_length: bool, cut1: int, cut1_end: int, cut2: int,
+    cut2_end: int,
+) -> SplicedResponse:
+    # The head is data[:end]; the cut lines are left out by slicing around them (the slices
+    # go into the one join that builds the head, with what the proxy adds).
     if not cut1 and not cut2:
-        return SplicedResponse([data[: end + 2]], content_length)
-    # Drop the later line first, so that the earlier index still holds.
-    if cut1 < cut2:
-        cut1, cut2 = cut2, cut1
-    del lines[cut1]
-    if cut2:
-        del lines[cut2]
-    lines.append(b"")  # the CRLF after the last line
-    return SplicedResponse([b"\r\n".join(lines)], content_length)
+        return SplicedResponse([data[:end]], content_length)
+    if not cut2:
+        return SplicedResponse([data[:cut1], data[cut1_end:end]], content_length)
+    if not cut1:
+        return SplicedResponse([data[:cut2], data[cut2_end:end]], content_length)
+    if cut2 < cut1:
+        cut1, cut1_end, cut2, cut2_end = cut2, cut2_end, cut1, cut1_end
+    return SplicedResponse(
+        [data[:cut1], data[cut1_end:cut2], data[cut2_end:end]], content_length
+    )
 
 
 def _plain_connection(line: bytes) -> bool:

@@ -163,6 +163,8 @@ def test_spliced_head_reads_as_the_full_pass(seed: int) -> None:
     fields = rng.sample(_SPLICEABLE_FIELDS, rng.randint(0, 8))
     if b"content-length: 2" in fields and b"Content-Length: 2" in fields:
         fields.remove(b"content-length: 2")  # a duplicate Content-Length is a parse error
+    if seed % 2:
+        fields.insert(rng.randint(0, len(fields)), b"X-Pad: " + b"p" * 3000)  # a large read
     raw = b"HTTP/1.1 200 OK\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\nok"
     spliced = splice_response(raw)
     connections = sum(f.lower().startswith(b"connection:") for f in fields)
@@ -197,6 +199,7 @@ def test_spliced_head_reads_as_the_full_pass(seed: int) -> None:
         b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
         b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\n",  # no reason phrase: the full pass adds one
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",  # head not whole in this read
+        b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 3000 + b"\r\n",
         b"\r\nHTTP/1.1 200 OK\r\n\r\n",
     ],
 )
@@ -265,10 +268,8 @@ def test_spliced_request_reads_as_the_full_pass(seed: int) -> None:
     raw = method + b" " + target + b" HTTP/1.1\r\n" + b"".join(f + b"\r\n" for f in fields)
     raw += b"\r\n"
     spliced = splice_request(raw, 8192, 65536, 100)
-    hosts = sum(f.lower().startswith(b"host:") for f in fields)
-    connections = sum(f.lower().startswith(b"connection:") for f in fields)
-    if hosts > 1 or connections > 1:
-        assert spliced is None
+    if sum(f.lower().startswith(b"host:") for f in fields) > 1:
+        assert spliced is None  # which Host counts is the full pass's business
         return
     assert spliced is not None, raw
     _, url, headers = _parse_request(raw)
