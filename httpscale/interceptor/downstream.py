@@ -54,6 +54,7 @@ class ClientConnection(asyncio.Protocol):
         "_head_timed",
         "_headers",
         "_in_head",
+        "_last_request",
         "_msg_open",
         "_parsing",
         "_paused_for",
@@ -80,6 +81,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = self._full  # the one reading the current request
         self._spliced: http1.SplicedRequest | None = None
         self._msg_open = False  # the full parser is inside a request (maybe a partial method)
+        self._last_request = False  # a request was not keep-alive: nothing after it is read
         self.pipeline: deque[Exchange] = deque()
         self.client_ip = ""
         self.client_ip_bytes = b""  # for X-Forwarded-For, encoded once per connection
@@ -121,6 +123,11 @@ class ClientConnection(asyncio.Protocol):
             self._upgrading.tunnel_from_client(data)  # kept until the upstream answers
             return
         if not self._msg_open:
+            if self._last_request:
+                # Bytes after a request that closes the connection (RFC 9112 §9.6). Each
+                # parser refuses them itself, but only if it read that request.
+                self.pause_reading("closing")
+                return
             # A read that starts a request: choose the parser for it.
             proxy = self.proxy
             spliced = None
@@ -202,6 +209,8 @@ class ClientConnection(asyncio.Protocol):
         self._deadline.clear()  # the exchange's own deadlines watch it from here
         parser = self.parser
         method = parser.get_method()
+        keep_alive = parser.should_keep_alive()
+        self._last_request = not keep_alive
         self._begin(
             Exchange(
                 self.proxy,
@@ -210,7 +219,7 @@ class ClientConnection(asyncio.Protocol):
                 spliced.target(method),
                 spliced,
                 version_11=True,
-                keep_alive=parser.should_keep_alive() and not self.proxy.draining,
+                keep_alive=keep_alive and not self.proxy.draining,
             )
         )
 
@@ -255,6 +264,7 @@ class ClientConnection(asyncio.Protocol):
         except http1.FramingError as exc:
             raise _Reject(400, str(exc)) from None
         keep_alive = parser.should_keep_alive()
+        self._last_request = not keep_alive
         # httptools formats the version as a string (a measurable cost per request); an
         # HTTP/1.0 request is keep-alive only with a Connection header, so without one a
         # keep-alive request is HTTP/1.1 and the version need not be asked.

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from httpscale.routing.spec import Endpoint
 
 from .backends import BackendConn, Request, free_port, http_app
 from .client import build_request, read_head
-from .helpers import app_route
+from .helpers import admin_get, app_route
 
 
 async def test_content_length_both_ways(proxied, clients):
@@ -365,3 +367,32 @@ async def test_connection_close_stops_pipeline(proxied, clients):
     assert json.loads(resp.body)["target"] == "/a"
     assert await conn.read_until_eof() == b"", "nothing after the response to Connection: close"
     assert [r.target for r in backend.requests] == ["/a"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_request_after_connection_close_in_a_later_read_is_ignored(
+    proxied, clients, method
+):
+    # The next request arrives in its own read while the first (Connection: close) is still
+    # answered: it is neither forwarded nor answered nor counted, as RFC 9112 §9.6 asks.
+    # (GET and POST: requests with and without a body are parsed differently.)
+    release = asyncio.Event()
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        await release.wait()
+        await conn.respond(200, req.target.encode())
+
+    ic, backend = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    await conn.send(build_request("GET", "/a", headers=[("Connection", "close")]))
+    await backend.next_request()
+    await conn.send(build_request(method, "/b", body=b"x" if method == "POST" else None))
+    # The second read is handled before the backend answers: poll the proxy's loop once
+    # through the admin port, then let the first response go.
+    await admin_get(ic.admin_address, "/livez")
+    release.set()
+    resp = await conn.read_response()
+    assert (resp.status, resp.body) == (200, b"/a")
+    assert await conn.read_until_eof() == b""
+    assert [r.target for r in backend.requests] == ["/a"]
+    assert ic.proxy.metrics.requests_by_status() == {200: 1}
