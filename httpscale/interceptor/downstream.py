@@ -77,8 +77,10 @@ class ClientConnection(asyncio.Protocol):
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self._splice = httptools.HttpRequestParser(self)
-        self._full = httptools.HttpRequestParser(_FullRequests(self))
-        self.parser = self._full  # the one reading the current request
+        # Made when first needed: a client that only sends spliced requests (a browser's
+        # GETs, or each of 10,000 requests held at zero) never pays for a second parser.
+        self._full: httptools.HttpRequestParser | None = None
+        self.parser = self._splice  # the one reading the current request
         self._spliced: http1.SplicedRequest | None = None
         self._msg_open = False  # the full parser is inside a request (maybe a partial method)
         self._last_request = False  # a request was not keep-alive: nothing after it is read
@@ -136,7 +138,12 @@ class ClientConnection(asyncio.Protocol):
                     data, proxy.max_request_line, proxy.max_header_bytes, proxy.max_headers
                 )
             self._spliced = spliced
-            self.parser = self._full if spliced is None else self._splice
+            if spliced is not None:
+                self.parser = self._splice
+            elif self._full is not None:
+                self.parser = self._full
+            else:
+                self.parser = self._full = httptools.HttpRequestParser(_FullRequests(self))
         try:
             self.parser.feed_data(data)
             if self._in_head:
@@ -307,7 +314,7 @@ class ClientConnection(asyncio.Protocol):
         if self._upgrading is exchange:
             # Upgrade declined: HTTP/1.1 goes on; what the client sent meanwhile is parsed now.
             self._upgrading = None
-            self.parser = self._full = httptools.HttpRequestParser(_FullRequests(self))
+            self._full = None  # a fresh one when next needed
             self._msg_open = False
             leftover = exchange.take_leftover()
         if self._close_when_done and not self.pipeline:

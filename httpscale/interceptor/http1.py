@@ -259,13 +259,14 @@ class SplicedRequest(RequestInfo):
     """A request head passed on as the client wrote it, minus its hop-by-hop lines, plus the
     X-Forwarded-* fields. Made by `splice_request` before the parser runs (see there)."""
 
-    __slots__ = ("_lines",)
+    __slots__ = ("_data", "_line")
 
     def __init__(
-        self, lines: list[bytes], parts: list[bytes], host: bytes, xff: bytes | None,
+        self, data: bytes, line: bytes, parts: list[bytes], host: bytes, xff: bytes | None,
         xfp: bool, xfh: bool,
     ) -> None:
-        self._lines = lines  # the head's lines, then two empty ones
+        self._data = data  # the whole head as read (held requests keep one object, not lines)
+        self._line = line  # the request line
         self.parts = parts
         self.host = host
         self.xff = xff
@@ -278,16 +279,17 @@ class SplicedRequest(RequestInfo):
         self._head = None
 
     def fields(self) -> Headers:
-        # Parsed only when asked for (rare: a placeholder page).
+        # Parsed only when asked for (rare: header routing is off the splice path; a
+        # placeholder page looks at Accept).
         out: Headers = []
-        for line in self._lines[1:-2]:
+        for line in self._data.split(b"\r\n")[1:-2]:
             colon = line.find(b":")
             out.append((line[:colon], line[colon + 1 :].strip(b" \t")))
         return out
 
     def target(self, method: bytes) -> bytes:
         """The request target, once llhttp accepted `method SP target SP HTTP/1.1`."""
-        return self._lines[0][len(method) + 1 : -9]
+        return self._line[len(method) + 1 : -9]
 
     def head(self, method: bytes, target: bytes, client_ip: bytes) -> bytes:
         """The head sent upstream: the request line and fields as received, then ours."""
@@ -401,7 +403,7 @@ def splice_request(
             kept = at + n + 2
         at += n + 2
     parts.append(data[kept:at] if kept else data[:-2])
-    return SplicedRequest(lines, parts, host, xff, xfp, xfh)
+    return SplicedRequest(data, lines[0], parts, host, xff, xfp, xfh)
 
 
 class ResponseInfo:
