@@ -396,3 +396,60 @@ async def test_request_after_connection_close_in_a_later_read_is_ignored(
     assert await conn.read_until_eof() == b""
     assert [r.target for r in backend.requests] == ["/a"]
     assert ic.proxy.metrics.requests_by_status() == {200: 1}
+
+
+async def test_parsers_switch_per_message_on_both_sides(proxied, clients):
+    # Each side has a splice parser and a full one, chosen by the read that starts a message.
+    # One client connection and one upstream connection carry messages of both kinds in turn:
+    # a head split across reads, a body, a chunked body, pipelined requests, plain ones.
+    admin: list[tuple[str, int]] = []
+
+    async def turn() -> None:
+        # The proxy shares this loop: an admin round trip lets it read what is buffered.
+        await admin_get(admin[0], "/livez")
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        if req.target == "/split":  # the head in two reads: the full parser
+            await conn.send(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Le")
+            await turn()
+            await conn.send(b"ngth: 5\r\nX-A: 1\r\n\r\nsplit")
+        elif req.target == "/chunked":  # chunked, with a trailer: the full parser
+            await conn.send(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nKeep-Alive: 5\r\n\r\n"
+                b"7\r\nchunked\r\n0\r\nX-T: 1\r\n\r\n"
+            )
+        else:  # spliced
+            await conn.respond(200, req.body or b"plain", [("Keep-Alive", "timeout=5"),
+                                                           ("Connection", "keep-alive")])
+
+    ic, backend = await proxied(http_app(app))
+    admin.append(ic.admin_address)
+    conn = await clients(ic.proxy_address)
+    results = []
+    results.append(await conn.request("GET", "/split"))  # spliced request, full response
+    results.append(await conn.request("POST", "/plain", body=b"posted"))  # full request
+    head = build_request("GET", "/chunked")
+    await conn.send(head[:20])  # a request head split across reads: the full parser
+    await turn()
+    await conn.send(head[20:])
+    results.append(await conn.read_response())
+    results.append(await conn.request("GET", "/plain"))  # spliced both ways
+    await conn.send(build_request("GET", "/plain") + build_request("GET", "/split"))  # pipelined
+    results.append(await conn.read_response())
+    results.append(await conn.read_response())
+    assert [(r.status, r.body) for r in results] == [
+        (200, b"split"), (200, b"posted"), (200, b"chunked"), (200, b"plain"), (200, b"plain"),
+        (200, b"split"),
+    ]
+    assert results[2].trailers == [("X-T", "1")]
+    for resp in results:
+        assert resp.header("connection") is None and resp.header("keep-alive") is None
+        assert resp.header("x-httpscale-cold-start") == "false"
+    assert results[0].header("x-a") == "1"
+    assert [r.target for r in backend.requests] == [
+        "/split", "/plain", "/chunked", "/plain", "/plain", "/split"
+    ]
+    for req in backend.requests:
+        assert req.header("x-forwarded-for") == "127.0.0.1"
+        assert req.header("x-forwarded-host") == "app.test"
+    assert backend.accepted == 1, "one upstream connection carried every response"

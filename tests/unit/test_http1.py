@@ -135,7 +135,7 @@ def _parse_response(raw: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
 
 def _full_pass(raw: bytes, **kw: bool) -> bytes:
     # What the proxy sends without the splice: every header through ResponseInfo.
-    status, headers = _parse_response(raw)
+    status, _ = _parse_response(raw)
     sink: list[tuple[bytes, bytes]] = []
 
     class Collect:
