@@ -214,9 +214,8 @@ class ClientConnection(asyncio.Protocol):
         if spliced is None:
             return
         self._deadline.clear()  # the exchange's own deadlines watch it from here
-        parser = self.parser
-        method = parser.get_method()
-        keep_alive = parser.should_keep_alive()
+        method = spliced.method or self.parser.get_method()
+        keep_alive = spliced.keep_alive
         self._last_request = not keep_alive
         self._begin(
             Exchange(

@@ -259,14 +259,24 @@ class SplicedRequest(RequestInfo):
     """A request head passed on as the client wrote it, minus its hop-by-hop lines, plus the
     X-Forwarded-* fields. Made by `splice_request` before the parser runs (see there)."""
 
-    __slots__ = ("_data", "_line")
+    __slots__ = ("_data", "_line", "keep_alive", "method")
 
     def __init__(
         self, data: bytes, line: bytes, parts: list[bytes], host: bytes, xff: bytes | None,
-        xfp: bool, xfh: bool,
+        xfp: bool, xfh: bool, keep_alive: bool,
     ) -> None:
         self._data = data  # the whole head as read (held requests keep one object, not lines)
         self._line = line  # the request line
+        # Known from the lines, so the parser need not be asked (each ask is a Python call):
+        # HTTP/1.1 is keep-alive unless Connection says close; the method, when it is one
+        # of the usual two (b"": ask the parser).
+        self.keep_alive = keep_alive
+        if line.startswith(b"GET "):
+            self.method = b"GET"
+        elif line.startswith(b"HEAD "):
+            self.method = b"HEAD"
+        else:
+            self.method = b""
         self.parts = parts
         self.host = host
         self.xff = xff
@@ -355,6 +365,8 @@ def splice_request(
     host = b""
     xff: bytes | None = None
     xfp = xfh = False
+    keep_alive = True
+    connection = False  # a Connection field was seen
     parts: list[bytes] = []  # the head without the lines cut, as slices of `data`
     kept = 0  # where the bytes not yet in `parts` start
     at = len(line) + 2  # where the current line starts
@@ -385,11 +397,16 @@ def splice_request(
             elif _named(line, b"x-forwarded-host"):
                 xfh = True
         elif first == 99:  # c
-            if line == b"Connection: keep-alive" or (
-                _named(line, b"connection") and _plain_connection(line)
-            ):
-                cut = True
-            elif _named(line, b"connection") or _named(line, b"content-length"):
+            if line == b"Connection: keep-alive" or _named(line, b"connection"):
+                if connection:
+                    return None  # several Connection fields: llhttp's reading decides
+                connection = cut = True
+                token = _connection_token(line)
+                if token == b"close":
+                    keep_alive = False
+                elif token != b"keep-alive":
+                    return None  # upgrade, or fields named hop-by-hop: the full pass
+            elif _named(line, b"content-length"):
                 return None
         elif first == 107:  # k
             cut = _named(line, b"keep-alive")
@@ -403,7 +420,7 @@ def splice_request(
             kept = at + n + 2
         at += n + 2
     parts.append(data[kept:at] if kept else data[:-2])
-    return SplicedRequest(data, lines[0], parts, host, xff, xfp, xfh)
+    return SplicedRequest(data, lines[0], parts, host, xff, xfp, xfh, keep_alive)
 
 
 class ResponseInfo:
@@ -495,12 +512,13 @@ class SplicedResponse(ResponseInfo):
     objects and joining them again.
     """
 
-    __slots__ = ()
+    __slots__ = ("status",)
 
-    def __init__(self, parts: list[bytes], content_length: bool) -> None:
+    def __init__(self, parts: list[bytes], content_length: bool, status: int) -> None:
         self.parts = parts
         self.chunked = False
         self.content_length = content_length
+        self.status = status  # from the status line's three digits (llhttp checks them)
 
     def prepare(
         self,
@@ -580,7 +598,12 @@ def splice_response(data: bytes) -> SplicedResponse | None:
             if i + 1 == len(lines):
                 return None  # data ends with a CRLF, not with a blank line: head unfinished
             # The blank line: the end of the head.
-            return _spliced_response(data, at, content_length, cut1, cut1_end, cut2, cut2_end)
+            status = (status_line[9] - 48) * 100 + (status_line[10] - 48) * 10 + (
+                status_line[11] - 48
+            )
+            return _spliced_response(
+                data, at, status, content_length, cut1, cut1_end, cut2, cut2_end
+            )
         first = line[0] | 32  # the name's first letter, lower-cased
         if first == 99:  # c
             if line.startswith(b"Content-Length:") or _named(line, b"content-length"):
@@ -610,26 +633,30 @@ _SPLIT_WHOLE: Final = 2048
 
 
 def _spliced_response(
-    data: bytes, end: int, content_length: bool, cut1: int, cut1_end: int, cut2: int,
-    cut2_end: int,
+    data: bytes, end: int, status: int, content_length: bool, cut1: int, cut1_end: int,
+    cut2: int, cut2_end: int,
 ) -> SplicedResponse:
     # The head is data[:end]; the cut lines are left out by slicing around them (the slices
     # go into the one join that builds the head, with what the proxy adds).
     if not cut1 and not cut2:
-        return SplicedResponse([data[:end]], content_length)
+        return SplicedResponse([data[:end]], content_length, status)
     if not cut2:
-        return SplicedResponse([data[:cut1], data[cut1_end:end]], content_length)
+        return SplicedResponse([data[:cut1], data[cut1_end:end]], content_length, status)
     if not cut1:
-        return SplicedResponse([data[:cut2], data[cut2_end:end]], content_length)
+        return SplicedResponse([data[:cut2], data[cut2_end:end]], content_length, status)
     if cut2 < cut1:
         cut1, cut1_end, cut2, cut2_end = cut2, cut2_end, cut1, cut1_end
     return SplicedResponse(
-        [data[:cut1], data[cut1_end:cut2], data[cut2_end:end]], content_length
+        [data[:cut1], data[cut1_end:cut2], data[cut2_end:end]], content_length, status
     )
 
 
+def _connection_token(line: bytes) -> bytes:
+    return line[11:].strip(b" \t").lower()
+
+
 def _plain_connection(line: bytes) -> bool:
-    token = line[11:].strip(b" \t").lower()
+    token = _connection_token(line)
     return token == b"keep-alive" or token == b"close"
 
 

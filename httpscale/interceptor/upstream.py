@@ -196,7 +196,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._head_count = 0
         self._in_head = False
-        status = self._status = self.parser.get_status_code()
+        status = self._status = spliced.status
         exchange.response_head(status, b"", spliced, self.parser.should_keep_alive())
         if self._head_only:
             # llhttp cannot be told a response answers HEAD; end the message here and start a
