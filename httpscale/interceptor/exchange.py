@@ -605,7 +605,8 @@ class Exchange:
             slot = self.slot
             if slot is not None:
                 self.slot = None
-                if route.waiters or slot.endpoint in route.draining or slot.idle_event:
+                draining = route.draining  # (hashing an Endpoint costs; usually none drain)
+                if route.waiters or (draining and slot.endpoint in draining) or slot.idle_event:
                     route.release(slot)
                 else:
                     slot.in_flight -= 1  # RouteState.release, inline for the common case
