@@ -49,7 +49,11 @@ _Entries = tuple[tuple[_Headers, T], ...]
 
 
 def normalize_host(host: str) -> str:
-    """Lower-case, drop `:port` (also after `[v6]`) and a trailing dot."""
+    """Lower-case, drop whitespace around it, `:port` (also after `[v6]`) and a trailing dot.
+
+    (llhttp keeps whitespace after a field value; it is not part of the value, RFC 9110 §5.5.)
+    """
+    host = host.strip(" \t")
     if ":" in host:
         if host[0] == "[":
             end = host.find("]")

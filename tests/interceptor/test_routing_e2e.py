@@ -181,3 +181,14 @@ async def test_removed_endpoint_finishes_in_flight(backends, make_interceptor):
         await asyncio.wait_for(idle, 5)
     finally:
         await conn.aclose()
+
+
+async def test_host_with_trailing_whitespace_routes_on_both_parsers(proxied, clients):
+    # Whitespace after a field value is not part of it (RFC 9110 §5.5); llhttp hands it over,
+    # the splice drops it. A bodiless GET takes the splice, a POST the full parser.
+    ic, backend = await proxied()
+    conn = await clients(ic.proxy_address)
+    get = await conn.request("GET", "/g", host="app.test \t")
+    post = await conn.request("POST", "/p", host="app.test \t", body=b"x")
+    assert (get.status, post.status) == (200, 200), (get.body, post.body)
+    assert [r.target for r in backend.requests] == ["/g", "/p"]

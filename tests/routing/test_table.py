@@ -29,6 +29,8 @@ def m(
         ("[::1]", "[::1]"),
         ("::1", "::1"),
         ("", ""),
+        ("example.com \t", "example.com"),
+        ("\tExample.com:80 ", "example.com"),
     ],
 )
 def test_normalize_host(raw: str, want: str) -> None:
