@@ -39,11 +39,11 @@ class ClientConnection(asyncio.Protocol):
     """One client connection, and the parsing of its requests.
 
     Two httptools parsers, each at a message boundary whenever a request starts: the splice
-    parser calls back only for the end of the head and of the message (this object has no
-    on_url/on_header); the full parser (`_FullRequests`) also collects the target and every
-    header field, and reads bodies. A read that starts a request picks one
-    (`http1.splice_request`): a whole bodiless request in one read, nearly every GET, is
-    spliced: forwarded with its header lines as received, minus the hop-by-hop ones.
+    parser calls back only for the end of the head, body bytes and the end of the message
+    (this object has no on_url/on_header); the full parser (`_FullRequests`) also collects the
+    target and every header field. A read that starts a request picks one
+    (`http1.splice_request`): a whole request in one read (nearly every GET, most small POSTs)
+    is spliced: forwarded with its header lines as received, minus the hop-by-hop ones.
     """
 
     __slots__ = (
@@ -287,7 +287,7 @@ class ClientConnection(asyncio.Protocol):
             )
         )
 
-    def full_body(self, body: bytes) -> None:
+    def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
             self._parsing.request_body(body)
 
@@ -423,7 +423,7 @@ class _FullRequests:
         self.conn.full_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        self.conn.full_body(body)
+        self.conn.on_body(body)
 
     def on_message_complete(self) -> None:
         self.conn._msg_open = False

@@ -326,11 +326,9 @@ class SplicedRequest(RequestInfo):
         return head
 
 
-# Request fields that keep a request off the splice path: framing (a body), upgrades,
+# Request fields that keep a request off the splice path: chunked framing, upgrades,
 # expectations and hop-by-hop fields other than Connection and Keep-Alive.
-_UNSPLICED_REQUEST_FIELDS: Final = (HOP_BY_HOP - {b"connection", b"keep-alive"}) | {
-    b"content-length", b"expect",
-}
+_UNSPLICED_REQUEST_FIELDS: Final = (HOP_BY_HOP - {b"connection", b"keep-alive"}) | {b"expect"}
 
 
 def splice_request(
@@ -338,21 +336,28 @@ def splice_request(
 ) -> SplicedRequest | None:
     """The request that `data` holds, ready to splice; None when it needs the full pass.
 
-    Spliced: `data` is exactly one whole HTTP/1.1 request head without a body (no
-    Content-Length or Transfer-Encoding), not CONNECT, not an upgrade, within the limits,
-    with one Host and at most one X-Forwarded-For, and no hop-by-hop field but Connection
-    (keep-alive or close) and Keep-Alive. That is a browser's or a load tester's GET on a
-    keep-alive connection; anything else (bodies, pipelined or split reads, odd fields) takes
-    the full pass, whose answers for refusals (400, 414, 431) stay the only ones.
+    Spliced: `data` is exactly one whole HTTP/1.1 request: a head, and the body its one
+    Content-Length announces if any (no Transfer-Encoding), not CONNECT, not an upgrade, no
+    Expect, within the limits, with one Host and at most one X-Forwarded-For, and no
+    hop-by-hop field but one Connection (keep-alive or close) and Keep-Alive. That is a
+    browser's GET or an API client's small POST on a keep-alive connection; anything else
+    (chunked or larger bodies, pipelined or split reads, odd fields) takes the full pass, whose
+    answers for refusals (400, 414, 431) stay the only ones.
 
     As with responses, the result is used only after llhttp accepted the head: then the line
     structure found here is the one llhttp parsed (CRLF only, no folding, no space before a
     colon), and the request line is `method SP target SP HTTP/1.1`.
     """
-    # One split: the head must end the read, so no search for its end is needed.
-    if not data.endswith(b"\r\n\r\n") or len(data) > max_fields_bytes:
+    if data.endswith(b"\r\n\r\n"):
+        head = data  # a bodiless request (or several, which the loop below turns away)
+    else:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = data[: end + 4]  # the rest must be the body its Content-Length announces
+    if len(head) > max_fields_bytes:
         return None
-    lines = data.split(b"\r\n")  # ends with the blank line and b""
+    lines = head.split(b"\r\n")  # ends with the blank line and b""
     count = len(lines) - 2
     line = lines[0]
     if (
@@ -366,6 +371,7 @@ def splice_request(
     xff: bytes | None = None
     xfp = xfh = False
     keep_alive = True
+    length = -1  # the Content-Length, if one was sent
     connection = False  # a Connection field was seen
     parts: list[bytes] = []  # the head without the lines cut, as slices of `data`
     kept = 0  # where the bytes not yet in `parts` start
@@ -406,8 +412,11 @@ def splice_request(
                     keep_alive = False
                 elif token != b"keep-alive":
                     return None  # upgrade, or fields named hop-by-hop: the full pass
-            elif _named(line, b"content-length"):
-                return None
+            elif line.startswith(b"Content-Length:") or _named(line, b"content-length"):
+                value = line[15:].strip(b" \t")
+                if length >= 0 or not value.isdigit() or len(value) > 15:
+                    return None  # several, or not a plain number: the full pass refuses it
+                length = int(value)
         elif first == 107:  # k
             cut = _named(line, b"keep-alive")
         elif first == 116 or first == 112 or first == 101 or (
@@ -419,8 +428,13 @@ def splice_request(
             parts.append(data[kept:at])
             kept = at + n + 2
         at += n + 2
-    parts.append(data[kept:at] if kept else data[:-2])
-    return SplicedRequest(data, lines[0], parts, host, xff, xfp, xfh, keep_alive)
+    if len(data) != len(head) + max(length, 0):
+        return None  # the body is not all here, or more follows it: the full pass
+    parts.append(head[kept:at] if kept else head[:-2])
+    spliced = SplicedRequest(head, lines[0], parts, host, xff, xfp, xfh, keep_alive)
+    if length > 0:
+        spliced.content_length = length
+    return spliced
 
 
 class ResponseInfo:

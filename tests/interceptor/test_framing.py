@@ -427,7 +427,12 @@ async def test_parsers_switch_per_message_on_both_sides(proxied, clients):
     conn = await clients(ic.proxy_address)
     results = []
     results.append(await conn.request("GET", "/split"))  # spliced request, full response
-    results.append(await conn.request("POST", "/plain", body=b"posted"))  # full request
+    results.append(await conn.request("POST", "/plain", body=b"posted"))  # spliced with body
+    upload = build_request("POST", "/plain", body=b"uploaded")
+    await conn.send(upload[:-3])  # the body not all in the first read: the full parser
+    await turn()
+    await conn.send(upload[-3:])
+    results.append(await conn.read_response())
     head = build_request("GET", "/chunked")
     await conn.send(head[:20])  # a request head split across reads: the full parser
     await turn()
@@ -438,16 +443,16 @@ async def test_parsers_switch_per_message_on_both_sides(proxied, clients):
     results.append(await conn.read_response())
     results.append(await conn.read_response())
     assert [(r.status, r.body) for r in results] == [
-        (200, b"split"), (200, b"posted"), (200, b"chunked"), (200, b"plain"), (200, b"plain"),
-        (200, b"split"),
+        (200, b"split"), (200, b"posted"), (200, b"uploaded"), (200, b"chunked"), (200, b"plain"),
+        (200, b"plain"), (200, b"split"),
     ]
-    assert results[2].trailers == [("X-T", "1")]
+    assert results[3].trailers == [("X-T", "1")]
     for resp in results:
         assert resp.header("connection") is None and resp.header("keep-alive") is None
         assert resp.header("x-httpscale-cold-start") == "false"
     assert results[0].header("x-a") == "1"
     assert [r.target for r in backend.requests] == [
-        "/split", "/plain", "/chunked", "/plain", "/plain", "/split"
+        "/split", "/plain", "/plain", "/chunked", "/plain", "/plain", "/split"
     ]
     for req in backend.requests:
         assert req.header("x-forwarded-for") == "127.0.0.1"

@@ -303,6 +303,26 @@ def test_spliced_request_reads_as_the_full_pass(seed: int) -> None:
     assert _normal(out) == _normal(full.head(method, url, b"127.0.0.1"))
 
 
+@pytest.mark.parametrize("body", [b"", b"x", b"{\"a\": 1}\r\n\r\n", b"\r\n\r\n", b"b" * 5000])
+@pytest.mark.parametrize("name", [b"Content-Length", b"content-length", b"CONTENT-LENGTH"])
+def test_spliced_request_with_its_whole_body(body: bytes, name: bytes) -> None:
+    head = (b"POST /api HTTP/1.1\r\nHost: app.test\r\n" + name + b": %d\r\n"
+            b"Connection: keep-alive\r\nContent-Type: application/json\r\n\r\n" % len(body))
+    spliced = splice_request(head + body, 8192, 65536, 100)
+    if body.endswith(b"\r\n\r\n"):
+        # The read ends like a bodiless one; the blank lines inside send it the full way.
+        assert spliced is None
+        return
+    assert spliced is not None
+    assert spliced.content_length == len(body)
+    _, url, headers = _parse_request(head + body)
+    full = RequestInfo(headers)
+    assert full.content_length == spliced.content_length
+    out = spliced.head(b"POST", url, b"127.0.0.1")
+    assert out.endswith(b"\r\n\r\n"), "the head, without body bytes"
+    assert _normal(out + body) == _normal(full.head(b"POST", url, b"127.0.0.1") + body)
+
+
 def test_spliced_request_host_in_any_form() -> None:
     for line, host in [(b"Host: a.test", b"a.test"), (b"host:a.test", b"a.test"),
                        (b"HOST:\ta.test \t", b"a.test"), (b"Host:", b""), (b"Host: ", b""),
@@ -314,8 +334,15 @@ def test_spliced_request_host_in_any_form() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",  # a body: the full pass
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",  # body in a later read
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nh",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nh",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nextra",  # bytes after a bodiless request
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\n\r\n",
