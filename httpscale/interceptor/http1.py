@@ -440,9 +440,10 @@ def splice_request(
 class ResponseInfo:
     """One pass over a response's headers: framing facts, then the client's head (`head`)."""
 
-    __slots__ = ("chunked", "content_length", "parts")
+    __slots__ = ("chunked", "content_length", "parts", "status_slots")
 
     def __init__(self, headers: Headers) -> None:
+        self.status_slots = True  # parts[1] and parts[3] wait for the status and reason
         # One join builds the head: five slots for the status line, then the headers.
         parts: list[bytes] = [b"HTTP/1.1 ", b"", b" ", b"", b"\r\n"]
         tokens: list[bytes] = []
@@ -504,9 +505,20 @@ class ResponseInfo:
     ) -> None:
         """Complete the head's parts; `finish` joins them with the first body bytes."""
         parts = self.parts
-        parts[1] = _STATUS_BYTES[status] if 0 <= status < 1000 else b"%d" % status
-        parts[3] = reason or reason_phrase(status)
-        _end_parts(parts, status, chunked, keep_alive, cold_start, upgrade)
+        if self.status_slots:  # a spliced head carries the upstream's own status line
+            parts[1] = _STATUS_BYTES[status] if 0 <= status < 1000 else b"%d" % status
+            parts[3] = reason or reason_phrase(status)
+        # What the proxy adds to every response head it forwards, then the blank line.
+        if status >= 200 or status == 101:
+            parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
+                         b"X-HTTPScale-Cold-Start: false\r\n")
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if upgrade is not None:
+            parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
+        elif status >= 200 and not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
 
     def finish(self, body: bytes) -> bytes:
         """The prepared head, and `body` after it: a small response leaves in one write, made
@@ -530,43 +542,10 @@ class SplicedResponse(ResponseInfo):
 
     def __init__(self, parts: list[bytes], content_length: bool, status: int) -> None:
         self.parts = parts
+        self.status_slots = False
         self.chunked = False
         self.content_length = content_length
         self.status = status  # from the status line's three digits (llhttp checks them)
-
-    def prepare(
-        self,
-        status: int,
-        reason: bytes,
-        *,
-        chunked: bool,
-        keep_alive: bool,
-        cold_start: bool,
-        upgrade: bytes | None = None,
-    ) -> None:
-        # The status line is the upstream's own.
-        _end_parts(self.parts, status, chunked, keep_alive, cold_start, upgrade)
-
-
-def _end_parts(
-    parts: list[bytes],
-    status: int,
-    chunked: bool,
-    keep_alive: bool,
-    cold_start: bool,
-    upgrade: bytes | None,
-) -> None:
-    # What the proxy adds to every response head it forwards, then the blank line.
-    if status >= 200 or status == 101:
-        parts.append(b"X-HTTPScale-Cold-Start: true\r\n" if cold_start else
-                     b"X-HTTPScale-Cold-Start: false\r\n")
-    if chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    if upgrade is not None:
-        parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
-    elif status >= 200 and not keep_alive:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
 
 
 def splice_response(data: bytes) -> SplicedResponse | None:
@@ -623,7 +602,8 @@ def splice_response(data: bytes) -> SplicedResponse | None:
             if line.startswith(b"Content-Length:") or _named(line, b"content-length"):
                 content_length = True
             elif line == b"Connection: keep-alive" or line == b"Connection: close" or (
-                _named(line, b"connection") and _plain_connection(line)
+                _named(line, b"connection")
+                and _connection_token(line) in (b"keep-alive", b"close")
             ):
                 if cut1:
                     return None  # two Connection fields: the full pass sorts them out
@@ -667,11 +647,6 @@ def _spliced_response(
 
 def _connection_token(line: bytes) -> bytes:
     return line[11:].strip(b" \t").lower()
-
-
-def _plain_connection(line: bytes) -> bool:
-    token = _connection_token(line)
-    return token == b"keep-alive" or token == b"close"
 
 
 def _named(line: bytes, name: bytes) -> bool:
