@@ -124,8 +124,11 @@ class Exchange:
         if route.at_zero and spec.placeholder is not None:
             route.wake()
             self.proxy.metrics.cold_start(route.key)
+            keep_alive = self._own_keep_alive()
             data = placeholder_response(
-                spec.placeholder, self.info.fields(), head_only=self.head_only
+                spec.placeholder, self.info.fields(), head_only=self.head_only,
+                connection=http1.connection_field(keep_alive=keep_alive,
+                                                  http10=not self.version_11),
             )
             self.status = spec.placeholder.status
             self._write_own(data)
@@ -413,7 +416,7 @@ class Exchange:
         # in one write: one syscall and one TCP segment instead of two.
         info.prepare(
             status, reason, chunked=self.response_chunked_out,
-            keep_alive=self.keep_alive, cold_start=self.cold_start,
+            keep_alive=self.keep_alive, cold_start=self.cold_start, http10=not self.version_11,
         )
         self._head_out = info
         # From now on the connection's deadline watches for a stalled body: moved once per
@@ -573,12 +576,19 @@ class Exchange:
             self.client.abort()
             return
         self.status = status
+        keep_alive = self._own_keep_alive()
+        self._write_own(
+            http1.error_response(status, message, close=not keep_alive, extra=extra,
+                                 head_only=self.head_only, http10=not self.version_11)
+        )
+
+    def _own_keep_alive(self) -> bool:
+        """Whether the client connection stays open after an answer the proxy writes itself
+        (sets `keep_alive`): not with a request body still unread, after an upgrade attempt,
+        or while draining."""
         close = not self._request_over() or self.upgrade is not None or self.proxy.draining
         self.keep_alive = self.keep_alive and not close
-        self._write_own(
-            http1.error_response(status, message, close=not self.keep_alive, extra=extra,
-                                 head_only=self.head_only)
-        )
+        return self.keep_alive
 
     def _write_own(self, data: bytes) -> None:
         self.client.write(data)

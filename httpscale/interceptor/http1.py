@@ -21,6 +21,7 @@ __all__ = [
     "SplicedRequest",
     "SplicedResponse",
     "chunk",
+    "connection_field",
     "error_response",
     "last_chunk",
     "reason_phrase",
@@ -502,8 +503,13 @@ class ResponseInfo:
         keep_alive: bool,
         cold_start: bool,
         upgrade: bytes | None = None,
+        http10: bool = False,
     ) -> None:
-        """Complete the head's parts; `finish` joins them with the first body bytes."""
+        """Complete the head's parts; `finish` joins them with the first body bytes.
+
+        `http10`: the client spoke HTTP/1.0, whose connections close unless the response
+        says `Connection: keep-alive` (RFC 9112 §9.3): a kept one is announced.
+        """
         parts = self.parts
         if self.status_slots:  # a spliced head carries the upstream's own status line
             parts[1] = _STATUS_BYTES[status] if 0 <= status < 1000 else b"%d" % status
@@ -516,8 +522,8 @@ class ResponseInfo:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if upgrade is not None:
             parts.append(b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n")
-        elif status >= 200 and not keep_alive:
-            parts.append(b"Connection: close\r\n")
+        elif status >= 200 and (http10 or not keep_alive):
+            parts.append(connection_field(keep_alive=keep_alive, http10=http10))
         parts.append(b"\r\n")
 
     def finish(self, body: bytes) -> bytes:
@@ -669,6 +675,15 @@ def last_chunk(trailers: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"".join(lines)
 
 
+def connection_field(*, keep_alive: bool, http10: bool) -> bytes:
+    """The Connection line of a final response the proxy writes: `close` when the connection
+    ends after it; `keep-alive` when it stays open for an HTTP/1.0 client, which would
+    otherwise take the response to end the connection (RFC 9112 §9.3); else none."""
+    if not keep_alive:
+        return b"Connection: close\r\n"
+    return b"Connection: keep-alive\r\n" if http10 else b""
+
+
 def error_response(
     status: int,
     message: str,
@@ -676,8 +691,13 @@ def error_response(
     close: bool,
     extra: Headers | None = None,
     head_only: bool = False,
+    http10: bool = False,
 ) -> bytes:
-    """A short text answer the proxy writes itself: it says why, in one line."""
+    """A short text answer the proxy writes itself: it says why, in one line.
+
+    `http10`: the client spoke HTTP/1.0; a connection kept open is announced, as in
+    `ResponseInfo.prepare`.
+    """
     body = message.encode("utf-8", "replace") + b"\n"
     parts = [
         b"HTTP/1.1 %d %b\r\n" % (status, reason_phrase(status)),
@@ -687,9 +707,7 @@ def error_response(
     ]
     for name, value in extra or ():
         parts += (name, b": ", value, b"\r\n")
-    if close:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
+    parts += (connection_field(keep_alive=not close, http10=http10), b"\r\n")
     if not head_only:
         parts.append(body)
     return b"".join(parts)

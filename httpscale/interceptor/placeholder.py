@@ -31,8 +31,10 @@ def _accepts_html(headers: Headers) -> bool:
     return False
 
 
-def placeholder_response(placeholder: Placeholder, headers: Headers, *, head_only: bool) -> bytes:
-    """Complete response bytes; the connection may stay open after it."""
+def placeholder_response(
+    placeholder: Placeholder, headers: Headers, *, head_only: bool, connection: bytes
+) -> bytes:
+    """Complete response bytes; `connection` is its Connection line (or b"")."""
     extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in placeholder.headers]
     if _accepts_html(headers) and not placeholder.body:
         body = _PAGE.format(
@@ -51,5 +53,5 @@ def placeholder_response(placeholder: Placeholder, headers: Headers, *, head_onl
     for name, value in extra:
         head += (name, b": ", value, b"\r\n")
     head.append(b"Content-Length: %d\r\nCache-Control: no-store\r\n" % len(body))
-    head.append(b"X-HTTPScale-Cold-Start: true\r\n\r\n")
+    head += (connection, b"X-HTTPScale-Cold-Start: true\r\n\r\n")
     return b"".join(head) + (b"" if head_only else body)

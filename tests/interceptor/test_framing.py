@@ -231,6 +231,46 @@ async def test_http10_client_gets_close(proxied, clients):
     assert b'"/old"' in rest
 
 
+def _http10(target: str, *, host: str = "app.test", keep_alive: bool = True) -> bytes:
+    connection = "Connection: keep-alive\r\n" if keep_alive else ""
+    return f"GET {target} HTTP/1.0\r\nHost: {host}\r\n{connection}\r\n".encode()
+
+
+async def test_http10_keep_alive_is_announced_on_every_kind_of_answer(proxied, clients):
+    """An HTTP/1.0 client keeps a connection only when the response says `keep-alive`
+    (ApacheBench `-k` otherwise waits for the close that never comes): a spliced head, a head
+    from the full parser and the proxy's own 404 all say it, and the connection is reused."""
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        if req.target == "/full":  # a field named in Connection is dropped: the full pass
+            await conn.respond(200, b"full", [("Connection", "x-hop"), ("X-Hop", "1")])
+        else:
+            await conn.respond(200, b"spliced")
+
+    ic, backend = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    got = []
+    for request in (_http10("/"), _http10("/full"), _http10("/x", host="nowhere.test")):
+        await conn.send(request)
+        resp = await conn.read_response()
+        got.append((resp.status, resp.header("connection"), resp.header("x-hop")))
+    assert got == [(200, "keep-alive", None), (200, "keep-alive", None),
+                   (404, "keep-alive", None)]
+    await conn.send(_http10("/last", keep_alive=False))
+    last = await conn.read_response()
+    assert (last.status, last.header("connection"), last.body) == (200, "close", b"spliced")
+    assert await conn.is_closed_by_peer()
+    assert backend.accepted == 1
+
+
+async def test_http11_client_is_not_told_keep_alive(proxied, clients):
+    ic, _ = await proxied()
+    conn = await clients(ic.proxy_address)
+    resp = await conn.request("GET", "/")
+    assert resp.status == 200
+    assert not resp.has_header("connection"), "HTTP/1.1 connections persist by default"
+
+
 async def test_pipelined_order_holds_across_error_answers(backends, make_interceptor, clients):
     async def app(req: Request, conn: BackendConn) -> None:
         await asyncio.sleep(0.03)  # slower than the proxy's own 404 / 502

@@ -162,6 +162,21 @@ async def test_placeholder_answers_instead_of_holding(make_interceptor, clients)
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
 
 
+async def test_placeholder_keeps_an_http10_keep_alive_connection(make_interceptor, clients):
+    ph = Placeholder(status=503, body="warming up")
+    ic = await make_interceptor(routes=[app_route(dynamic=True, placeholder=ph)])
+    conn = await clients(ic.proxy_address)
+    for _ in range(2):  # the same connection answers twice: it was announced and kept
+        await conn.send(b"GET / HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
+        resp = await conn.read_response()
+        assert (resp.status, resp.body) == (503, b"warming up")
+        assert resp.header("connection") == "keep-alive"
+    await conn.send(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\nab")
+    resp = await conn.read_response()
+    assert (resp.status, resp.header("connection")) == (503, "close"), "body still unread"
+    assert await conn.is_closed_by_peer()
+
+
 async def test_max_concurrency_per_endpoint_queues(backends, make_interceptor):
     entered = asyncio.Event()
     release = asyncio.Event()
