@@ -60,6 +60,7 @@ class Exchange:
     upstream_keep = False
     _body: list[bytes] | None = None  # request bytes kept until an upstream is bound
     _body_size = 0
+    _head_waiting: bytes | None = None  # the request head, to leave with the body (`_bind`)
     _head_out: http1.ResponseInfo | None = None  # the response head, sent with the body
     _hold_timer: asyncio.TimerHandle | None = None
     _head_due = False  # waiting for the response head (the deadline is on the connection)
@@ -311,9 +312,16 @@ class Exchange:
             if self.request_chunked:
                 body = [http1.chunk(b) for b in body]
             head += b"".join(body)
+        elif self.info.body_in_read and not self.request_done:
+            # Bound while the client's read is still being parsed, and the whole body is in
+            # that read: the parser hands it over next (`request_body`), so head and body
+            # leave in one write, one segment, as a buffered body does above.
+            self._head_waiting = head
+            head = b""
         # An upgrade's early bytes wait for the 101: if the upstream declines, they are the
         # client's next HTTP request, not tunnel data.
-        conn.write(head)
+        if head:
+            conn.write(head)
         self.client.resume_reading("pending-body")
         if self.request_done:
             self._send_request_end()
@@ -330,6 +338,8 @@ class Exchange:
         conn = self.upstream
         if conn is not None and not self.finished:
             conn.deadline.set(self.proxy.time() + self.proxy.body_idle)
+            if self._head_waiting is not None:  # spliced, so never chunked
+                data, self._head_waiting = self._head_waiting + data, None
             conn.write(http1.chunk(data) if self.request_chunked else data)
             return
         if self.finished:
@@ -351,6 +361,9 @@ class Exchange:
     def _send_request_end(self) -> None:
         conn = self.upstream
         assert conn is not None
+        if self._head_waiting is not None:  # not expected: the body always comes first
+            conn.write(self._head_waiting)
+            self._head_waiting = None
         if self.request_chunked:
             conn.write(http1.last_chunk(self.request_trailers))
         if self.upgrade is None and not self.response_started:

@@ -133,12 +133,15 @@ class RequestInfo:
     """
 
     __slots__ = (
-        "_fields", "_head", "chunked", "connection", "content_length", "host", "parts",
-        "upgrade", "xff", "xfh", "xfp",
+        "_fields", "_head", "body_in_read", "chunked", "connection", "content_length", "host",
+        "parts", "upgrade", "xff", "xfh", "xfp",
     )
 
     def __init__(self, headers: Headers) -> None:
         self._fields = headers
+        # The whole body came in the read that held the head, so the parser hands it over
+        # before this read is done (set by `splice_request` only).
+        self.body_in_read = False
         # The head sent upstream is one join: four slots for the request line, then headers.
         parts: list[bytes] = [b"", b" ", b"", b" HTTP/1.1\r\n"]
         lengths: list[bytes] = []
@@ -285,6 +288,7 @@ class SplicedRequest(RequestInfo):
         self.xfh = xfh
         self.chunked = False
         self.content_length = 0
+        self.body_in_read = False
         self.upgrade = None
         self.connection = False
         self._head = None
@@ -435,6 +439,7 @@ def splice_request(
     spliced = SplicedRequest(head, lines[0], parts, host, xff, xfp, xfh, keep_alive)
     if length > 0:
         spliced.content_length = length
+        spliced.body_in_read = True
     return spliced
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 
 import pytest
 
@@ -27,6 +29,35 @@ async def test_content_length_both_ways(proxied, clients):
     assert seen["target"] == "/api/upload?x=1"
     assert seen["body"].encode("latin-1") == body
     assert resp.header("x-httpscale-cold-start") == "false"
+
+
+def _data_segments_in(conn: BackendConn) -> int:
+    """Segments carrying data that this socket received (Linux `tcp_info.tcpi_data_segs_in`,
+    at byte 152 since Linux 4.6): how many writes the proxy's side made, on loopback."""
+    sock = conn.writer.get_extra_info("socket")
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return int(struct.unpack_from("I", info, 152)[0])
+
+
+async def test_small_post_reaches_the_upstream_in_one_segment(proxied, clients):
+    """A POST whose body came in the read with its head goes upstream in one write (one
+    segment), like a GET, rather than a head write and a body write."""
+    seen: list[int] = []
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        seen.append(_data_segments_in(conn))
+        await conn.respond(200, req.body)
+
+    ic, backend = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    assert (await conn.request("GET", "/warm")).status == 200  # the upstream connection exists
+    for n in range(3):
+        body = b'{"n": %d}' % n
+        resp = await conn.request("POST", "/api", body=body,
+                                  headers=[("Content-Type", "application/json")])
+        assert (resp.status, resp.body) == (200, body)
+    assert backend.accepted == 1
+    assert [b - a for a, b in zip(seen, seen[1:])] == [1, 1, 1], seen
 
 
 async def test_chunked_request_with_trailers_reaches_backend(proxied, clients):
