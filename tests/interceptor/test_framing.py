@@ -4,6 +4,7 @@ HEAD, 1xx, 204/304, keep-alive, pipelining and `Connection: close` from either s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import struct
@@ -57,7 +58,7 @@ async def test_small_post_reaches_the_upstream_in_one_segment(proxied, clients):
                                   headers=[("Content-Type", "application/json")])
         assert (resp.status, resp.body) == (200, body)
     assert backend.accepted == 1
-    assert [b - a for a, b in zip(seen, seen[1:])] == [1, 1, 1], seen
+    assert [b - a for a, b in itertools.pairwise(seen)] == [1, 1, 1], seen
 
 
 async def test_chunked_request_with_trailers_reaches_backend(proxied, clients):
