@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -42,6 +43,19 @@ def test_expected_build_is_the_one_running() -> None:
 
     assert exchange.__file__ is not None
     assert exchange.__file__.endswith(".py") == (expected == "python")
+
+
+def test_compiled_build_is_profile_guided() -> None:
+    # scripts/compile falls back to a plain build when the instrumented build or its training
+    # run fails; the fallback works but is slower, so it must not pass CI unnoticed.
+    if os.environ.get("HTTPSCALE_EXPECT_DATAPLANE") != "compiled":
+        pytest.skip("only for a run that expects the compiled build")
+    expected = os.environ.get("HTTPSCALE_EXPECT_PROFILE", "trained")
+    manifest = json.loads(dataplane.MANIFEST.read_text())
+    assert manifest.get("profile") == expected, (
+        f"the compiled build's profile is {manifest.get('profile')!r}, not {expected!r}: "
+        "see build/mypyc/build.log"
+    )
 
 
 @pytest.fixture
