@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -24,6 +25,18 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientConnection"]
 
+
+
+def _no_parser(data: bytes) -> None:
+    raise AssertionError("no full parser yet")
+
+
+def _no_transport(data: bytes) -> None:
+    raise AssertionError("not connected")
+
+
+def _closed() -> bool:
+    return True
 
 
 class _Reject(Exception):
@@ -49,7 +62,9 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_close_when_done",
         "_deadline",
+        "_feed",
         "_full",
+        "_full_feed",
         "_head_bytes",
         "_head_timed",
         "_headers",
@@ -59,8 +74,13 @@ class ClientConnection(asyncio.Protocol):
         "_parsing",
         "_paused_for",
         "_pending_error",
+        "_pipeline_append",
+        "_pipeline_popleft",
         "_splice",
+        "_splice_feed",
         "_spliced",
+        "_transport_closing",
+        "_transport_write",
         "_upgrading",
         "_url",
         "client_ip",
@@ -81,10 +101,20 @@ class ClientConnection(asyncio.Protocol):
         # GETs, or each of 10,000 requests held at zero) never pays for a second parser.
         self._full: httptools.HttpRequestParser | None = None
         self.parser = self._splice  # the one reading the current request
+        # Bound methods kept for the calls made per request: calling one skips the method
+        # lookup by name that `obj.method()` costs in compiled code (a type-dictionary probe
+        # that often misses the data cache).
+        self._splice_feed: Callable[[bytes], None] = self._splice.feed_data
+        self._full_feed: Callable[[bytes], None] = _no_parser
+        self._feed: Callable[[bytes], None] = self._splice_feed  # parser in use
+        self._transport_write: Callable[[bytes], object] = _no_transport
+        self._transport_closing: Callable[[], bool] = _closed
         self._spliced: http1.SplicedRequest | None = None
         self._msg_open = False  # the full parser is inside a request (maybe a partial method)
         self._last_request = False  # a request was not keep-alive: nothing after it is read
-        self.pipeline: deque[Exchange] = deque()
+        self.pipeline: deque[Exchange] = deque()  # this one object for the connection's life
+        self._pipeline_append = self.pipeline.append
+        self._pipeline_popleft = self.pipeline.popleft
         self.client_ip = ""
         self.client_ip_bytes = b""  # for X-Forwarded-For, encoded once per connection
         self.tunnel: Exchange | None = None
@@ -109,6 +139,8 @@ class ClientConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self._transport_write = transport.write
+        self._transport_closing = transport.is_closing
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         self.client_ip_bytes = self.client_ip.encode()
@@ -140,12 +172,15 @@ class ClientConnection(asyncio.Protocol):
             self._spliced = spliced
             if spliced is not None:
                 self.parser = self._splice
-            elif self._full is not None:
-                self.parser = self._full
+                self._feed = self._splice_feed
             else:
-                self.parser = self._full = httptools.HttpRequestParser(_FullRequests(self))
+                if self._full is None:
+                    self._full = httptools.HttpRequestParser(_FullRequests(self))
+                    self._full_feed = self._full.feed_data
+                self.parser = self._full
+                self._feed = self._full_feed
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
             if self._in_head:
                 # A head still incomplete after this read: the slow-client deadline starts (a
                 # head that arrives whole, nearly every one, never costs a timer move), and
@@ -184,7 +219,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy.connections.discard(self)
         self._cancel_timers()
-        pipeline, self.pipeline = self.pipeline, deque()
+        pipeline = list(self.pipeline)
+        self.pipeline.clear()
         for exchange in pipeline:
             exchange.client_lost()
         if self.tunnel is not None:
@@ -293,7 +329,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _begin(self, exchange: Exchange) -> None:
         self._parsing = exchange
-        self.pipeline.append(exchange)
+        self._pipeline_append(exchange)
         if len(self.pipeline) == 1:
             exchange.start()
         else:
@@ -302,13 +338,13 @@ class ClientConnection(asyncio.Protocol):
     # -- used by exchanges -------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if self.transport is not None and not self._transport_closing():
+            self._transport_write(data)
 
     def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
         if not self.pipeline or self.pipeline[0] is not exchange:
             return
-        self.pipeline.popleft()
+        self._pipeline_popleft()
         leftover = b""
         if self._upgrading is exchange:
             # Upgrade declined: HTTP/1.1 goes on; what the client sent meanwhile is parsed now.

@@ -362,7 +362,7 @@ def splice_request(
         head = data[: end + 4]  # the rest must be the body its Content-Length announces
     if len(head) > max_fields_bytes:
         return None
-    lines = head.split(b"\r\n")  # ends with the blank line and b""
+    lines = _split(head, b"\r\n")  # ends with the blank line and b""
     count = len(lines) - 2
     line = lines[0]
     if (
@@ -577,12 +577,12 @@ def splice_response(data: bytes) -> SplicedResponse | None:
     # whole head, and a dozen of them cost more than the callbacks saved). A small read is
     # split whole, its body too: one call instead of a search for the head's end and a split.
     if len(data) <= _SPLIT_WHOLE:
-        lines = data.split(b"\r\n")
+        lines = _split(data, b"\r\n")
     else:
         end = data.find(b"\r\n\r\n")
         if end < 0:
             return None
-        lines = data[: end + 4].split(b"\r\n")  # ends with the empty line and b""
+        lines = _split(data[: end + 4], b"\r\n")  # ends with the empty line and b""
     status_line = lines[0]
     if (
         len(status_line) <= 13  # "HTTP/1.1 200 " and a reason phrase, or the full pass
@@ -632,6 +632,10 @@ def splice_response(data: bytes) -> SplicedResponse | None:
         at += n + 2
     return None  # the head does not end in this read
 
+
+#: `bytes.split` itself: calling it skips the method lookup by name that `data.split(...)`
+#: costs per call in compiled code (mypyc has no native `bytes.split`).
+_split: Final = bytes.split
 
 # Reads up to this size are split whole by `splice_response`.
 _SPLIT_WHOLE: Final = 2048

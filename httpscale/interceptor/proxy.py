@@ -78,7 +78,7 @@ class Proxy:
 
     def response_header_timeout(self, route: RouteState | None) -> float:
         if route is not None:
-            timeout = route.spec.response_header_timeout
+            timeout = route.response_header_timeout
             if timeout is not None:
                 return timeout
         return self.response_header_default

@@ -44,7 +44,7 @@ class RouteRegistry:
                     state.set_endpoints(pending)
             else:
                 old_static = state.spec.static_endpoints
-                state.spec = spec
+                state.use_spec(spec)
                 if spec.static_endpoints is not None and spec.static_endpoints != old_static:
                     state.set_endpoints(spec.static_endpoints, static=True)
             states[spec.key] = state

@@ -56,18 +56,20 @@ class RouteState:
         "_choices",
         "_dispatch_pending",
         "_on_wake",
+        "cap",
         "concurrency",
         "draining",
         "endpoints",
         "key",
         "request_count",
+        "response_header_timeout",
         "spec",
         "waiters",
     )
 
     def __init__(self, spec: RouteSpec, on_wake: Callable[[str], None]) -> None:
         self.key = spec.key
-        self.spec = spec
+        self.use_spec(spec)
         self.concurrency = 0
         self.request_count = 0
         self.endpoints: dict[Endpoint, EndpointSlot] = {}
@@ -78,6 +80,14 @@ class RouteState:
         self._on_wake = on_wake
         if spec.static_endpoints is not None:
             self.set_endpoints(spec.static_endpoints, static=True)
+
+    def use_spec(self, spec: RouteSpec) -> None:
+        """Take `spec` (a changed route keeps its state: counters, endpoints, waiters)."""
+        self.spec = spec
+        # Copied out of the spec, a plain Python object whose attributes cost a lookup by
+        # name from compiled code: these two are read per request.
+        self.cap = spec.max_concurrency_per_endpoint
+        self.response_header_timeout = spec.response_header_timeout
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -131,7 +141,7 @@ class RouteState:
         if not exclude:
             return self._pick()
         choices = [s for s in self._choices if s.endpoint not in exclude]
-        cap = self.spec.max_concurrency_per_endpoint
+        cap = self.cap
         if not choices:
             return None
         slot = min(choices, key=_in_flight)
@@ -190,7 +200,7 @@ class RouteState:
     def _pick(self) -> EndpointSlot | None:
         choices = self._choices
         n = len(choices)
-        cap = self.spec.max_concurrency_per_endpoint
+        cap = self.cap
         if n == 0:
             return None
         if n == 1:

@@ -8,6 +8,7 @@ blocks another). It goes back to its pool only when both messages ended cleanly;
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
@@ -26,6 +27,10 @@ __all__ = ["EndpointPool", "PoolLimits", "PoolWaiter", "Pools", "UpstreamConnect
 _NO_TRAILERS: Final[Headers] = []  # shared, never modified: most responses have no trailers
 
 
+def _no_transport(data: bytes) -> None:
+    raise AssertionError("not connected")
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One connection to an endpoint, and the parsing of its responses.
 
@@ -39,7 +44,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_at_start",
+        "_feed",
         "_full",
+        "_full_feed",
         "_head_bytes",
         "_head_count",
         "_head_only",
@@ -47,8 +54,11 @@ class UpstreamConnection(asyncio.Protocol):
         "_in_head",
         "_reason",
         "_splice",
+        "_splice_feed",
+        "_splice_keep_alive",
         "_spliced",
         "_status",
+        "_transport_write",
         "deadline",
         "exchange",
         "idle_since",
@@ -66,6 +76,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._splice = httptools.HttpResponseParser(self)
         self._full = httptools.HttpResponseParser(_FullResponse(self))
         self.parser = self._splice  # the one reading the current response
+        # Bound methods for the calls made per response (see ClientConnection.__init__).
+        self._splice_feed: Callable[[bytes], None] = self._splice.feed_data
+        self._splice_keep_alive: Callable[[], bool] = self._splice.should_keep_alive
+        self._full_feed: Callable[[bytes], None] = self._full.feed_data
+        self._feed: Callable[[bytes], None] = self._splice_feed  # parser in use
+        self._transport_write: Callable[[bytes], object] = _no_transport
         self._spliced: http1.SplicedResponse | None = None
         self._at_start = False  # the next read starts a response
         self.exchange: Exchange | None = None
@@ -102,7 +118,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data)
+        self._transport_write(data)
 
     def close(self) -> None:
         """Drop the connection for good (also when an exchange ends badly)."""
@@ -121,6 +137,7 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self._transport_write = transport.write
         limits = self.pool.limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
 
@@ -138,9 +155,14 @@ class UpstreamConnection(asyncio.Protocol):
             # at its first byte): choose the parser for the whole response.
             self._at_start = False
             spliced = self._spliced = http1.splice_response(data)
-            self.parser = self._full if spliced is None else self._splice
+            if spliced is None:
+                self.parser = self._full
+                self._feed = self._full_feed
+            else:
+                self.parser = self._splice
+                self._feed = self._splice_feed
         try:
-            self.parser.feed_data(data)
+            self._feed(data)
             if self._in_head:
                 # httptools buffers a header until it ends, so bound what arrives before the
                 # head is complete here (on_header alone cannot see an endless value).
@@ -197,11 +219,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_count = 0
         self._in_head = False
         status = self._status = spliced.status
-        exchange.response_head(status, b"", spliced, self.parser.should_keep_alive())
+        exchange.response_head(status, b"", spliced, self._splice_keep_alive())
         if self._head_only:
             # llhttp cannot be told a response answers HEAD; end the message here and start a
             # fresh parser so the Content-Length it announced is not awaited as a body.
             self.parser = self._splice = httptools.HttpResponseParser(self)
+            self._feed = self._splice_feed = self._splice.feed_data
+            self._splice_keep_alive = self._splice.should_keep_alive
             exchange.response_complete([])
 
     def full_headers_complete(self) -> None:
@@ -219,6 +243,7 @@ class UpstreamConnection(asyncio.Protocol):
         )
         if self._head_only and status >= 200:
             self.parser = self._full = httptools.HttpResponseParser(_FullResponse(self))
+            self._feed = self._full_feed = self._full.feed_data
             exchange.response_complete([])
 
     def on_body(self, body: bytes) -> None:
@@ -292,7 +317,7 @@ class EndpointPool:
     """
 
     __slots__ = (
-        "_connecting", "_connections", "_idle", "_sweep", "_waiting", "endpoint", "limits",
+        "_connecting", "_connections", "_idle", "_sweep", "_time", "_waiting", "endpoint", "limits",
         "loop",
     )
 
@@ -304,6 +329,7 @@ class EndpointPool:
         self._connecting = 0  # reserved attempts, started or about to be
         self._waiting: dict[PoolWaiter, None] = {}  # insertion-ordered: FIFO, O(1) removal
         self.loop = asyncio.get_running_loop()
+        self._time = self.loop.time  # bound once: called per request by give_back
         # One timer per pool closes connections idle too long (oldest first: the idle list is
         # LIFO, so they sit at its start); no timer per request.
         self._sweep: asyncio.TimerHandle | None = None
@@ -382,7 +408,7 @@ class EndpointPool:
         if len(self._idle) >= max_idle:
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = self._time()
         self._idle.append(conn)
         if self._sweep is None:
             self._sweep = self.loop.call_at(conn.idle_since + idle_timeout, self._close_stale)

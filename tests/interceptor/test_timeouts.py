@@ -9,7 +9,7 @@ import time
 
 from .backends import Backend, BackendConn, Blackhole, Request, http_app
 from .client import read_head
-from .helpers import app_route, eventually, queue_entry
+from .helpers import APP_KEY, app_route, eventually, queue_entry
 
 
 def _status_or_none(data: bytes) -> int | None:
@@ -130,6 +130,27 @@ async def test_route_response_header_timeout_504(backends, make_interceptor, cli
     await asyncio.wait_for(eof.wait(), 3)
     # The client connection survives a 504 and works again.
     assert got.is_set()
+
+
+async def test_changed_route_takes_its_new_response_header_timeout(
+    backends, make_interceptor, clients
+):
+    """set_routes with a changed spec for a known route: the route keeps its state (counters)
+    and uses the new timeout at once (the value is copied out of the spec per route)."""
+    got, eof = asyncio.Event(), asyncio.Event()
+    backend = await backends(_silent_handler(got, eof))
+    ic = await make_interceptor(
+        routes=[app_route(backend.endpoint, response_header_timeout=30.0)],
+        upstream_response_header=30.0,
+    )
+    ic.set_routes([app_route(backend.endpoint, response_header_timeout=0.3)])
+    conn = await clients(ic.proxy_address)
+    t0 = time.monotonic()
+    resp = await conn.request("GET", "/slow")
+    assert resp.status == 504, (resp.status, resp.body)
+    assert b"0.3s" in resp.body
+    assert time.monotonic() - t0 < 10.0
+    assert ic.route_stats(APP_KEY)["request_count"] == 1
 
 
 async def test_global_response_header_timeout_when_route_sets_none(
