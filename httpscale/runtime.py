@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["configure_logging", "run", "wait_for_stop_signal"]
+__all__ = ["configure_logging", "freeze_startup_heap", "run", "wait_for_stop_signal"]
 
 
 def configure_logging(level: str) -> None:
@@ -29,6 +30,20 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
+
+
+def freeze_startup_heap() -> None:
+    """Take what the process allocated to start (modules, settings, servers: ~60,000 objects)
+    out of the cyclic GC's scans, once it is serving.
+
+    The data plane makes no cyclic garbage (closed connections break their own cycles), yet
+    CPython still runs full collections as long-lived objects accumulate, such as 10,000
+    requests held through a cold start; each one scans every tracked object. Frozen objects
+    are skipped: in the held-requests benchmark the full collections after a release went from
+    ~25 ms to a few.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def wait_for_stop_signal() -> signal.Signals:

@@ -38,6 +38,7 @@ from held import raise_nofile
 from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
 from httpscale.routing.spec import Endpoint, RouteMatch, RouteSpec
+from httpscale.runtime import freeze_startup_heap
 
 __all__ = ["main"]
 
@@ -130,6 +131,7 @@ async def _run(args: argparse.Namespace) -> None:
     )
     ic = Interceptor(settings)
     await ic.start()
+    freeze_startup_heap()  # as `httpscale interceptor` does once serving
     harness = Harness(ic)
     try:
         if args.routes:

@@ -18,6 +18,10 @@ __all__ = ["NEVER", "Deadline"]
 NEVER: Final = float("inf")
 
 
+def _nothing() -> None:
+    pass
+
+
 class Deadline:
     __slots__ = ("_due", "_loop", "_on_expiry", "_timer", "when")
 
@@ -50,6 +54,9 @@ class Deadline:
             self._timer.cancel()
             self._timer = None
         self.when = NEVER
+        # `on_expiry` is the owner's bound method: dropping it breaks the owner -> deadline ->
+        # owner cycle, so the closed connection is freed by reference counting.
+        self._on_expiry = _nothing
 
     def _fire(self) -> None:
         self._timer = None

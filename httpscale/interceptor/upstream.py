@@ -27,8 +27,20 @@ __all__ = ["EndpointPool", "PoolLimits", "PoolWaiter", "Pools", "UpstreamConnect
 _NO_TRAILERS: Final[Headers] = []  # shared, never modified: most responses have no trailers
 
 
-def _no_transport(data: bytes) -> None:
-    raise AssertionError("not connected")
+def _ignore(data: bytes) -> None:
+    """Stands in for a parser's or transport's method before connecting and after closing."""
+
+
+def _keep_nothing() -> bool:
+    return False
+
+
+class _NoCallbacks:
+    pass
+
+
+#: Put in a closed connection's parser slots (see `UpstreamConnection.connection_lost`).
+_SPENT_PARSER: Final = httptools.HttpResponseParser(_NoCallbacks())
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -81,7 +93,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._splice_keep_alive: Callable[[], bool] = self._splice.should_keep_alive
         self._full_feed: Callable[[bytes], None] = self._full.feed_data
         self._feed: Callable[[bytes], None] = self._splice_feed  # parser in use
-        self._transport_write: Callable[[bytes], object] = _no_transport
+        self._transport_write: Callable[[bytes], object] = _ignore
         self._spliced: http1.SplicedResponse | None = None
         self._at_start = False  # the next read starts a response
         self.exchange: Exchange | None = None
@@ -117,8 +129,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._in_head = True
 
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self._transport_write(data)
+        self._transport_write(data)  # ignored once the connection is lost
 
     def close(self) -> None:
         """Drop the connection for good (also when an exchange ends badly)."""
@@ -199,6 +210,13 @@ class UpstreamConnection(asyncio.Protocol):
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.upstream_lost(self)
+        # Break the cycles through the transport and the parsers, as ClientConnection does
+        # (see its `_release`): freed at once, not by the cyclic GC.
+        self.transport = None
+        self._transport_write = _ignore
+        self.parser = self._splice = self._full = _SPENT_PARSER
+        self._feed = self._splice_feed = self._full_feed = _ignore
+        self._splice_keep_alive = _keep_nothing
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
