@@ -38,7 +38,7 @@ from held import raise_nofile
 from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
 from httpscale.routing.spec import Endpoint, RouteMatch, RouteSpec
-from httpscale.runtime import freeze_startup_heap
+from httpscale.runtime import tune_gc_for_serving
 
 __all__ = ["main"]
 
@@ -131,7 +131,7 @@ async def _run(args: argparse.Namespace) -> None:
     )
     ic = Interceptor(settings)
     await ic.start()
-    freeze_startup_heap()  # as `httpscale interceptor` does once serving
+    tune_gc_for_serving()  # as `httpscale interceptor` does once serving
     harness = Harness(ic)
     try:
         if args.routes:

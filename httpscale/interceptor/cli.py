@@ -12,7 +12,7 @@ import click
 from httpscale.clikit import option
 from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import interceptor_options, settings_from_options
-from httpscale.runtime import configure_logging, freeze_startup_heap, run, wait_for_stop_signal
+from httpscale.runtime import configure_logging, run, tune_gc_for_serving, wait_for_stop_signal
 
 __all__ = ["interceptor_command"]
 
@@ -41,7 +41,7 @@ def interceptor_command(config_path: str, log_level: str, **options: Any) -> Non
     async def main() -> None:
         interceptor = Interceptor(settings)
         await interceptor.start()
-        freeze_startup_heap()
+        tune_gc_for_serving()
         routes = asyncio.create_task(source.run(interceptor), name="route-source")
         try:
             stop = asyncio.create_task(wait_for_stop_signal(), name="stop-signal")

@@ -27,7 +27,7 @@ from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.local.autoscaler import AutoscalerSettings, LocalAutoscaler
 from httpscale.local.plan import AppPlan
 from httpscale.local.supervisor import cancel_and_wait
-from httpscale.runtime import freeze_startup_heap
+from httpscale.runtime import tune_gc_for_serving
 
 __all__ = ["LocalInterceptor", "LocalRunner", "LocalSettings"]
 
@@ -145,7 +145,7 @@ class LocalRunner:
         try:
             try:
                 await self.start()
-                freeze_startup_heap()
+                tune_gc_for_serving()
                 await self.serve(stop)
             finally:
                 await self.close()
