@@ -357,7 +357,8 @@ class ClientConnection(asyncio.Protocol):
     # -- used by exchanges -------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self._transport_closing():
+        # Before connecting and after closing, `_transport_closing` is `_closed`.
+        if not self._transport_closing():
             self._transport_write(data)
 
     def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
@@ -369,6 +370,7 @@ class ClientConnection(asyncio.Protocol):
             # Upgrade declined: HTTP/1.1 goes on; what the client sent meanwhile is parsed now.
             self._upgrading = None
             self._full = None  # a fresh one when next needed
+            self._full_feed = _ignore
             self._msg_open = False
             leftover = exchange.take_leftover()
         if self._close_when_done and not self.pipeline:

@@ -54,7 +54,7 @@ def test_compiled_build_is_profile_guided() -> None:
     manifest = json.loads(dataplane.MANIFEST.read_text())
     assert manifest.get("profile") == expected, (
         f"the compiled build's profile is {manifest.get('profile')!r}, not {expected!r}: "
-        "see build/mypyc/build.log"
+        "see build/pgo-failure.log"
     )
 
 
