@@ -136,6 +136,14 @@ class Scaler:
         self.table.close()
         if self._server is not None:
             await self._server.stop(shutdown.grpc_grace)
+        # Calls the client cancelled may still be unwinding in grpc's tasks after stop().
+        try:
+            async with asyncio.timeout(shutdown.grpc_grace):
+                await self.service.calls_ended()
+        except TimeoutError:
+            log.warning(
+                "%d gRPC call(s) still running after shutdown", self.service.calls_in_progress
+            )
         for task in self._tasks:
             task.cancel()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -123,16 +123,36 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self._collector = collector
         self._metrics = metrics
         self._closing = asyncio.Event()
+        # The grpc task of every call in progress. grpc's server.stop() returns once the core has
+        # finished its calls, which for a call the client cancelled can be before grpc has resumed
+        # the Python task to unwind it: shutdown waits on these so no handler outlives the scaler.
+        self._calls: set[asyncio.Task[Any]] = set()
 
     def close(self) -> None:
         """Shutdown: end every stream (the board and table close too, at the scaler's call)."""
         self._closing.set()
+
+    @property
+    def calls_in_progress(self) -> int:
+        return len(self._calls)
+
+    async def calls_ended(self) -> None:
+        """Return once no call is in progress (the caller bounds the wait)."""
+        while self._calls:
+            await asyncio.wait(set(self._calls))
+
+    def _track_call(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task not in self._calls:
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
 
     # -- helpers -----------------------------------------------------------------------------
 
     async def _resolve(
         self, method: str, ref: pb.ScaledObjectRef, context: Any
     ) -> RouteTarget | FleetTarget:
+        self._track_call()  # every handler resolves its ref first
         try:
             return resolve_ref(ref, self._table)
         except RefError as exc:

@@ -130,8 +130,10 @@ async def running_scaler(
         yield scaler
     finally:
         await scaler.stop()
-    # Every task the scaler started is gone once stop() returns (owned, awaited). The scaler
-    # names all of its tasks; unnamed ones belong to the stand-ins' servers or to grpc.
+    # Every task the scaler started is gone once stop() returns (owned, awaited), and so is every
+    # gRPC call's task (grpc names them after the method and "rpc_task"). Unnamed tasks belong to
+    # the stand-ins' servers or to the test's own gRPC channel.
+    assert scaler.service.calls_in_progress == 0
     leaked = [
         t
         for t in asyncio.all_tasks() - before
@@ -246,3 +248,21 @@ def wake_connected(scaler: Scaler, replicas: int) -> bool:
     """All `replicas` interceptors are known and their /wake streams are open."""
     known = scaler.collector.replicas
     return len(known) == replicas and all(r.wake_connected for r in known)
+
+
+@asynccontextmanager
+async def cpu_contention(processes: int, seconds: float) -> AsyncIterator[None]:
+    """Busy-looping processes, to widen races that only show on a contended CPU. Each one ends by
+    itself after `seconds` even if the test dies; they are killed on exit anyway."""
+    spin = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
+    procs = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", spin) for _ in range(processes)
+    ]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+        for proc in procs:
+            await proc.wait()

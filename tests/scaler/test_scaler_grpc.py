@@ -8,6 +8,7 @@ the same protocol against real `httpscale local` processes.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scaler_helpers import (
     StandIn,
+    cpu_contention,
     eventually,
     fast_settings,
     grpc_client,
@@ -281,6 +283,31 @@ async def test_shutdown_ends_open_streams() -> None:
             await channel.close()
     finally:
         await fake.stop()
+
+
+async def test_shutdown_waits_for_calls_the_client_dropped() -> None:
+    """A stream the client drops as the scaler stops can still be unwinding in grpc's task when
+    grpc's server.stop() returns (the core finishes the call before grpc's poller thread resumes
+    the Python task); stop() waits for it. The race shows when the CPU is contended, as on a
+    busy CI machine, so busy processes (each ending by itself) contend for it here."""
+    from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
+
+    async with cpu_contention(processes=(os.cpu_count() or 2) + 1, seconds=30.0):
+        for attempt in range(150):
+            async with running_scaler([CONC], []) as scaler:
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{scaler.grpc_port}")
+                stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[misc]
+                streams = [stub.StreamIsActive(ref("conc")) for _ in range(3)]
+                for stream in streams:
+                    assert (await stream.read()).result is False
+                assert scaler.service.calls_in_progress == 3
+                for stream in streams[: attempt % 3]:  # cancelled, or dropped with the channel
+                    stream.cancel()
+                stopping = asyncio.create_task(scaler.stop())
+                await channel.close(None)
+                await stopping
+                # running_scaler's exit also checks that no grpc call task is left.
+                assert scaler.service.calls_in_progress == 0, f"attempt {attempt}"
 
 
 class PushedRoutes:
