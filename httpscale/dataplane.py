@@ -31,6 +31,7 @@ __all__ = [
     "GROUP",
     "HOT_MODULES",
     "MANIFEST",
+    "NATIVE_MODULES",
     "Dataplane",
     "active",
     "build_problem",
@@ -54,6 +55,12 @@ HOT_MODULES = (
     "httpscale.interceptor.upstream",
     "httpscale.routing.table",
 )
+#: Written in C by hand, built with the group: the few loops that Python, even compiled, can only
+#: run by making an object per step (`_scan.c` says why). Each has a Python twin that runs
+#: whenever the hot modules run from source.
+NATIVE_MODULES = ("httpscale.interceptor._scan",)
+#: Everything scripts/compile builds, apart from the group's shared library.
+BUILT_MODULES = HOT_MODULES + NATIVE_MODULES
 #: mypyc's shared library for the group (named so that it lives inside this package).
 GROUP = "httpscale._dataplane"
 #: Written by scripts/compile next to the extensions: {"sources": {module: sha256}, ...}.
@@ -62,15 +69,17 @@ PURE_ENV = "HTTPSCALE_PURE_PYTHON"
 
 
 def source_path(module: str) -> Path:
-    return PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
+    suffix = ".c" if module in NATIVE_MODULES else ".py"
+    return PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(suffix)
 
 
-def source_hashes(modules: Sequence[str] = HOT_MODULES) -> dict[str, str]:
+def source_hashes(modules: Sequence[str] = BUILT_MODULES) -> dict[str, str]:
     return {m: hashlib.sha256(source_path(m).read_bytes()).hexdigest() for m in modules}
 
 
 def extension_paths(module: str) -> list[Path]:
-    """The extension files built for `module` (a hot module or GROUP's library) present now."""
+    """The extension files built for `module` (one of BUILT_MODULES or GROUP's library)
+    present now."""
     stem = PACKAGE_DIR.parent.joinpath(*module.split("."))
     found = (Path(f"{stem}{suffix}") for suffix in importlib.machinery.EXTENSION_SUFFIXES)
     return [path for path in found if path.exists()]
@@ -93,7 +102,7 @@ _NO_BUILD = "no compiled build (run scripts/compile)"
 
 def build_problem() -> str:
     """Why the compiled build cannot be used; "" when it is present and current."""
-    present = [m for m in HOT_MODULES if extension_paths(m)]
+    present = [m for m in BUILT_MODULES if extension_paths(m)]
     if not present:
         return _NO_BUILD
     return _build_problem(present)
@@ -111,12 +120,13 @@ def check(env: dict[str, str] | os._Environ[str] = os.environ) -> Dataplane:
         log.warning("compiled hot path not used, running the Python source: %s", problem)
         _prefer_sources()
         return Dataplane(False, problem)
-    return Dataplane(True, f"mypyc build of {len(HOT_MODULES)} modules")
+    return Dataplane(True, f"mypyc build of {len(HOT_MODULES)} modules, "
+                           f"{len(NATIVE_MODULES)} in C")
 
 
 def _build_problem(present: Sequence[str]) -> str:
-    if len(present) != len(HOT_MODULES):
-        missing = sorted(set(HOT_MODULES) - set(present))
+    if len(present) != len(BUILT_MODULES):
+        missing = sorted(set(BUILT_MODULES) - set(present))
         return f"compiled build incomplete (missing {', '.join(missing)}); run scripts/compile"
     try:
         recorded = json.loads(MANIFEST.read_text())["sources"]
@@ -129,19 +139,22 @@ def _build_problem(present: Sequence[str]) -> str:
 
 
 class _SourceFinder:
-    """Finds the hot modules as .py files, ahead of the extension modules beside them."""
+    """Finds the hot modules as .py files, ahead of the extension modules beside them, and
+    hides the native ones (their importers fall back to their Python twins)."""
 
     @staticmethod
     def find_spec(
         name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
+        if name in NATIVE_MODULES:
+            raise ModuleNotFoundError(f"{name} is not used: the Python source runs", name=name)
         if name not in HOT_MODULES:
             return None
         return importlib.util.spec_from_file_location(name, source_path(name))
 
 
 def _prefer_sources() -> None:
-    loaded = [m for m in HOT_MODULES if m in sys.modules]
+    loaded = [m for m in BUILT_MODULES if m in sys.modules]
     if loaded:  # too late to choose: something imported them before this package
         raise ImportError(f"hot modules imported before httpscale.dataplane decided: {loaded}")
     if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):

@@ -8,7 +8,7 @@ never turn into a desync between us and the upstream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Final
 
@@ -353,6 +353,30 @@ def splice_request(
     structure found here is the one llhttp parsed (CRLF only, no folding, no space before a
     colon), and the request line is `method SP target SP HTTP/1.1`.
     """
+    found = _SCAN_REQUEST(data, max_line, max_fields_bytes, max_fields)
+    if found is None:
+        return None
+    head_end, line_end, parts, host, xff, xfp, xfh, keep_alive, length = found
+    head = data if head_end == len(data) else data[:head_end]
+    spliced = SplicedRequest(head, data[:line_end], parts, host, xff, xfp, xfh, keep_alive)
+    if length > 0:
+        spliced.content_length = length
+        spliced.body_in_read = True
+    return spliced
+
+
+#: What `scan_request_head` finds: where the head ends (its blank line included) and where
+#: its request line ends, the head's bytes without the lines cut (Connection, Keep-Alive,
+#: X-Forwarded-For), the Host value, the X-Forwarded-For value if one came, whether
+#: X-Forwarded-Proto and -Host came, keep-alive, and the Content-Length (-1: none).
+RequestScan = tuple[int, int, list[bytes], bytes, bytes | None, bool, bool, bool, int]
+
+
+def scan_request_head(
+    data: bytes, max_line: int, max_fields_bytes: int, max_fields: int
+) -> RequestScan | None:
+    """`splice_request`'s look at the head, in Python: the reference for, and the fallback
+    of, the same scan in C (`_scan.c`), which the compiled build uses."""
     if data.endswith(b"\r\n\r\n"):
         head = data  # a bodiless request (or several, which the loop below turns away)
     else:
@@ -436,11 +460,7 @@ def splice_request(
     if len(data) != len(head) + max(length, 0):
         return None  # the body is not all here, or more follows it: the full pass
     parts.append(head[kept:at] if kept else head[:-2])
-    spliced = SplicedRequest(head, lines[0], parts, host, xff, xfp, xfh, keep_alive)
-    if length > 0:
-        spliced.content_length = length
-        spliced.body_in_read = True
-    return spliced
+    return len(head), len(lines[0]), parts, host, xff, xfp, xfh, keep_alive, length
 
 
 class ResponseInfo:
@@ -573,6 +593,22 @@ def splice_response(data: bytes) -> SplicedResponse | None:
     llhttp is strict (CRLF only, no folding, no space before a colon), so then the first
     CRLFCRLF is the end of the head and every CRLF in it ends a header line.
     """
+    found = _SCAN_RESPONSE(data)
+    if found is None:
+        return None
+    end, status, content_length, cut1, cut1_end, cut2, cut2_end = found
+    return _spliced_response(data, end, status, content_length, cut1, cut1_end, cut2, cut2_end)
+
+
+#: What `scan_response_head` finds: the head's end (where its blank line starts), the status,
+#: whether a Content-Length was seen, and the Connection and Keep-Alive lines to cut (offsets
+#: in `data`, each with its CRLF; 0 and 0 when absent).
+ResponseScan = tuple[int, int, bool, int, int, int, int]
+
+
+def scan_response_head(data: bytes) -> ResponseScan | None:
+    """`splice_response`'s look at the head, in Python: the reference for, and the fallback
+    of, the same scan in C (`_scan.c`), which the compiled build uses."""
     # One split, then a look at each line's first letter (every `bytes.find` is a scan of the
     # whole head, and a dozen of them cost more than the callbacks saved). A small read is
     # split whole, its body too: one call instead of a search for the head's end and a split.
@@ -605,9 +641,7 @@ def splice_response(data: bytes) -> SplicedResponse | None:
             status = (status_line[9] - 48) * 100 + (status_line[10] - 48) * 10 + (
                 status_line[11] - 48
             )
-            return _spliced_response(
-                data, at, status, content_length, cut1, cut1_end, cut2, cut2_end
-            )
+            return at, status, content_length, cut1, cut1_end, cut2, cut2_end
         first = line[0] | 32  # the name's first letter, lower-cased
         if first == 99:  # c
             if line.startswith(b"Content-Length:") or _named(line, b"content-length"):
@@ -637,8 +671,24 @@ def splice_response(data: bytes) -> SplicedResponse | None:
 #: costs per call in compiled code (mypyc has no native `bytes.split`).
 _split: Final = bytes.split
 
-# Reads up to this size are split whole by `splice_response`.
+# Reads up to this size are split whole by `scan_response_head` (SPLIT_WHOLE in _scan.c).
 _SPLIT_WHOLE: Final = 2048
+
+
+def _scanners() -> tuple[
+    Callable[[bytes], ResponseScan | None], Callable[[bytes, int, int, int], RequestScan | None]
+]:
+    """The C scans when the compiled build is in use (they are built with it), else Python's."""
+    try:
+        from httpscale.interceptor import _scan
+    except ImportError:  # not built, or the Python source was asked for (httpscale.dataplane)
+        return scan_response_head, scan_request_head
+    return _scan.scan_response, _scan.scan_request
+
+
+_SCANNERS: Final = _scanners()
+_SCAN_RESPONSE: Final = _SCANNERS[0]
+_SCAN_REQUEST: Final = _SCANNERS[1]
 
 
 def _spliced_response(

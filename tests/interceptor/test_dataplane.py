@@ -17,8 +17,10 @@ PACKAGE = Path(dataplane.__file__).resolve().parent  # .../httpscale
 
 PROBE = (
     "import httpscale.interceptor.exchange as e, httpscale.interceptor.downstream as d;"
+    "import httpscale.interceptor.http1 as h;"
     "from httpscale import dataplane;"
-    "print(dataplane.active().name, e.__file__.rsplit('.', 1)[1], d.__file__.rsplit('.', 1)[1])"
+    "print(dataplane.active().name, e.__file__.rsplit('.', 1)[1], d.__file__.rsplit('.', 1)[1],"
+    " 'c' if h._SCAN_RESPONSE.__module__ == 'httpscale.interceptor._scan' else 'py')"
 )
 
 
@@ -71,12 +73,12 @@ def package_copy(tmp_path: Path) -> Path:
 
 def test_current_build_is_imported(package_copy: Path) -> None:
     out, _ = _probe(package_copy)
-    assert out == "compiled so so"
+    assert out == "compiled so so c"
 
 
 def test_pure_python_on_request(package_copy: Path) -> None:
     out, _ = _probe(package_copy, HTTPSCALE_PURE_PYTHON="1")
-    assert out == "python py py"
+    assert out == "python py py py"
 
 
 def test_edited_source_runs_instead_of_a_stale_build(package_copy: Path) -> None:
@@ -85,14 +87,24 @@ def test_edited_source_runs_instead_of_a_stale_build(package_copy: Path) -> None
     out, err = _probe(package_copy)
     # All hot modules fall back together, not only the edited one: mypyc modules of one build
     # call each other natively, so a mixed set would still run the old exchange code.
-    assert out == "python py py"
+    assert out == "python py py py"
     assert "sources changed since the build (httpscale.interceptor.exchange)" in err
     assert "scripts/compile" in err
+
+
+def test_edited_c_source_runs_the_python_twin(package_copy: Path) -> None:
+    # The hand-written C is part of the build: edited, it is stale like any hot module, and
+    # its Python twin (http1.scan_response_head) runs with the rest of the source.
+    source = package_copy / "httpscale" / "interceptor" / "_scan.c"
+    source.write_text(source.read_text() + "\n/* edited after the build */\n")
+    out, err = _probe(package_copy)
+    assert out == "python py py py"
+    assert "sources changed since the build (httpscale.interceptor._scan)" in err
 
 
 def test_incomplete_build_is_refused(package_copy: Path) -> None:
     for ext in (package_copy / "httpscale" / "interceptor").glob("routes.*.so"):
         ext.unlink()
     out, err = _probe(package_copy)
-    assert out == "python py py"
+    assert out == "python py py py"
     assert "compiled build incomplete (missing httpscale.interceptor.routes)" in err

@@ -1,0 +1,402 @@
+/* The head scans of the splice path, in C: `http1.scan_response_head` and
+ * `http1.scan_request_head`, line for line.
+ *
+ * Why C: each runs once per proxied request or response, and in Python (compiled by mypyc
+ * or not) a scan must split the head into one bytes object per line to look at their first
+ * letters: a list and ~10 objects made and freed per head, about a fifth of the instructions
+ * a whole proxied request cost (docs/benchmarks.md). Here they walk the bytes in place and
+ * allocate only the answer. Same contracts as the Python functions, which stay the
+ * reference (tests/unit/test_scan.py compares both on generated and mutated heads) and run
+ * when this module is not built or HTTPSCALE_PURE_PYTHON is set.
+ *
+ * Built by scripts/compile next to the mypyc modules; no state, no GIL release, no Python
+ * calls: it reads one immutable bytes object and returns a new tuple or None.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* Reads up to this size are scanned whole, as http1._SPLIT_WHOLE. */
+#define SPLIT_WHOLE 2048
+
+static inline unsigned char lower(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+/* Whether s[:n], lower-cased, equals `name` (lower-case, length k). */
+static int equal_lower(const unsigned char *s, Py_ssize_t n, const char *name, Py_ssize_t k) {
+    if (n != k) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        if (lower(s[i]) != (unsigned char)name[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* http1._named: the line (length n) is the field `name` (lower-case, length k). */
+static int named(const unsigned char *line, Py_ssize_t n, const char *name, Py_ssize_t k) {
+    return n > k && line[k] == ':' && equal_lower(line, k, name, k);
+}
+
+/* A Connection line's value, stripped of spaces and tabs, is keep-alive or close. */
+static int plain_connection(const unsigned char *line, Py_ssize_t n) {
+    Py_ssize_t a = 11, b = n; /* after "connection:" */
+    while (a < b && (line[a] == ' ' || line[a] == '\t')) {
+        a++;
+    }
+    while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t')) {
+        b--;
+    }
+    return equal_lower(line + a, b - a, "keep-alive", 10) || equal_lower(line + a, b - a, "close", 5);
+}
+
+static const char *const HOP_BY_HOP[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "proxy-authenticate", "proxy-authorization",
+};
+
+/* `line[:line.find(b":")].lower() in HOP_BY_HOP`, the Python spelling's quirk included: with
+ * no colon, find is -1 and the name is the line without its last byte. */
+static int hop_by_hop(const unsigned char *line, Py_ssize_t n) {
+    const unsigned char *colon = memchr(line, ':', (size_t)n);
+    Py_ssize_t k = colon != NULL ? colon - line : n - 1;
+    for (size_t i = 0; i < sizeof(HOP_BY_HOP) / sizeof(HOP_BY_HOP[0]); i++) {
+        if (equal_lower(line, k, HOP_BY_HOP[i], (Py_ssize_t)strlen(HOP_BY_HOP[i]))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The next CRLF at or after `at` and before `limit`, as bytes.split(b"\r\n") finds them
+ * (left to right, not overlapping); -1 when there is none. */
+static Py_ssize_t find_crlf(const unsigned char *d, Py_ssize_t at, Py_ssize_t limit) {
+    while (at + 1 < limit) {
+        const unsigned char *cr = memchr(d + at, '\r', (size_t)(limit - 1 - at));
+        if (cr == NULL) {
+            return -1;
+        }
+        Py_ssize_t i = cr - d;
+        if (d[i + 1] == '\n') {
+            return i;
+        }
+        at = i + 1;
+    }
+    return -1;
+}
+
+/* A tuple of `items`, whose references it takes over; when one of them is NULL (it failed,
+ * with an exception set) or the tuple cannot be made, all are released and NULL returned. */
+static PyObject *steal_into_tuple(PyObject **items, Py_ssize_t n) {
+    PyObject *out = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (items[i] == NULL) {
+            goto failed;
+        }
+    }
+    out = PyTuple_New(n);
+    if (out == NULL) {
+        goto failed;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(out, i, items[i]);
+    }
+    return out;
+failed:
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(items[i]);
+    }
+    return NULL;
+}
+
+static PyObject *answer(Py_ssize_t end, long status, int content_length, Py_ssize_t cut1,
+                        Py_ssize_t cut1_end, Py_ssize_t cut2, Py_ssize_t cut2_end) {
+    PyObject *items[7] = {
+        PyLong_FromSsize_t(end), PyLong_FromLong(status), PyBool_FromLong(content_length),
+        PyLong_FromSsize_t(cut1), PyLong_FromSsize_t(cut1_end), PyLong_FromSsize_t(cut2),
+        PyLong_FromSsize_t(cut2_end),
+    };
+    return steal_into_tuple(items, 7);
+}
+
+static PyObject *scan_response(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyBytes_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "scan_response() wants bytes, not %.100s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(arg);
+    Py_ssize_t limit = PyBytes_GET_SIZE(arg);
+    if (limit > SPLIT_WHOLE) {
+        /* A large read: only its head is looked at (the Python side splits data[:end + 4]). */
+        const unsigned char *blank = memmem(d, (size_t)limit, "\r\n\r\n", 4);
+        if (blank == NULL) {
+            Py_RETURN_NONE;
+        }
+        limit = blank - d + 4;
+    }
+    Py_ssize_t line_end = find_crlf(d, 0, limit);
+    /* The status line: "HTTP/1.1 ddd " and a reason phrase; not 1xx (interim, 101). */
+    if (line_end <= 13 || memcmp(d, "HTTP/1.1 ", 9) != 0 || d[9] == '1' || d[12] != ' ') {
+        Py_RETURN_NONE;
+    }
+    long status = (long)(d[9] - 48) * 100 + (long)(d[10] - 48) * 10 + (long)(d[11] - 48);
+    int content_length = 0;
+    Py_ssize_t cut1 = 0, cut1_end = 0, cut2 = 0, cut2_end = 0;
+    Py_ssize_t at = line_end + 2; /* where the current line starts */
+    for (;;) {
+        line_end = find_crlf(d, at, limit);
+        if (line_end < 0) {
+            Py_RETURN_NONE; /* no blank line in this read: the head is unfinished */
+        }
+        const unsigned char *line = d + at;
+        Py_ssize_t n = line_end - at;
+        if (n == 0) {
+            return answer(at, status, content_length, cut1, cut1_end, cut2, cut2_end);
+        }
+        unsigned char first = line[0] | 32; /* the name's first letter, lower-cased */
+        if (first == 'c') {
+            if (named(line, n, "content-length", 14)) {
+                content_length = 1;
+            } else if (named(line, n, "connection", 10)) {
+                if (!plain_connection(line, n) || cut1) {
+                    Py_RETURN_NONE; /* upgrade, fields named hop-by-hop, or two Connections */
+                }
+                cut1 = at;
+                cut1_end = line_end + 2;
+            }
+        } else if (first == 'k') {
+            if (named(line, n, "keep-alive", 10)) {
+                if (cut2) {
+                    Py_RETURN_NONE;
+                }
+                cut2 = at;
+                cut2_end = line_end + 2;
+            }
+        } else if (first == 'p' || first == 't' || first == 'u') {
+            if (hop_by_hop(line, n)) {
+                Py_RETURN_NONE;
+            }
+        }
+        at = line_end + 2;
+    }
+}
+
+/* The fields that keep a request off the splice path (http1._UNSPLICED_REQUEST_FIELDS). */
+static const char *const UNSPLICED_REQUEST_FIELDS[] = {
+    "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate",
+    "proxy-authorization", "expect",
+};
+
+/* `line[:line.find(b":")].lower() in names`, with the same quirk as hop_by_hop. */
+static int named_one_of(const unsigned char *line, Py_ssize_t n, const char *const *names,
+                        size_t count) {
+    const unsigned char *colon = memchr(line, ':', (size_t)n);
+    Py_ssize_t k = colon != NULL ? colon - line : n - 1;
+    for (size_t i = 0; i < count; i++) {
+        if (equal_lower(line, k, names[i], (Py_ssize_t)strlen(names[i]))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* s[a:b] stripped of spaces and tabs, as bytes.strip(b" \t"): the new bounds in *a, *b. */
+static void strip(const unsigned char *s, Py_ssize_t *a, Py_ssize_t *b) {
+    while (*a < *b && (s[*a] == ' ' || s[*a] == '\t')) {
+        (*a)++;
+    }
+    while (*b > *a && (s[*b - 1] == ' ' || s[*b - 1] == '\t')) {
+        (*b)--;
+    }
+}
+
+/* Append d[a:b] to the list `parts`; 0, or -1 with an exception set. */
+static int append_slice(PyObject *parts, const unsigned char *d, Py_ssize_t a, Py_ssize_t b) {
+    PyObject *piece = PyBytes_FromStringAndSize((const char *)d + a, b - a);
+    if (piece == NULL) {
+        return -1;
+    }
+    int failed = PyList_Append(parts, piece);
+    Py_DECREF(piece);
+    return failed;
+}
+
+/* http1.scan_request_head, line for line (see there for what is spliced and why). */
+static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "scan_request() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "scan_request() wants bytes, not %.100s",
+                     Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    Py_ssize_t max_line = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t max_fields_bytes = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t max_fields = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t head_end; /* the head, its blank line included: d[:head_end] */
+    if (size >= 4 && memcmp(d + size - 4, "\r\n\r\n", 4) == 0) {
+        head_end = size; /* a bodiless request (or several, which the loop turns away) */
+    } else {
+        const unsigned char *blank = memmem(d, (size_t)size, "\r\n\r\n", 4);
+        if (blank == NULL) {
+            Py_RETURN_NONE;
+        }
+        head_end = blank - d + 4; /* the rest must be the body its Content-Length announces */
+    }
+    if (head_end > max_fields_bytes) {
+        Py_RETURN_NONE;
+    }
+    /* The request line: `method SP target SP HTTP/1.1`, not CONNECT. (Every CRLF of the
+     * head ends a line: CRLFs cannot overlap, so this is bytes.split's reading.) */
+    Py_ssize_t request_line_end = find_crlf(d, 0, head_end);
+    Py_ssize_t line_end = request_line_end;
+    if (line_end > max_line || line_end < 9 || memcmp(d + line_end - 9, " HTTP/1.1", 9) != 0 ||
+        (line_end >= 8 && memcmp(d, "CONNECT ", 8) == 0)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t host_a = 0, host_b = 0; /* the Host value: d[host_a:host_b] */
+    Py_ssize_t xff_a = -1, xff_b = -1; /* an X-Forwarded-For value, when one came */
+    int xfp = 0, xfh = 0, keep_alive = 1, connection = 0;
+    long long length = -1; /* the Content-Length, if one was sent */
+    Py_ssize_t fields = 0;
+    Py_ssize_t kept = 0; /* where the bytes not yet in `parts` start */
+    PyObject *parts = PyList_New(0); /* the head without the lines cut, as slices of data */
+    if (parts == NULL) {
+        return NULL;
+    }
+    Py_ssize_t at = line_end + 2; /* where the current line starts */
+    while (at < head_end - 2) {
+        line_end = find_crlf(d, at, head_end);
+        const unsigned char *line = d + at;
+        Py_ssize_t n = line_end - at;
+        if (n == 0) {
+            goto spliced_not; /* more than one request in this read: the full pass */
+        }
+        fields++;
+        int cut = 0;
+        unsigned char first = line[0] | 32; /* the name's first letter, lower-cased */
+        if (first == 'h') {
+            if (named(line, n, "host", 4)) {
+                if (host_b > host_a) {
+                    goto spliced_not; /* a second Host (after a non-empty one) */
+                }
+                unsigned char last = line[n - 1];
+                if (n > 6 && line[5] == ' ' && line[6] != ' ' && last != ' ' && last != '\t') {
+                    host_a = at + 6, host_b = line_end; /* "Host: value", as clients send it */
+                } else {
+                    host_a = at + 5, host_b = line_end;
+                    strip(d, &host_a, &host_b);
+                }
+            }
+        } else if (first == 'x') {
+            if (named(line, n, "x-forwarded-for", 15)) {
+                if (xff_a >= 0) {
+                    goto spliced_not;
+                }
+                xff_a = at + 16, xff_b = line_end;
+                strip(d, &xff_a, &xff_b);
+                cut = 1; /* sent again, with the client's address appended */
+            } else if (named(line, n, "x-forwarded-proto", 17)) {
+                xfp = 1;
+            } else if (named(line, n, "x-forwarded-host", 16)) {
+                xfh = 1;
+            }
+        } else if (first == 'c') {
+            if (named(line, n, "connection", 10)) {
+                if (connection) {
+                    goto spliced_not; /* several Connection fields: llhttp's reading decides */
+                }
+                connection = cut = 1;
+                Py_ssize_t a = at + 11, b = line_end;
+                strip(d, &a, &b);
+                if (equal_lower(d + a, b - a, "close", 5)) {
+                    keep_alive = 0;
+                } else if (!equal_lower(d + a, b - a, "keep-alive", 10)) {
+                    goto spliced_not; /* upgrade, or fields named hop-by-hop */
+                }
+            } else if (named(line, n, "content-length", 14)) {
+                Py_ssize_t a = at + 15, b = line_end;
+                strip(d, &a, &b);
+                if (length >= 0 || b == a || b - a > 15) {
+                    goto spliced_not; /* several, or not a plain number: the full pass */
+                }
+                length = 0;
+                for (Py_ssize_t i = a; i < b; i++) {
+                    if (d[i] < '0' || d[i] > '9') {
+                        goto spliced_not;
+                    }
+                    length = length * 10 + (d[i] - '0');
+                }
+            }
+        } else if (first == 'k') {
+            cut = named(line, n, "keep-alive", 10);
+        } else if (first == 't' || first == 'p' || first == 'e' ||
+                   (first == 'u' && !(n >= 11 && memcmp(line, "User-Agent:", 11) == 0))) {
+            if (named_one_of(line, n, UNSPLICED_REQUEST_FIELDS,
+                             sizeof(UNSPLICED_REQUEST_FIELDS) / sizeof(UNSPLICED_REQUEST_FIELDS[0]))) {
+                goto spliced_not;
+            }
+        }
+        if (cut) {
+            if (append_slice(parts, d, kept, at) < 0) {
+                goto failed;
+            }
+            kept = line_end + 2;
+        }
+        at = line_end + 2;
+    }
+    if (fields > max_fields || size != head_end + (length > 0 ? length : 0)) {
+        goto spliced_not; /* too many fields; or the body is not all here, or more follows */
+    }
+    if (append_slice(parts, d, kept, head_end - 2) < 0) {
+        goto failed;
+    }
+    PyObject *items[9] = {
+        PyLong_FromSsize_t(head_end), PyLong_FromSsize_t(request_line_end), parts,
+        PyBytes_FromStringAndSize((const char *)d + host_a, host_b - host_a),
+        xff_a < 0 ? Py_NewRef(Py_None)
+                  : PyBytes_FromStringAndSize((const char *)d + xff_a, xff_b - xff_a),
+        PyBool_FromLong(xfp), PyBool_FromLong(xfh), PyBool_FromLong(keep_alive),
+        PyLong_FromLongLong(length),
+    };
+    return steal_into_tuple(items, 9);
+spliced_not:
+    Py_DECREF(parts);
+    Py_RETURN_NONE;
+failed:
+    Py_DECREF(parts);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_response", scan_response, METH_O,
+     "scan_response(data) -> (end, status, content_length, cut1, cut1_end, cut2, cut2_end) "
+     "or None: http1.scan_response_head in C."},
+    {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
+     "scan_request(data, max_line, max_fields_bytes, max_fields) -> (head_end, line_end, "
+     "parts, host, xff, xfp, xfh, keep_alive, length) or None: http1.scan_request_head in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "httpscale.interceptor._scan",
+    "The splice path's head scans in C (see http1.scan_response_head, scan_request_head).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__scan(void) {
+    return PyModule_Create(&module_def);
+}
