@@ -280,6 +280,9 @@ static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_
     Py_ssize_t at = line_end + 2; /* where the current line starts */
     while (at < head_end - 2) {
         line_end = find_crlf(d, at, head_end);
+        if (line_end < 0) {
+            goto spliced_not; /* cannot happen (the head ends with CRLFCRLF); never trusted */
+        }
         const unsigned char *line = d + at;
         Py_ssize_t n = line_end - at;
         if (n == 0) {
