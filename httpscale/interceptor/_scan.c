@@ -9,8 +9,12 @@
  * reference (tests/unit/test_scan.py compares both on generated and mutated heads) and run
  * when this module is not built or HTTPSCALE_PURE_PYTHON is set.
  *
- * Built by scripts/compile next to the mypyc modules; no state, no GIL release, no Python
- * calls: it reads one immutable bytes object and returns a new tuple or None.
+ * Each scan also says whether the message is whole and checked (see "the strict check"
+ * below): such a message skips llhttp altogether.
+ *
+ * Built by scripts/compile next to the mypyc modules; no state but constant tables made at
+ * import, no GIL release, no Python calls: it reads one immutable bytes object and returns a
+ * new tuple or None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -53,6 +57,18 @@ static int plain_connection(const unsigned char *line, Py_ssize_t n) {
     return equal_lower(line + a, b - a, "keep-alive", 10) || equal_lower(line + a, b - a, "close", 5);
 }
 
+/* A Connection line (a plain one, as above) says close. */
+static int connection_close(const unsigned char *line, Py_ssize_t n) {
+    Py_ssize_t a = 11, b = n;
+    while (a < b && (line[a] == ' ' || line[a] == '\t')) {
+        a++;
+    }
+    while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t')) {
+        b--;
+    }
+    return equal_lower(line + a, b - a, "close", 5);
+}
+
 static const char *const HOP_BY_HOP[] = {
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
     "upgrade", "proxy-authenticate", "proxy-authorization",
@@ -88,6 +104,84 @@ static Py_ssize_t find_crlf(const unsigned char *d, Py_ssize_t at, Py_ssize_t li
     return -1;
 }
 
+/* -- the strict check of a whole message ------------------------------------------------
+ *
+ * A message the scan finds whole (its head and the body its Content-Length announces, all in
+ * this read) and checks here byte by byte skips llhttp: the proxy calls its own callbacks.
+ * The grammar is a strict subset of what llhttp accepts (RFC 9110/9112 tokens, printable
+ * ASCII values, CRLF only), so "checked" implies llhttp would read the same message the same
+ * way (tests/unit/test_whole.py holds both to that); anything else, obs-text in a value
+ * included, still goes through llhttp. */
+
+/* tchar (RFC 9110 §5.6.2): a field name's bytes. */
+static int is_tchar(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* 1: tchar; 2: a field value's byte (HTAB, SP, VCHAR); 4: a request target's (VCHAR). */
+static unsigned char CLASS[256];
+
+static void init_classes(void) {
+    for (int c = 0; c < 256; c++) {
+        unsigned char k = 0;
+        if (is_tchar((unsigned char)c)) {
+            k |= 1;
+        }
+        if (c == '\t' || (c >= 0x20 && c <= 0x7e)) {
+            k |= 2;
+        }
+        if (c >= 0x21 && c <= 0x7e) {
+            k |= 4;
+        }
+        CLASS[c] = k;
+    }
+}
+
+/* d[at:end] is zero or more field lines, each `tchar+ ":" value CRLF`. */
+static int fields_checked(const unsigned char *d, Py_ssize_t at, Py_ssize_t end) {
+    while (at < end) {
+        Py_ssize_t name = at;
+        while (at < end && (CLASS[d[at]] & 1)) {
+            at++;
+        }
+        if (at == name || at >= end || d[at] != ':') {
+            return 0;
+        }
+        at++;
+        while (at < end && (CLASS[d[at]] & 2)) {
+            at++;
+        }
+        if (at + 2 > end || d[at] != '\r' || d[at + 1] != '\n') {
+            return 0;
+        }
+        at += 2;
+    }
+    return 1;
+}
+
+/* d[a:b], a Content-Length value stripped of spaces and tabs: 1 to 15 digits (a plain
+ * number; anything else, as llhttp's refusals, is left to it). -1 when not. */
+static long long plain_length(const unsigned char *d, Py_ssize_t a, Py_ssize_t b) {
+    while (a < b && (d[a] == ' ' || d[a] == '\t')) {
+        a++;
+    }
+    while (b > a && (d[b - 1] == ' ' || d[b - 1] == '\t')) {
+        b--;
+    }
+    if (b == a || b - a > 15) {
+        return -1;
+    }
+    long long length = 0;
+    for (Py_ssize_t i = a; i < b; i++) {
+        if (d[i] < '0' || d[i] > '9') {
+            return -1;
+        }
+        length = length * 10 + (d[i] - '0');
+    }
+    return length;
+}
+
 /* A tuple of `items`, whose references it takes over; when one of them is NULL (it failed,
  * with an exception set) or the tuple cannot be made, all are released and NULL returned. */
 static PyObject *steal_into_tuple(PyObject **items, Py_ssize_t n) {
@@ -113,13 +207,14 @@ failed:
 }
 
 static PyObject *answer(Py_ssize_t end, long status, int content_length, Py_ssize_t cut1,
-                        Py_ssize_t cut1_end, Py_ssize_t cut2, Py_ssize_t cut2_end) {
-    PyObject *items[7] = {
+                        Py_ssize_t cut1_end, Py_ssize_t cut2, Py_ssize_t cut2_end, int close,
+                        Py_ssize_t body_at) {
+    PyObject *items[9] = {
         PyLong_FromSsize_t(end), PyLong_FromLong(status), PyBool_FromLong(content_length),
         PyLong_FromSsize_t(cut1), PyLong_FromSsize_t(cut1_end), PyLong_FromSsize_t(cut2),
-        PyLong_FromSsize_t(cut2_end),
+        PyLong_FromSsize_t(cut2_end), PyBool_FromLong(close), PyLong_FromSsize_t(body_at),
     };
-    return steal_into_tuple(items, 7);
+    return steal_into_tuple(items, 9);
 }
 
 static PyObject *scan_response(PyObject *module, PyObject *arg) {
@@ -130,7 +225,8 @@ static PyObject *scan_response(PyObject *module, PyObject *arg) {
         return NULL;
     }
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(arg);
-    Py_ssize_t limit = PyBytes_GET_SIZE(arg);
+    Py_ssize_t size = PyBytes_GET_SIZE(arg);
+    Py_ssize_t limit = size;
     if (limit > SPLIT_WHOLE) {
         /* A large read: only its head is looked at (the Python side splits data[:end + 4]). */
         const unsigned char *blank = memmem(d, (size_t)limit, "\r\n\r\n", 4);
@@ -139,33 +235,39 @@ static PyObject *scan_response(PyObject *module, PyObject *arg) {
         }
         limit = blank - d + 4;
     }
-    Py_ssize_t line_end = find_crlf(d, 0, limit);
+    Py_ssize_t status_end = find_crlf(d, 0, limit);
     /* The status line: "HTTP/1.1 ddd " and a reason phrase; not 1xx (interim, 101). */
-    if (line_end <= 13 || memcmp(d, "HTTP/1.1 ", 9) != 0 || d[9] == '1' || d[12] != ' ') {
+    if (status_end <= 13 || memcmp(d, "HTTP/1.1 ", 9) != 0 || d[9] == '1' || d[12] != ' ') {
         Py_RETURN_NONE;
     }
     long status = (long)(d[9] - 48) * 100 + (long)(d[10] - 48) * 10 + (long)(d[11] - 48);
-    int content_length = 0;
+    int content_length = 0, close = 0;
+    long long length = -1; /* the one Content-Length's value; -2: several, or not plain */
     Py_ssize_t cut1 = 0, cut1_end = 0, cut2 = 0, cut2_end = 0;
-    Py_ssize_t at = line_end + 2; /* where the current line starts */
+    Py_ssize_t at = status_end + 2; /* where the current line starts */
     for (;;) {
-        line_end = find_crlf(d, at, limit);
+        Py_ssize_t line_end = find_crlf(d, at, limit);
         if (line_end < 0) {
             Py_RETURN_NONE; /* no blank line in this read: the head is unfinished */
         }
         const unsigned char *line = d + at;
         Py_ssize_t n = line_end - at;
         if (n == 0) {
-            return answer(at, status, content_length, cut1, cut1_end, cut2, cut2_end);
+            break;
         }
         unsigned char first = line[0] | 32; /* the name's first letter, lower-cased */
         if (first == 'c') {
             if (named(line, n, "content-length", 14)) {
                 content_length = 1;
+                length = length == -1 ? plain_length(d, at + 15, line_end) : -2;
+                if (length == -1) {
+                    length = -2;
+                }
             } else if (named(line, n, "connection", 10)) {
                 if (!plain_connection(line, n) || cut1) {
                     Py_RETURN_NONE; /* upgrade, fields named hop-by-hop, or two Connections */
                 }
+                close = connection_close(line, n);
                 cut1 = at;
                 cut1_end = line_end + 2;
             }
@@ -184,6 +286,25 @@ static PyObject *scan_response(PyObject *module, PyObject *arg) {
         }
         at = line_end + 2;
     }
+    /* The blank line starts at `at`. Whole: the body its Content-Length announces is the
+     * rest of this read, and every byte of the head is checked (a status a body may follow,
+     * digits, a printable reason). */
+    Py_ssize_t body_at = -1;
+    if (length >= 0 && size - (at + 2) == length && d[9] >= '2' && d[9] <= '5' &&
+        d[10] >= '0' && d[10] <= '9' && d[11] >= '0' && d[11] <= '9' && status != 204 &&
+        status != 304) {
+        int reason = 1;
+        for (Py_ssize_t i = 13; i < status_end; i++) {
+            if (!(CLASS[d[i]] & 2)) {
+                reason = 0;
+                break;
+            }
+        }
+        if (reason && fields_checked(d, status_end + 2, at)) {
+            body_at = at + 2;
+        }
+    }
+    return answer(at, status, content_length, cut1, cut1_end, cut2, cut2_end, close, body_at);
 }
 
 /* The fields that keep a request off the splice path (http1._UNSPLICED_REQUEST_FIELDS). */
@@ -226,6 +347,13 @@ static int append_slice(PyObject *parts, const unsigned char *d, Py_ssize_t a, P
     return failed;
 }
 
+/* The methods a request is checked with (its line may skip llhttp), and their bytes objects,
+ * made once: what the scan answers as the method (b"" for any other; llhttp is asked then). */
+static const char *const METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+#define METHOD_COUNT (sizeof(METHODS) / sizeof(METHODS[0]))
+static PyObject *method_objects[METHOD_COUNT];
+static PyObject *no_method;
+
 /* http1.scan_request_head, line for line (see there for what is spliced and why). */
 static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -267,6 +395,16 @@ static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_
         (line_end >= 8 && memcmp(d, "CONNECT ", 8) == 0)) {
         Py_RETURN_NONE;
     }
+    int method = -1; /* in METHODS */
+    Py_ssize_t method_len = 0;
+    for (size_t i = 0; i < METHOD_COUNT; i++) {
+        Py_ssize_t k = (Py_ssize_t)strlen(METHODS[i]);
+        if (memcmp(d, METHODS[i], (size_t)k) == 0 && d[k] == ' ') { /* line_end >= 9 > k */
+            method = (int)i;
+            method_len = k;
+            break;
+        }
+    }
     Py_ssize_t host_a = 0, host_b = 0; /* the Host value: d[host_a:host_b] */
     Py_ssize_t xff_a = -1, xff_b = -1; /* an X-Forwarded-For value, when one came */
     int xfp = 0, xfh = 0, keep_alive = 1, connection = 0;
@@ -297,7 +435,8 @@ static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_
                     goto spliced_not; /* a second Host (after a non-empty one) */
                 }
                 unsigned char last = line[n - 1];
-                if (n > 6 && line[5] == ' ' && line[6] != ' ' && last != ' ' && last != '\t') {
+                if (n > 6 && line[5] == ' ' && line[6] != ' ' && line[6] != '\t' && last != ' ' &&
+                    last != '\t') {
                     host_a = at + 6, host_b = line_end; /* "Host: value", as clients send it */
                 } else {
                     host_a = at + 5, host_b = line_end;
@@ -367,15 +506,29 @@ static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_
     if (append_slice(parts, d, kept, head_end - 2) < 0) {
         goto failed;
     }
-    PyObject *items[9] = {
+    /* Whole: checked byte by byte (a known method, an origin-form target, every field), so
+     * llhttp need not read it; the body, if any, is all here (tested above). */
+    int whole = 0;
+    if (method >= 0 && d[method_len + 1] == '/') {
+        whole = 1;
+        for (Py_ssize_t i = method_len + 2; i < request_line_end - 9; i++) {
+            if (!(CLASS[d[i]] & 4)) {
+                whole = 0;
+                break;
+            }
+        }
+        whole = whole && fields_checked(d, request_line_end + 2, head_end - 2);
+    }
+    PyObject *items[11] = {
         PyLong_FromSsize_t(head_end), PyLong_FromSsize_t(request_line_end), parts,
         PyBytes_FromStringAndSize((const char *)d + host_a, host_b - host_a),
         xff_a < 0 ? Py_NewRef(Py_None)
                   : PyBytes_FromStringAndSize((const char *)d + xff_a, xff_b - xff_a),
         PyBool_FromLong(xfp), PyBool_FromLong(xfh), PyBool_FromLong(keep_alive),
-        PyLong_FromLongLong(length),
+        PyLong_FromLongLong(length), Py_NewRef(method >= 0 ? method_objects[method] : no_method),
+        PyBool_FromLong(whole),
     };
-    return steal_into_tuple(items, 9);
+    return steal_into_tuple(items, 11);
 spliced_not:
     Py_DECREF(parts);
     Py_RETURN_NONE;
@@ -386,11 +539,12 @@ failed:
 
 static PyMethodDef methods[] = {
     {"scan_response", scan_response, METH_O,
-     "scan_response(data) -> (end, status, content_length, cut1, cut1_end, cut2, cut2_end) "
-     "or None: http1.scan_response_head in C."},
+     "scan_response(data) -> (end, status, content_length, cut1, cut1_end, cut2, cut2_end, "
+     "close, body_at) or None: http1.scan_response_head in C."},
     {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
      "scan_request(data, max_line, max_fields_bytes, max_fields) -> (head_end, line_end, "
-     "parts, host, xff, xfp, xfh, keep_alive, length) or None: http1.scan_request_head in C."},
+     "parts, host, xff, xfp, xfh, keep_alive, length, method, whole) or None: "
+     "http1.scan_request_head in C."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -401,5 +555,18 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__scan(void) {
+    init_classes();
+    if (no_method == NULL) {
+        no_method = PyBytes_FromStringAndSize("", 0);
+        if (no_method == NULL) {
+            return NULL;
+        }
+        for (size_t i = 0; i < METHOD_COUNT; i++) {
+            method_objects[i] = PyBytes_FromString(METHODS[i]);
+            if (method_objects[i] == NULL) {
+                return NULL;
+            }
+        }
+    }
     return PyModule_Create(&module_def);
 }

@@ -177,6 +177,9 @@ class ClientConnection(asyncio.Protocol):
             if spliced is not None:
                 self.parser = self._splice
                 self._feed = self._splice_feed
+                if spliced.whole:
+                    self._whole_request(spliced, data)
+                    return
             else:
                 if self._full is None:
                     self._full = httptools.HttpRequestParser(_FullRequests(self))
@@ -283,6 +286,16 @@ class ClientConnection(asyncio.Protocol):
                 keep_alive=keep_alive and not self.proxy.draining,
             )
         )
+
+    def _whole_request(self, spliced: http1.SplicedRequest, data: bytes) -> None:
+        """A request the scan checked whole (`http1.splice_request`): llhttp is not run on
+        it; its callbacks are made here, as llhttp would make them. (Its parser is left
+        between messages, where it was.)"""
+        self.on_headers_complete()
+        length = spliced.content_length
+        if length:
+            self.on_body(data[len(data) - length :])
+        self.on_message_complete()
 
     def on_message_complete(self) -> None:
         exchange, self._parsing = self._parsing, None

@@ -8,6 +8,7 @@ never turn into a desync between us and the upstream.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Final
@@ -263,24 +264,22 @@ class SplicedRequest(RequestInfo):
     """A request head passed on as the client wrote it, minus its hop-by-hop lines, plus the
     X-Forwarded-* fields. Made by `splice_request` before the parser runs (see there)."""
 
-    __slots__ = ("_data", "_line", "keep_alive", "method")
+    __slots__ = ("_data", "_line", "keep_alive", "method", "whole")
 
     def __init__(
         self, data: bytes, line: bytes, parts: list[bytes], host: bytes, xff: bytes | None,
-        xfp: bool, xfh: bool, keep_alive: bool,
+        xfp: bool, xfh: bool, keep_alive: bool, method: bytes, whole: bool,
     ) -> None:
         self._data = data  # the whole head as read (held requests keep one object, not lines)
         self._line = line  # the request line
         # Known from the lines, so the parser need not be asked (each ask is a Python call):
         # HTTP/1.1 is keep-alive unless Connection says close; the method, when it is one
-        # of the usual two (b"": ask the parser).
+        # of the usual seven (b"": ask the parser).
         self.keep_alive = keep_alive
-        if line.startswith(b"GET "):
-            self.method = b"GET"
-        elif line.startswith(b"HEAD "):
-            self.method = b"HEAD"
-        else:
-            self.method = b""
+        self.method = method
+        # Checked byte by byte and all in this read: llhttp is not run on it (see
+        # ClientConnection.data_received).
+        self.whole = whole
         self.parts = parts
         self.host = host
         self.xff = xff
@@ -351,14 +350,18 @@ def splice_request(
 
     As with responses, the result is used only after llhttp accepted the head: then the line
     structure found here is the one llhttp parsed (CRLF only, no folding, no space before a
-    colon), and the request line is `method SP target SP HTTP/1.1`.
+    colon), and the request line is `method SP target SP HTTP/1.1`. Except when it is
+    `whole`: the scan checked every byte against a grammar stricter than llhttp's, and the
+    proxy runs its parser callbacks itself (one pass over the head instead of two).
     """
     found = _SCAN_REQUEST(data, max_line, max_fields_bytes, max_fields)
     if found is None:
         return None
-    head_end, line_end, parts, host, xff, xfp, xfh, keep_alive, length = found
+    head_end, line_end, parts, host, xff, xfp, xfh, keep_alive, length, method, whole = found
     head = data if head_end == len(data) else data[:head_end]
-    spliced = SplicedRequest(head, data[:line_end], parts, host, xff, xfp, xfh, keep_alive)
+    spliced = SplicedRequest(
+        head, data[:line_end], parts, host, xff, xfp, xfh, keep_alive, method, whole
+    )
     if length > 0:
         spliced.content_length = length
         spliced.body_in_read = True
@@ -368,8 +371,29 @@ def splice_request(
 #: What `scan_request_head` finds: where the head ends (its blank line included) and where
 #: its request line ends, the head's bytes without the lines cut (Connection, Keep-Alive,
 #: X-Forwarded-For), the Host value, the X-Forwarded-For value if one came, whether
-#: X-Forwarded-Proto and -Host came, keep-alive, and the Content-Length (-1: none).
-RequestScan = tuple[int, int, list[bytes], bytes, bytes | None, bool, bool, bool, int]
+#: X-Forwarded-Proto and -Host came, keep-alive, the Content-Length (-1: none), the method
+#: when it is one of _CHECKED_METHODS (else b""), and whether the request is whole: checked
+#: byte by byte against a strict grammar, so that the proxy need not run llhttp on it.
+RequestScan = tuple[
+    int, int, list[bytes], bytes, bytes | None, bool, bool, bool, int, bytes, bool
+]
+
+# -- The strict check of a whole message (as in _scan.c) ----------------------------------------
+# A message found whole (its head and the body its one Content-Length announces, all in one
+# read) and checked here skips llhttp: the proxy calls its own parser callbacks. The grammar
+# is a strict subset of what llhttp accepts (RFC 9110 tokens for names, printable ASCII for
+# values, CRLF only), so a checked message is one llhttp reads the same way
+# (tests/unit/test_whole.py holds both scans to that). Anything else still goes through llhttp.
+
+_CHECKED_METHODS: Final = frozenset(
+    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"}
+)
+#: An origin-form target and the version: what follows the method's space.
+_CHECKED_TARGET: Final = re.compile(rb"/[\x21-\x7e]* HTTP/1\.1")
+#: The field lines and the blank line of a head.
+_CHECKED_FIELDS: Final = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*\r\n")
+#: A status line a checked body may follow (after "HTTP/1.1 ").
+_CHECKED_STATUS: Final = re.compile(rb"[2-5][0-9][0-9] [\t\x20-\x7e]+")
 
 
 def scan_request_head(
@@ -417,7 +441,10 @@ def scan_request_head(
                 if host:
                     return None
                 last = line[n - 1]
-                if n > 6 and line[5] == 32 and line[6] != 32 and last != 32 and last != 9:
+                if (
+                    n > 6 and line[5] == 32 and line[6] != 32 and line[6] != 9 and last != 32
+                    and last != 9
+                ):
                     host = line[6:]  # "Host: value", as nearly every client sends it
                 else:
                     host = line[5:].strip(b" \t")
@@ -460,7 +487,17 @@ def scan_request_head(
     if len(data) != len(head) + max(length, 0):
         return None  # the body is not all here, or more follows it: the full pass
     parts.append(head[kept:at] if kept else head[:-2])
-    return len(head), len(lines[0]), parts, host, xff, xfp, xfh, keep_alive, length
+    request_line = lines[0]
+    space = request_line.find(b" ")
+    method = request_line[:space] if request_line[:space] in _CHECKED_METHODS else b""
+    # Whole: checked byte by byte, so llhttp need not read it (see _CHECKED_FIELDS).
+    whole = bool(method) and _CHECKED_TARGET.fullmatch(request_line, space + 1) is not None and (
+        _CHECKED_FIELDS.fullmatch(head, len(request_line) + 2) is not None
+    )
+    return (
+        len(head), len(request_line), parts, host, xff, xfp, xfh, keep_alive, length, method,
+        whole,
+    )
 
 
 class ResponseInfo:
@@ -569,7 +606,7 @@ class SplicedResponse(ResponseInfo):
     objects and joining them again.
     """
 
-    __slots__ = ("status",)
+    __slots__ = ("body_at", "keep_alive", "status")
 
     def __init__(self, parts: list[bytes], content_length: bool, status: int) -> None:
         self.parts = parts
@@ -577,6 +614,10 @@ class SplicedResponse(ResponseInfo):
         self.chunked = False
         self.content_length = content_length
         self.status = status  # from the status line's three digits (llhttp checks them)
+        # Where the body starts when the response is whole (checked byte by byte, its body
+        # all in this read): llhttp is not run on it (UpstreamConnection.data_received).
+        self.body_at = -1
+        self.keep_alive = True  # the upstream may reuse the connection (whole responses)
 
 
 def splice_response(data: bytes) -> SplicedResponse | None:
@@ -591,19 +632,29 @@ def splice_response(data: bytes) -> SplicedResponse | None:
 
     `data` is not validated yet: the result is used only once llhttp accepted the head, and
     llhttp is strict (CRLF only, no folding, no space before a colon), so then the first
-    CRLFCRLF is the end of the head and every CRLF in it ends a header line.
+    CRLFCRLF is the end of the head and every CRLF in it ends a header line. Except when
+    `body_at` is set: the response is whole and was checked byte by byte (see
+    `scan_response_head`), and the proxy runs its parser callbacks itself.
     """
     found = _SCAN_RESPONSE(data)
     if found is None:
         return None
-    end, status, content_length, cut1, cut1_end, cut2, cut2_end = found
-    return _spliced_response(data, end, status, content_length, cut1, cut1_end, cut2, cut2_end)
+    end, status, content_length, cut1, cut1_end, cut2, cut2_end, close, body_at = found
+    spliced = _spliced_response(
+        data, end, status, content_length, cut1, cut1_end, cut2, cut2_end
+    )
+    if body_at >= 0:
+        spliced.body_at = body_at
+        spliced.keep_alive = not close
+    return spliced
 
 
 #: What `scan_response_head` finds: the head's end (where its blank line starts), the status,
-#: whether a Content-Length was seen, and the Connection and Keep-Alive lines to cut (offsets
-#: in `data`, each with its CRLF; 0 and 0 when absent).
-ResponseScan = tuple[int, int, bool, int, int, int, int]
+#: whether a Content-Length was seen, the Connection and Keep-Alive lines to cut (offsets
+#: in `data`, each with its CRLF; 0 and 0 when absent), whether Connection said close, and
+#: where the body starts when the response is whole (checked byte by byte and all in this
+#: read, so that the proxy need not run llhttp on it; else -1).
+ResponseScan = tuple[int, int, bool, int, int, int, int, bool, int]
 
 
 def scan_response_head(data: bytes) -> ResponseScan | None:
@@ -627,7 +678,8 @@ def scan_response_head(data: bytes) -> ResponseScan | None:
         or status_line[12] != 32
     ):
         return None
-    content_length = False
+    content_length = close = False
+    length = -1  # the one Content-Length's value; -2: several, or not a plain number
     # Offsets in `data` of the Connection and Keep-Alive lines to cut, each with its CRLF.
     cut1 = cut1_end = cut2 = cut2_end = 0
     at = len(status_line) + 2  # where the current line starts
@@ -641,17 +693,36 @@ def scan_response_head(data: bytes) -> ResponseScan | None:
             status = (status_line[9] - 48) * 100 + (status_line[10] - 48) * 10 + (
                 status_line[11] - 48
             )
-            return at, status, content_length, cut1, cut1_end, cut2, cut2_end
+            # Whole: the body its Content-Length announces is the rest of this read, and
+            # every byte of the head is checked (a status a body may follow, a printable
+            # reason, strict fields).
+            body_at = -1
+            if (
+                length >= 0
+                and len(data) - (at + 2) == length
+                and status != 204
+                and status != 304
+                and _CHECKED_STATUS.fullmatch(status_line, 9) is not None
+                and _CHECKED_FIELDS.fullmatch(data, len(status_line) + 2, at + 2) is not None
+            ):
+                body_at = at + 2
+            return at, status, content_length, cut1, cut1_end, cut2, cut2_end, close, body_at
         first = line[0] | 32  # the name's first letter, lower-cased
         if first == 99:  # c
             if line.startswith(b"Content-Length:") or _named(line, b"content-length"):
                 content_length = True
+                value = line[15:].strip(b" \t")
+                if length != -1 or not value.isdigit() or len(value) > 15:
+                    length = -2
+                else:
+                    length = int(value)
             elif line == b"Connection: keep-alive" or line == b"Connection: close" or (
                 _named(line, b"connection")
                 and _connection_token(line) in (b"keep-alive", b"close")
             ):
                 if cut1:
                     return None  # two Connection fields: the full pass sorts them out
+                close = _connection_token(line) == b"close"
                 cut1, cut1_end = at, at + n + 2
             elif _named(line, b"connection"):
                 return None  # upgrade, or fields named hop-by-hop: the full pass

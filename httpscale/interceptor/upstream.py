@@ -161,6 +161,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             exchange.tunnel_from_upstream(data)
             return
+        whole: http1.SplicedResponse | None = None
         if self._at_start:
             # The read that starts a response (connections are not pipelined, so it starts
             # at its first byte): choose the parser for the whole response.
@@ -172,8 +173,13 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self.parser = self._splice
                 self._feed = self._splice_feed
+                if spliced.body_at >= 0 and not self._head_only:
+                    whole = spliced  # checked and all here: no parser at all
         try:
-            self._feed(data)
+            if whole is None:
+                self._feed(data)
+            else:
+                self._whole_response(whole, data)
             if self._in_head:
                 # httptools buffers a header until it ends, so bound what arrives before the
                 # head is complete here (on_header alone cannot see an endless value).
@@ -245,6 +251,23 @@ class UpstreamConnection(asyncio.Protocol):
             self._feed = self._splice_feed = self._splice.feed_data
             self._splice_keep_alive = self._splice.should_keep_alive
             exchange.response_complete([])
+
+    def _whole_response(self, spliced: http1.SplicedResponse, data: bytes) -> None:
+        """A response the scan checked whole (`http1.splice_response`): llhttp is not run on
+        it; its callbacks are made here, as llhttp would make them, with keep-alive as the
+        scan read it. (The parser stays between messages, where it was.)"""
+        exchange = self.exchange
+        self._spliced = None
+        if exchange is None:
+            return
+        self._head_count = 0
+        self._in_head = False
+        status = self._status = spliced.status
+        exchange.response_head(status, b"", spliced, spliced.keep_alive)
+        body_at = spliced.body_at
+        if body_at < len(data):
+            self.on_body(data[body_at:])
+        self.on_message_complete()
 
     def full_headers_complete(self) -> None:
         exchange = self.exchange

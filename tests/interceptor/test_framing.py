@@ -253,6 +253,31 @@ async def test_connection_close_from_backend_keeps_client_connection(proxied, cl
     assert backend.accepted == 2
 
 
+@pytest.mark.parametrize("size", [5, 300_000])  # one read (no parser run) / many (llhttp)
+@pytest.mark.parametrize("close", [True, False])
+async def test_upstream_connection_reused_exactly_when_its_response_allows(
+    proxied, clients, size, close
+):
+    """Keep-alive is read from the response head (by the scan when the response arrives
+    whole, by llhttp otherwise): `Connection: close` ends the upstream connection even if
+    the upstream leaves it open, and without it the connection is reused."""
+    seen: list[BackendConn] = []
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        seen.append(conn)
+        # Only the header says close: the backend itself keeps the socket open.
+        await conn.respond(200, b"x" * size, [("Connection", "close")] if close else [])
+
+    ic, backend = await proxied(http_app(app))
+    conn = await clients(ic.proxy_address)
+    for _ in range(2):
+        resp = await conn.request("GET", "/")
+        assert (resp.status, len(resp.body)) == (200, size)
+    assert backend.accepted == (2 if close else 1)
+    if close:
+        assert await seen[0].wait_eof() == b"", "the proxy closes what the upstream closed"
+
+
 async def test_http10_client_gets_close(proxied, clients):
     ic, _ = await proxied()
     conn = await clients(ic.proxy_address)

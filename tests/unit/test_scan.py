@@ -59,6 +59,10 @@ FIELDS = [
     b"X-Pad: " + b"p" * 2100, b"\r", b"\n", b":", b"c", b"k",
 ]
 
+WELL_FORMED = [f for f in FIELDS[:12] if b"ength" not in f] + [
+    b"Connection: keep-alive", b"Connection: close", b"Keep-Alive: timeout=5", b"X-Tab:\tv\t",
+]
+
 
 def _heads(rng: random.Random) -> Iterator[bytes]:
     for _ in range(3000):
@@ -67,6 +71,12 @@ def _heads(rng: random.Random) -> Iterator[bytes]:
                   for _ in range(rng.randint(0, 7))]
         status = STATUS_LINES[0] if rng.random() < 0.5 else rng.choice(STATUS_LINES)
         head = status + b"".join(b"\r\n" + f for f in fields)
+        if rng.random() < 0.3:  # well-formed, with the body its Content-Length announces
+            body = rng.choice([b"", b"hello\n", b"\r\n\r\n", b"x" * 3000])
+            fields = [rng.choice(WELL_FORMED) for _ in range(rng.randint(0, 5))]
+            fields.insert(rng.randint(0, len(fields)), b"Content-Length: %d" % len(body))
+            yield b"\r\n".join([status, *fields, b"", body])
+            continue
         yield head + rng.choice([b"\r\n\r\n", b"\r\n\r\nhello\n", b"\r\n\r\n\r\n", b"\r\n", b""])
 
 
@@ -84,15 +94,17 @@ def _mutations(rng: random.Random, data: bytes) -> Iterator[bytes]:
 
 def test_c_scan_answers_as_the_python_scan(native: Scan) -> None:
     rng = random.Random(2026)
-    compared = spliced = 0
+    compared = spliced = whole = 0
     for head in _heads(rng):
         for data in _mutations(rng, head):
             expected = http1.scan_response_head(data)
             assert native(data) == expected, data
             compared += 1
             spliced += expected is not None
-    # The generator must reach both answers often, or the comparison proves little.
+            whole += expected is not None and expected[-1] >= 0
+    # The generator must reach each answer often, or the comparison proves little.
     assert compared > 20_000 and compared * 0.05 < spliced < compared * 0.9, (compared, spliced)
+    assert compared * 0.015 < whole < spliced * 0.9, (compared, whole)
 
 
 def test_c_scan_of_every_prefix(native: Scan) -> None:
@@ -102,7 +114,8 @@ def test_c_scan_of_every_prefix(native: Scan) -> None:
         assert native(raw[:end]) == http1.scan_response_head(raw[:end])
     connection, keep_alive = raw.index(b"Connection:"), raw.index(b"Keep-Alive:")
     assert native(raw) == (
-        len(raw) - 8, 200, True, connection, keep_alive, keep_alive, raw.index(b"\r\n\r\n") + 2
+        len(raw) - 8, 200, True, connection, keep_alive, keep_alive, raw.index(b"\r\n\r\n") + 2,
+        False, len(raw) - 6,  # whole: the body starts after the blank line
     )
 
 
@@ -111,7 +124,12 @@ def test_c_scan_of_a_large_read(native: Scan) -> None:
     head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
     for body in (b"x" * 3000, b"\r\nConnection: close\r\n" * 200):
         assert native(head + body) == http1.scan_response_head(head + body) == (
-            len(head) - 2, 200, False, 17, 36, 0, 0
+            len(head) - 2, 200, False, 17, 36, 0, 0, True, -1  # no Content-Length: not whole
+        )
+    framed = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
+    for body, body_at in ((b"x" * 3000, len(framed)), (b"x" * 2999, -1), (b"x" * 3001, -1)):
+        assert native(framed + body) == http1.scan_response_head(framed + body) == (
+            len(framed) - 2, 200, True, 0, 0, 0, 0, False, body_at
         )
     assert native(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 500) is None  # no blank line
 
@@ -169,7 +187,7 @@ def _requests(rng: random.Random) -> Iterator[bytes]:
 
 def test_c_request_scan_answers_as_the_python_scan(native_request: RequestScan) -> None:
     rng = random.Random(2027)
-    compared = spliced = 0
+    compared = spliced = whole = 0
     for request in _requests(rng):
         for data in _mutations(rng, request):
             # Limits drawn so that each of them sometimes decides.
@@ -179,7 +197,9 @@ def test_c_request_scan_answers_as_the_python_scan(native_request: RequestScan) 
             assert native_request(data, *limits) == expected, (data, limits)
             compared += 1
             spliced += expected is not None
+            whole += expected is not None and expected[-1]
     assert compared > 20_000 and compared * 0.05 < spliced < compared * 0.9, (compared, spliced)
+    assert compared * 0.015 < whole < spliced * 0.9, (compared, whole)
 
 
 def test_c_request_scan_parts(native_request: RequestScan) -> None:
@@ -190,7 +210,7 @@ def test_c_request_scan_parts(native_request: RequestScan) -> None:
     assert found == (
         len(raw) - 2, 18,
         [b"POST /api HTTP/1.1\r\nHost: app.test\r\n", b"", b"", b"Content-Length: 2\r\n"],
-        b"app.test", b"10.0.0.1", False, False, True, 2,
+        b"app.test", b"10.0.0.1", False, False, True, 2, b"POST", True,
     )
 
 
