@@ -45,28 +45,26 @@ static int named(const unsigned char *line, Py_ssize_t n, const char *name, Py_s
     return n > k && line[k] == ':' && equal_lower(line, k, name, k);
 }
 
-/* A Connection line's value, stripped of spaces and tabs, is keep-alive or close. */
-static int plain_connection(const unsigned char *line, Py_ssize_t n) {
-    Py_ssize_t a = 11, b = n; /* after "connection:" */
-    while (a < b && (line[a] == ' ' || line[a] == '\t')) {
-        a++;
+/* s[a:b] stripped of spaces and tabs, as bytes.strip(b" \t"): the new bounds in *a, *b. */
+static void strip(const unsigned char *s, Py_ssize_t *a, Py_ssize_t *b) {
+    while (*a < *b && (s[*a] == ' ' || s[*a] == '\t')) {
+        (*a)++;
     }
-    while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t')) {
-        b--;
+    while (*b > *a && (s[*b - 1] == ' ' || s[*b - 1] == '\t')) {
+        (*b)--;
     }
-    return equal_lower(line + a, b - a, "keep-alive", 10) || equal_lower(line + a, b - a, "close", 5);
 }
 
-/* A Connection line (a plain one, as above) says close. */
-static int connection_close(const unsigned char *line, Py_ssize_t n) {
-    Py_ssize_t a = 11, b = n;
-    while (a < b && (line[a] == ' ' || line[a] == '\t')) {
-        a++;
+/* A Connection line's value, stripped of spaces and tabs: 1 keep-alive, 2 close, 0 other. */
+#define CONNECTION_KEEP_ALIVE 1
+#define CONNECTION_CLOSE 2
+static int connection_token(const unsigned char *line, Py_ssize_t n) {
+    Py_ssize_t a = 11, b = n; /* after "connection:" */
+    strip(line, &a, &b);
+    if (equal_lower(line + a, b - a, "keep-alive", 10)) {
+        return CONNECTION_KEEP_ALIVE;
     }
-    while (b > a && (line[b - 1] == ' ' || line[b - 1] == '\t')) {
-        b--;
-    }
-    return equal_lower(line + a, b - a, "close", 5);
+    return equal_lower(line + a, b - a, "close", 5) ? CONNECTION_CLOSE : 0;
 }
 
 static const char *const HOP_BY_HOP[] = {
@@ -163,12 +161,7 @@ static int fields_checked(const unsigned char *d, Py_ssize_t at, Py_ssize_t end)
 /* d[a:b], a Content-Length value stripped of spaces and tabs: 1 to 15 digits (a plain
  * number; anything else, as llhttp's refusals, is left to it). -1 when not. */
 static long long plain_length(const unsigned char *d, Py_ssize_t a, Py_ssize_t b) {
-    while (a < b && (d[a] == ' ' || d[a] == '\t')) {
-        a++;
-    }
-    while (b > a && (d[b - 1] == ' ' || d[b - 1] == '\t')) {
-        b--;
-    }
+    strip(d, &a, &b);
     if (b == a || b - a > 15) {
         return -1;
     }
@@ -259,15 +252,14 @@ static PyObject *scan_response(PyObject *module, PyObject *arg) {
         if (first == 'c') {
             if (named(line, n, "content-length", 14)) {
                 content_length = 1;
-                length = length == -1 ? plain_length(d, at + 15, line_end) : -2;
-                if (length == -1) {
-                    length = -2;
-                }
+                long long value = plain_length(d, at + 15, line_end);
+                length = length == -1 && value >= 0 ? value : -2;
             } else if (named(line, n, "connection", 10)) {
-                if (!plain_connection(line, n) || cut1) {
+                int token = connection_token(line, n);
+                if (!token || cut1) {
                     Py_RETURN_NONE; /* upgrade, fields named hop-by-hop, or two Connections */
                 }
-                close = connection_close(line, n);
+                close = token == CONNECTION_CLOSE;
                 cut1 = at;
                 cut1_end = line_end + 2;
             }
@@ -324,16 +316,6 @@ static int named_one_of(const unsigned char *line, Py_ssize_t n, const char *con
         }
     }
     return 0;
-}
-
-/* s[a:b] stripped of spaces and tabs, as bytes.strip(b" \t"): the new bounds in *a, *b. */
-static void strip(const unsigned char *s, Py_ssize_t *a, Py_ssize_t *b) {
-    while (*a < *b && (s[*a] == ' ' || s[*a] == '\t')) {
-        (*a)++;
-    }
-    while (*b > *a && (s[*b - 1] == ' ' || s[*b - 1] == '\t')) {
-        (*b)--;
-    }
 }
 
 /* Append d[a:b] to the list `parts`; 0, or -1 with an exception set. */
@@ -462,25 +444,18 @@ static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_
                     goto spliced_not; /* several Connection fields: llhttp's reading decides */
                 }
                 connection = cut = 1;
-                Py_ssize_t a = at + 11, b = line_end;
-                strip(d, &a, &b);
-                if (equal_lower(d + a, b - a, "close", 5)) {
-                    keep_alive = 0;
-                } else if (!equal_lower(d + a, b - a, "keep-alive", 10)) {
+                int token = connection_token(line, n);
+                if (!token) {
                     goto spliced_not; /* upgrade, or fields named hop-by-hop */
                 }
+                keep_alive = token == CONNECTION_KEEP_ALIVE;
             } else if (named(line, n, "content-length", 14)) {
-                Py_ssize_t a = at + 15, b = line_end;
-                strip(d, &a, &b);
-                if (length >= 0 || b == a || b - a > 15) {
-                    goto spliced_not; /* several, or not a plain number: the full pass */
+                if (length >= 0) {
+                    goto spliced_not; /* several: the full pass */
                 }
-                length = 0;
-                for (Py_ssize_t i = a; i < b; i++) {
-                    if (d[i] < '0' || d[i] > '9') {
-                        goto spliced_not;
-                    }
-                    length = length * 10 + (d[i] - '0');
+                length = plain_length(d, at + 15, line_end);
+                if (length < 0) {
+                    goto spliced_not; /* not a plain number: the full pass refuses it */
                 }
             }
         } else if (first == 'k') {

@@ -469,10 +469,11 @@ def scan_request_head(
                 elif token != b"keep-alive":
                     return None  # upgrade, or fields named hop-by-hop: the full pass
             elif line.startswith(b"Content-Length:") or _named(line, b"content-length"):
-                value = line[15:].strip(b" \t")
-                if length >= 0 or not value.isdigit() or len(value) > 15:
-                    return None  # several, or not a plain number: the full pass refuses it
-                length = int(value)
+                if length >= 0:
+                    return None  # several: the full pass
+                length = _plain_length(line)
+                if length < 0:
+                    return None  # not a plain number: the full pass refuses it
         elif first == 107:  # k
             cut = _named(line, b"keep-alive")
         elif first == 116 or first == 112 or first == 101 or (
@@ -489,7 +490,9 @@ def scan_request_head(
     parts.append(head[kept:at] if kept else head[:-2])
     request_line = lines[0]
     space = request_line.find(b" ")
-    method = request_line[:space] if request_line[:space] in _CHECKED_METHODS else b""
+    method = request_line[:space]
+    if method not in _CHECKED_METHODS:
+        method = b""
     # Whole: checked byte by byte, so llhttp need not read it (see _CHECKED_FIELDS).
     whole = bool(method) and _CHECKED_TARGET.fullmatch(request_line, space + 1) is not None and (
         _CHECKED_FIELDS.fullmatch(head, len(request_line) + 2) is not None
@@ -711,11 +714,8 @@ def scan_response_head(data: bytes) -> ResponseScan | None:
         if first == 99:  # c
             if line.startswith(b"Content-Length:") or _named(line, b"content-length"):
                 content_length = True
-                value = line[15:].strip(b" \t")
-                if length != -1 or not value.isdigit() or len(value) > 15:
-                    length = -2
-                else:
-                    length = int(value)
+                value = _plain_length(line)
+                length = value if length == -1 and value >= 0 else -2
             elif line == b"Connection: keep-alive" or line == b"Connection: close" or (
                 _named(line, b"connection")
                 and _connection_token(line) in (b"keep-alive", b"close")
@@ -779,6 +779,13 @@ def _spliced_response(
     return SplicedResponse(
         [data[:cut1], data[cut1_end:cut2], data[cut2_end:end]], content_length, status
     )
+
+
+def _plain_length(line: bytes) -> int:
+    """A Content-Length line's value when it is a plain number (1 to 15 digits, spaces and
+    tabs around it), else -1: anything else, llhttp's refusals included, is left to it."""
+    value = line[15:].strip(b" \t")
+    return int(value) if value.isdigit() and len(value) <= 15 else -1
 
 
 def _connection_token(line: bytes) -> bytes:

@@ -4,38 +4,28 @@ cut or mutated anywhere."""
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Iterator
-from types import ModuleType
 
 import pytest
 
 from httpscale.interceptor import http1
 
+from .c_scans import c_module
+
 Scan = Callable[[bytes], "http1.ResponseScan | None"]
 RequestScan = Callable[[bytes, int, int, int], "http1.RequestScan | None"]
 
 
-def _c_module() -> ModuleType:
-    try:
-        from httpscale.interceptor import _scan
-    except ImportError:
-        if os.environ.get("HTTPSCALE_EXPECT_DATAPLANE") == "compiled":
-            pytest.fail("the compiled build is expected, and its C scans are missing")
-        pytest.skip("the C scans run only with the compiled build")
-    return _scan
-
-
 @pytest.fixture(scope="module")
 def native() -> Scan:
-    scan: Scan = _c_module().scan_response
+    scan: Scan = c_module().scan_response
     return scan
 
 
 @pytest.fixture(scope="module")
 def native_request() -> RequestScan:
-    scan: RequestScan = _c_module().scan_request
+    scan: RequestScan = c_module().scan_request
     return scan
 
 

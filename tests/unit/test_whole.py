@@ -3,16 +3,16 @@ reads them the same way: the proxy skips llhttp on whole messages and makes its 
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Iterable, Iterator
-from types import ModuleType
 from typing import Any
 
 import httptools
 import pytest
 
 from httpscale.interceptor import http1
+
+from .c_scans import c_module
 
 RequestScan = Callable[[bytes, int, int, int], "tuple[Any, ...] | None"]
 ResponseScan = Callable[[bytes], "tuple[Any, ...] | None"]
@@ -21,20 +21,10 @@ LIMITS = (8192, 65536, 100)
 WHOLE_METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")
 
 
-def _c_module() -> ModuleType:
-    try:
-        from httpscale.interceptor import _scan
-    except ImportError:
-        if os.environ.get("HTTPSCALE_EXPECT_DATAPLANE") == "compiled":
-            pytest.fail("the compiled build is expected, and its C scans are missing")
-        pytest.skip("the C scans run only with the compiled build")
-    return _scan
-
-
 @pytest.fixture(scope="module", params=["python", "c"])
 def scan_request(request: pytest.FixtureRequest) -> RequestScan:
     scan: RequestScan = (
-        http1.scan_request_head if request.param == "python" else _c_module().scan_request
+        http1.scan_request_head if request.param == "python" else c_module().scan_request
     )
     return scan
 
@@ -42,7 +32,7 @@ def scan_request(request: pytest.FixtureRequest) -> RequestScan:
 @pytest.fixture(scope="module", params=["python", "c"])
 def scan_response(request: pytest.FixtureRequest) -> ResponseScan:
     scan: ResponseScan = (
-        http1.scan_response_head if request.param == "python" else _c_module().scan_response
+        http1.scan_response_head if request.param == "python" else c_module().scan_response
     )
     return scan
 
