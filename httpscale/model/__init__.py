@@ -1,4 +1,5 @@
-"""The HTTPScaledObject model shared by every component: parsing, validation, defaults."""
+"""The models of both CRD kinds, HTTPScaledObject and InterceptorRoute, shared by every
+component: parsing, validation, defaults. docs/crds.md describes every field."""
 
 from httpscale.model.coldstart import ColdStart
 from httpscale.model.durations import format_duration, parse_duration
@@ -13,21 +14,53 @@ from httpscale.model.httpso import (
     parse_httpso_spec,
     to_route_spec,
 )
+from httpscale.model.interceptorroute import (
+    ConfigMapKeyRef,
+    InterceptorRoute,
+    InterceptorRouteSpec,
+    Overflow,
+    ResponseMode,
+    RouteColdStart,
+    RouteRule,
+    RouteTimeouts,
+    ServiceRef,
+    SessionPersistence,
+    StaticResponse,
+    StaticRoute,
+    TargetRef,
+    parse_interceptor_route,
+    parse_interceptor_route_spec,
+)
 from httpscale.model.objects import HTTPScaledObject, parse_httpso
 
 __all__ = [
     "ColdStart",
     "ColdStartTimeoutFailoverRef",
     "ConfigError",
+    "ConfigMapKeyRef",
     "HTTPScaledObject",
     "HTTPScaledObjectSpec",
     "HeaderSpec",
+    "InterceptorRoute",
+    "InterceptorRouteSpec",
+    "Overflow",
+    "ResponseMode",
+    "RouteColdStart",
+    "RouteRule",
+    "RouteTimeouts",
     "ScaleTargetRef",
     "ScalingMetric",
+    "ServiceRef",
+    "SessionPersistence",
+    "StaticResponse",
+    "StaticRoute",
+    "TargetRef",
     "Timeouts",
     "format_duration",
     "parse_duration",
     "parse_httpso",
     "parse_httpso_spec",
+    "parse_interceptor_route",
+    "parse_interceptor_route_spec",
     "to_route_spec",
 ]

@@ -14,17 +14,21 @@ meanwhile. All optional; None means "the interceptor's default" (see `routing.sp
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from httpscale.model.fields import Fields, parse_upstream_url
+from httpscale.model.fields import HEADER_NAME, INT32_MAX, Fields, parse_upstream_url
 from httpscale.routing.spec import Endpoint, Placeholder
 
-__all__ = ["ColdStart", "parse_cold_start", "parse_placeholder"]
+__all__ = [
+    "FRAMING_HEADERS",
+    "ColdStart",
+    "get_response_headers",
+    "parse_cold_start",
+    "parse_placeholder",
+]
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Headers the interceptor frames itself; letting a user set them would corrupt the response.
-_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+#: Headers the interceptor frames itself; letting a user set them would corrupt the response.
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +51,8 @@ def parse_cold_start(f: Fields) -> ColdStart:
         "fallbackUpstream",
     )
     readiness = f.get_duration("readinessTimeout", positive=True)
-    max_pending = f.get_int("maxPendingRequests", minimum=1)
-    max_per_endpoint = f.get_int("maxConcurrencyPerEndpoint", minimum=1)
+    max_pending = f.get_int("maxPendingRequests", minimum=1, maximum=INT32_MAX)
+    max_per_endpoint = f.get_int("maxConcurrencyPerEndpoint", minimum=1, maximum=INT32_MAX)
     placeholder_fields = f.sub("placeholder")
     placeholder = parse_placeholder(placeholder_fields) if placeholder_fields else None
     fallback_raw = f.raw("fallbackUpstream")
@@ -73,20 +77,28 @@ def parse_placeholder(f: Fields) -> Placeholder:
     default = Placeholder()
     status = f.get_int("status", minimum=200, maximum=599)
     body = f.get_str("body")
-    refresh = f.get_int("refreshSeconds", minimum=1)
-    headers = f.get_str_map("headers") or {}
-    for name, value in headers.items():
-        key = f"{f.where('headers')}.{name}"
-        if not _TOKEN.fullmatch(name):
-            raise f.error("headers", f"not a valid header name: {name!r}")
-        if name.lower() in _FRAMING_HEADERS:
-            raise f.error("headers", f"{name} is set by the interceptor, not configurable")
-        if "\r" in value or "\n" in value:
-            raise f.error("headers", f"{key}: header values must be one line")
+    refresh = f.get_int("refreshSeconds", minimum=1, maximum=INT32_MAX)
+    headers = get_response_headers(f, "headers")
     f.finish()
     return Placeholder(
         status=status if status is not None else default.status,
-        headers=tuple(headers.items()),
+        headers=headers,
         body=body if body is not None else default.body,
         refresh_seconds=refresh if refresh is not None else default.refresh_seconds,
     )
+
+
+def get_response_headers(f: Fields, name: str) -> tuple[tuple[str, str], ...]:
+    """Headers of a response the interceptor answers itself (a placeholder, a static route):
+    a mapping of name to one-line value; names are RFC 9110 tokens, and the framing headers
+    (`FRAMING_HEADERS`) are the interceptor's to set. A bad name is reported at the mapping,
+    a bad value at `<mapping>.<name>`."""
+    headers = f.get_str_map(name) or {}
+    for header, value in headers.items():
+        if not HEADER_NAME.fullmatch(header):
+            raise f.error(name, f"not a valid header name: {header!r}")
+        if header.lower() in FRAMING_HEADERS:
+            raise f.error(name, f"{header} is set by the interceptor, not configurable")
+        if "\r" in value or "\n" in value:
+            raise f.error(f"{name}.{header}", "header values must be one line")
+    return tuple(headers.items())

@@ -4,6 +4,12 @@ KEDA's CRD types `window`, `granularity` and `timeouts.*` as `metav1.Duration`, 
 is a Go duration string (`1m`, `500ms`, `1h30m`, `1.5s`). Plain numbers (YAML `30`, `"30"`) are
 accepted too and mean seconds, because integer fields like `scaledownPeriod` are seconds and
 local-mode users mix both. Negative durations are refused: nothing here runs backwards.
+
+`kube=True` is the Kubernetes form, which the CRDs state as `x-kubernetes-int-or-string` plus
+a CEL rule: a whole number of seconds (a JSON integer), or a Go duration string exactly as Go
+parses it (no spaces, no unit-less number but "0"), at most `INT32_MAX` seconds either way
+(KEDA hands periods to the ScaledObject as int32 seconds; about 68 years), and a string at most
+`MAX_DURATION_LENGTH` characters (a bound the API server needs to afford the CEL rules).
 """
 
 from __future__ import annotations
@@ -13,7 +19,16 @@ import re
 
 from httpscale.model.errors import ConfigError
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = [
+    "GO_DURATION",
+    "INT32_MAX",
+    "MAX_DURATION_LENGTH",
+    "format_duration",
+    "parse_duration",
+]
+
+INT32_MAX = 2**31 - 1
+MAX_DURATION_LENGTH = 64
 
 # Nanoseconds per unit, with the spellings Go accepts (both micro signs included). Summing
 # nanoseconds and dividing once keeps "10us" exactly 1e-05 instead of 9.999999999999999e-06.
@@ -31,13 +46,21 @@ _UNITS: dict[str, float] = {
 # ASCII digits only: `\d` would also take other scripts' digits, which Go refuses.
 _TERM = re.compile("([0-9]+[.]?[0-9]*|[.][0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _NUMBER = re.compile("[0-9]+[.]?[0-9]*|[.][0-9]+")
+#: A non-negative Go duration string, whole: the CRDs carry this same pattern in their CEL rules.
+GO_DURATION = re.compile(
+    "[+]?(0|(([0-9]+[.]?[0-9]*|[.][0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)"
+)
+_KUBE_HINT = "use whole seconds (30) or a Go duration string (30s, 1m30s, 500ms)"
 
 
-def parse_duration(value: object, *, key: str, source: str = "") -> float:
+def parse_duration(value: object, *, key: str, source: str = "", kube: bool = False) -> float:
     """Seconds in `value`: a Go duration string, or a number of seconds (int, float or string).
 
+    With `kube`, only the Kubernetes form (see the module docstring).
     Raises `ConfigError(source, key, ...)` naming the bad value and showing valid forms.
     """
+    if kube:
+        return _parse_kube(value, key=key, source=source)
     if isinstance(value, bool):  # YAML `yes`/`true` is a bool, which is an int subclass
         raise ConfigError(source, key, f"expected a duration like 30s or 1m30s, got {value!r}")
     if isinstance(value, int | float):
@@ -52,6 +75,30 @@ def parse_duration(value: object, *, key: str, source: str = "") -> float:
         raise ConfigError(source, key, f"duration must be finite, got {value!r}")
     if seconds < 0:
         raise ConfigError(source, key, f"duration must not be negative, got {value!r}")
+    return seconds
+
+
+def _parse_kube(value: object, *, key: str, source: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(source, key, f"expected a duration, got {value!r}: {_KUBE_HINT}")
+    if isinstance(value, int):
+        seconds = float(value)
+    elif len(value) > MAX_DURATION_LENGTH:
+        raise ConfigError(
+            source, key, f"duration strings are at most {MAX_DURATION_LENGTH} characters long"
+        )
+    elif value.startswith("-"):
+        seconds = -1.0  # Go would take it; nothing here runs backwards
+    elif not GO_DURATION.fullmatch(value):
+        raise ConfigError(source, key, f"invalid duration {value!r}: {_KUBE_HINT}")
+    else:
+        seconds = _parse_string(value, key=key, source=source)
+    if seconds < 0:
+        raise ConfigError(source, key, f"duration must not be negative, got {value!r}")
+    if seconds > INT32_MAX:
+        raise ConfigError(
+            source, key, f"duration must be at most {INT32_MAX}s (about 68 years), got {value!r}"
+        )
     return seconds
 
 

@@ -1,22 +1,53 @@
 """Typed reads from a parsed YAML/JSON mapping, with errors that say where.
 
-Both the HTTPScaledObject model and the local-mode file read user input the same way:
+Both Kubernetes kinds and the local-mode file read user input the same way:
 `Fields` wraps one mapping, hands out typed values by key, remembers which keys were read and
 refuses the rest (`finish()`), so a typo such as `upstrem` is an error, not a silent default.
 A key present with a null value counts as absent, as Kubernetes' `omitempty` treats it.
+
+`kube=True` reads a Kubernetes object with exactly the types its CRD schema declares (see
+docs/crds.md): integers are JSON integers (`8080.0` is refused, as KEDA's Go types refuse it),
+and durations are whole seconds or Go duration strings (`durations.py`). Local mode
+(`kube=False`) is more lenient: `2.5` seconds, `"30"`, fractional targets.
+
+The patterns every kind shares live here too (host, header name, "not blank"), because the CRD
+YAML repeats them as OpenAPI `pattern`s and the test in tests/k8s/test_crds.py checks the two
+against each other.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
 
-from httpscale.model.durations import parse_duration
+from httpscale.model.durations import INT32_MAX, parse_duration
 from httpscale.model.errors import ConfigError, join_key
 from httpscale.routing.spec import Endpoint
 
-__all__ = ["Fields", "parse_upstream_url"]
+__all__ = [
+    "HEADER_NAME",
+    "HOST",
+    "INT32_MAX",
+    "Fields",
+    "is_blank",
+    "parse_upstream_url",
+]
+
+#: RFC 9110 token: what a header name (and a cookie name) may contain.
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: A host as the routing table understands it: a name, "*.name" or "*"; no scheme, port or
+#: path. (The empty string, KEDA's catch-all, is allowed by the callers, not by this pattern.)
+HOST = re.compile(r"(\*|(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?)")
+# What "blank" means for a required name: nothing but ASCII whitespace. The CRDs say the same
+# with `pattern: '[^ \t\n\r\f\v]'`, so the rule is one both sides can state exactly.
+_BLANK = re.compile(r"[ \t\n\r\f\v]*")
+
+
+def is_blank(value: str) -> bool:
+    """True for "" and strings of ASCII whitespace only."""
+    return _BLANK.fullmatch(value) is not None
 
 
 def _kind(value: object) -> str:
@@ -37,11 +68,15 @@ def _kind(value: object) -> str:
 
 
 class Fields:
-    """One mapping being parsed: `source` names the file or object, `key` its dotted path."""
+    """One mapping being parsed: `source` names the file or object, `key` its dotted path.
 
-    __slots__ = ("_data", "_read", "key", "source")
+    `kube` selects the Kubernetes reading of types (see the module docstring); every `Fields`
+    made from this one (`sub`, `nested`, `get_mappings`) inherits it.
+    """
 
-    def __init__(self, data: object, *, source: str, key: str) -> None:
+    __slots__ = ("_data", "_read", "key", "kube", "source")
+
+    def __init__(self, data: object, *, source: str, key: str, kube: bool = False) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(source, key, f"expected a mapping, got {_kind(data)}")
         for name in data:
@@ -51,6 +86,7 @@ class Fields:
         self._read: set[str] = set()
         self.source = source
         self.key = key
+        self.kube = kube
 
     def error(self, name: str | int | None, message: str) -> ConfigError:
         """A ConfigError for `name` inside this mapping (or for the mapping itself)."""
@@ -87,7 +123,19 @@ class Fields:
 
     def sub(self, name: str) -> Fields | None:
         value = self.raw(name)
-        return None if value is None else Fields(value, source=self.source, key=self.where(name))
+        return None if value is None else self.nested(value, self.where(name))
+
+    def nested(self, value: object, key: str) -> Fields:
+        """A `Fields` for a mapping found inside this one (a list item), at `key`."""
+        return Fields(value, source=self.source, key=key, kube=self.kube)
+
+    def get_mappings(self, name: str) -> list[Fields] | None:
+        """A list of mappings, each as its own `Fields` keyed `name[i]`."""
+        items = self.get_list(name)
+        if items is None:
+            return None
+        where = self.where(name)
+        return [self.nested(item, join_key(where, i)) for i, item in enumerate(items)]
 
     def get_str(self, name: str, *, required: bool = False, nonempty: bool = False) -> str | None:
         value = self.raw(name)
@@ -97,7 +145,7 @@ class Fields:
             return None
         if not isinstance(value, str):
             raise self.error(name, f"expected a string, got {_kind(value)}")
-        if nonempty and not value.strip():
+        if nonempty and is_blank(value):
             raise self.error(name, "must not be empty")
         return value
 
@@ -115,9 +163,12 @@ class Fields:
     def get_number(
         self, name: str, *, minimum: float | None = None, positive: bool = False
     ) -> float | None:
+        """A number; with `kube`, an integer (the CRDs type every target as one)."""
         value = self.raw(name)
         if value is None:
             return None
+        if self.kube and (isinstance(value, bool) or not isinstance(value, int)):
+            raise self.error(name, f"expected an integer, got {_kind(value)} ({value!r})")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(name, f"expected a number, got {_kind(value)} ({value!r})")
         if positive and not value > 0:
@@ -129,7 +180,7 @@ class Fields:
         value = self.raw(name)
         if value is None:
             return None
-        seconds = parse_duration(value, key=self.where(name), source=self.source)
+        seconds = parse_duration(value, key=self.where(name), source=self.source, kube=self.kube)
         if positive and seconds <= 0:
             raise self.error(name, f"must be longer than 0, got {value!r}")
         return seconds
@@ -158,16 +209,21 @@ class Fields:
         return list(value)
 
     def get_str_map(self, name: str) -> dict[str, str] | None:
-        """A mapping of strings; numbers are refused (quote them) so `"010"` stays `010`."""
+        """A mapping of strings; numbers are refused (quote them) so `"010"` stays `010`.
+
+        A null value counts as absent, like a null field. With `kube`, the keys come sorted,
+        as the API server stores (and returns) every map.
+        """
         value = self.raw(name)
         if value is None:
             return None
-        inner = Fields(value, source=self.source, key=self.where(name))
+        inner = self.nested(value, self.where(name))
         out: dict[str, str] = {}
-        for key in inner.keys():
-            got = inner.get_str(key, required=True)
-            assert got is not None  # required=True raised otherwise
-            out[key] = got
+        keys = sorted(inner.keys()) if self.kube else list(inner.keys())
+        for key in keys:
+            got = inner.get_str(key)
+            if got is not None:
+                out[key] = got
         return out
 
     def keys(self) -> Iterator[str]:
@@ -177,9 +233,14 @@ class Fields:
         self, name: str, value: float, minimum: float | None, maximum: float | None
     ) -> None:
         if minimum is not None and value < minimum:
-            raise self.error(name, f"must be at least {minimum:g}, got {value!r}")
+            raise self.error(name, f"must be at least {_number(minimum)}, got {value!r}")
         if maximum is not None and value > maximum:
-            raise self.error(name, f"must be at most {maximum:g}, got {value!r}")
+            raise self.error(name, f"must be at most {_number(maximum)}, got {value!r}")
+
+
+def _number(value: float) -> str:
+    """2147483647 as such (not 2.14748e+09), 0.5 as 0.5."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def parse_upstream_url(value: object, *, key: str, source: str) -> Endpoint:

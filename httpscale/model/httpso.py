@@ -8,6 +8,9 @@ Older spellings users still have are read too: `spec.host` (one host, before `ho
 `scaleTargetRef.deployment` (before `name`/`kind`/`apiVersion`) and
 `scaleTargetRef.targetPendingRequests` (where some early docs put it).
 httpscale's own knobs live under `spec.coldStart` so they never collide with KEDA's.
+A Kubernetes object is read with the types of the CRD in manifests/crd (`Fields.kube`: JSON
+integers, durations as whole seconds or Go duration strings); tests/k8s/test_crds.py holds the
+two to the same rules against a real API server.
 
 Local mode reads the same fields from each app (`local=True`), minus `scaleTargetRef` and
 `coldStartTimeoutFailoverRef`: there the app's `run` section says how to reach it.
@@ -15,14 +18,13 @@ Local mode reads the same fields from each app (`local=True`), minus `scaleTarge
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from httpscale.model.coldstart import ColdStart, parse_cold_start
-from httpscale.model.errors import ConfigError
-from httpscale.model.fields import Fields, parse_upstream_url
+from httpscale.model.errors import ConfigError, join_key
+from httpscale.model.fields import HEADER_NAME, HOST, INT32_MAX, Fields, parse_upstream_url
 from httpscale.model.refs import (
     DEFAULT_FAILOVER_TIMEOUT_SECONDS,
     ColdStartTimeoutFailoverRef,
@@ -58,7 +60,10 @@ __all__ = [
     "ScaleTargetRef",
     "ScalingMetric",
     "Timeouts",
+    "parse_header_matches",
+    "parse_hosts",
     "parse_httpso_spec",
+    "parse_path_prefix",
     "parse_upstream_url",
     "to_route_spec",
 ]
@@ -88,10 +93,9 @@ LOCAL_SPEC_KEYS = (
 )
 SPEC_KEYS = (*LOCAL_SPEC_KEYS, "scaleTargetRef", "coldStartTimeoutFailoverRef")
 
-# RFC 9110 token: what a header name may contain.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# A host as the routing table understands it: a name, "*.name" or "*"; no scheme, port or path.
-_HOST = re.compile(r"(\*|(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?)")
+# What a path prefix may not contain: it is matched against the request path alone, so a query,
+# a fragment, whitespace or a whole URL can never match.
+_PATH_FORBIDDEN = "?# \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,20 +163,16 @@ def parse_httpso_spec(
 ) -> HTTPScaledObjectSpec:
     """Validate `spec` (camelCase, as in the Kubernetes object) or raise the first ConfigError.
 
-    `local=True` reads a local-mode app: no `scaleTargetRef`/`coldStartTimeoutFailoverRef`.
+    `local=True` reads a local-mode app: no `scaleTargetRef`/`coldStartTimeoutFailoverRef`,
+    and the lenient local types; otherwise the Kubernetes types of the CRD (`Fields.kube`).
     """
-    f = Fields(spec, source=source, key=key_prefix)
+    f = Fields(spec, source=source, key=key_prefix, kube=not local)
     f.allow(*(LOCAL_SPEC_KEYS if local else SPEC_KEYS))
     hosts = _hosts(f)
     path_prefixes = f.get_str_list("pathPrefixes") or ()
     for index, prefix in enumerate(path_prefixes):
-        if any(c in prefix for c in "?# \t") or "://" in prefix:
-            raise ConfigError(
-                source,
-                f"{f.where('pathPrefixes')}[{index}]",
-                f"expected a path like /api, got {prefix!r}",
-            )
-    headers = _headers(f)
+        parse_path_prefix(prefix, key=join_key(f.where("pathPrefixes"), index), source=source)
+    headers = parse_header_matches(f, "headers")
 
     legacy_target: int | None = None
     target_ref: ScaleTargetRef | None = None
@@ -190,18 +190,22 @@ def parse_httpso_spec(
     replicas = f.sub("replicas")
     if replicas is not None:
         replicas.allow("min", "max")
-        got_min = replicas.get_int("min", minimum=0)
-        got_max = replicas.get_int("max", minimum=1)
+        got_min = replicas.get_int("min", minimum=0, maximum=INT32_MAX)
+        got_max = replicas.get_int("max", minimum=1, maximum=INT32_MAX)
         replicas.finish()
         replicas_min = got_min if got_min is not None else DEFAULT_REPLICAS_MIN
         replicas_max = got_max if got_max is not None else DEFAULT_REPLICAS_MAX
         if replicas_max < replicas_min:
-            raise replicas.error("max", f"must be at least min ({replicas_min}), got {got_max}")
+            given = "" if got_max is not None else " (the default)"
+            raise replicas.error(
+                "max", f"must be at least min ({replicas_min}), got {replicas_max}{given}"
+            )
 
-    # Integers in KEDA (seconds); durations are accepted too since local users write "30s".
+    # Whole seconds in KEDA; a Go duration string ("5m") is httpscale's extension, in
+    # Kubernetes objects too (the CRD makes both periods int-or-string).
     scaledown = f.get_duration("scaledownPeriod")
     initial_cooldown = f.get_duration("initialCooldownPeriod")
-    target_pending = f.get_int("targetPendingRequests", minimum=1)
+    target_pending = f.get_int("targetPendingRequests", minimum=1, maximum=INT32_MAX)
     if target_pending is None:
         target_pending = legacy_target
 
@@ -209,9 +213,11 @@ def parse_httpso_spec(
     timeout_fields = f.sub("timeouts")
     if timeout_fields is not None:
         timeout_fields.allow("conditionWait", "responseHeader")
+        # 0 means "not set" (the interceptor's global value), as in KEDA, whose Go types
+        # write an unset metav1.Duration as "0s": objects round-tripped by Go tools carry it.
         timeouts = Timeouts(
-            condition_wait=timeout_fields.get_duration("conditionWait", positive=True),
-            response_header=timeout_fields.get_duration("responseHeader", positive=True),
+            condition_wait=timeout_fields.get_duration("conditionWait") or None,
+            response_header=timeout_fields.get_duration("responseHeader") or None,
         )
         timeout_fields.finish()
 
@@ -277,44 +283,66 @@ def _scaling_metric(f: Fields) -> ScalingMetric | None:
 
 
 def _hosts(f: Fields) -> tuple[str, ...]:
-    hosts = f.get_str_list("hosts")
     legacy = f.get_str("host")  # before v0.6 an object had exactly one host
-    if legacy is not None:
-        if hosts is not None:
-            raise f.error("host", "set either hosts or the older host, not both")
-        hosts = (legacy,)
-    hosts = hosts or ()
+    if legacy is None:
+        return parse_hosts(f, "hosts")
+    if f.has("hosts"):
+        raise f.error("host", "set either hosts or the older host, not both")
+    _check_host(legacy, key=f.where("host"), source=f.source)
+    return (legacy,)
+
+
+def parse_hosts(f: Fields, name: str, *, unique: bool = False) -> tuple[str, ...]:
+    """A list of hosts: `app.example.com`, `*.example.com`, `*`, or "" (KEDA's catch-all).
+
+    `unique` refuses a host listed twice (the InterceptorRoute CRD makes the list a set).
+    """
+    hosts = f.get_str_list(name) or ()
     for index, host in enumerate(hosts):
-        # "" is KEDA's catch-all, as is "*".
-        if host and not _HOST.fullmatch(host):
-            raise ConfigError(
-                f.source,
-                f"{f.where('hosts' if legacy is None else 'host')}"
-                + (f"[{index}]" if legacy is None else ""),
-                f"expected a host name like app.example.com or *.example.com, got {host!r}"
-                " (no scheme, port or path)",
-            )
+        key = join_key(f.where(name), index)
+        _check_host(host, key=key, source=f.source)
+        if unique and host in hosts[:index]:
+            raise ConfigError(f.source, key, f"host {host!r} is listed twice")
     return hosts
 
 
-def _headers(f: Fields) -> tuple[HeaderSpec, ...]:
-    items = f.get_list("headers") or []
+def _check_host(host: str, *, key: str, source: str) -> None:
+    if host and not HOST.fullmatch(host):
+        raise ConfigError(
+            source,
+            key,
+            f"expected a host name like app.example.com or *.example.com, got {host!r}"
+            " (no scheme, port or path)",
+        )
+
+
+def parse_path_prefix(prefix: str, *, key: str, source: str) -> str:
+    """A path prefix as written (`/api`); refused if it could never match a request path."""
+    if any(c in prefix for c in _PATH_FORBIDDEN) or "://" in prefix:
+        raise ConfigError(source, key, f"expected a path like /api, got {prefix!r}")
+    return prefix
+
+
+def parse_header_matches(f: Fields, name: str) -> tuple[HeaderSpec, ...]:
+    """A list of `{name, value?}` header matches (HTTPSO `spec.headers`, IR `rules[].headers`).
+
+    Both CRDs make `name` the list's map key, so the API server refuses a name listed twice;
+    HTTP header names are case-insensitive, so this refuses `X-A` beside `x-a` too.
+    """
     out: list[HeaderSpec] = []
     seen: set[str] = set()
-    for index, item in enumerate(items):
-        h = Fields(item, source=f.source, key=f"{f.where('headers')}[{index}]")
+    for h in f.get_mappings(name) or ():
         h.allow("name", "value")
-        name = h.get_str("name", required=True, nonempty=True)
-        assert name is not None
-        if not _TOKEN.fullmatch(name):
-            raise h.error("name", f"not a valid header name: {name!r}")
-        # The CRD makes `name` the list's map key: one entry per name (case-insensitive).
-        if name.lower() in seen:
-            raise h.error("name", f"header {name!r} is listed twice")
-        seen.add(name.lower())
+        header = h.get_str("name", required=True, nonempty=True)
+        assert header is not None
+        if not HEADER_NAME.fullmatch(header):
+            raise h.error("name", f"not a valid header name: {header!r}")
+        if header.lower() in seen:
+            raise h.error("name", f"header {header!r} is listed twice")
+        seen.add(header.lower())
         value = h.get_str("value")
         h.finish()
-        out.append(HeaderSpec(name=name, value=value))
+        out.append(HeaderSpec(name=header, value=value))
     return tuple(out)
 
 

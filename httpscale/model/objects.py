@@ -1,5 +1,7 @@
 """A whole `HTTPScaledObject` as the API server returns it, reduced to what httpscale uses.
 
+`read_object` is the envelope both kinds share (the InterceptorRoute uses it too).
+
 `metadata` beyond name/namespace and `status` belong to the API server and the operator, so
 they are accepted and ignored; anything else outside `spec` is refused like any unknown key.
 """
@@ -13,7 +15,7 @@ from httpscale.model.errors import ConfigError
 from httpscale.model.fields import Fields
 from httpscale.model.httpso import HTTPScaledObjectSpec, parse_httpso_spec
 
-__all__ = ["HTTPScaledObject", "parse_httpso"]
+__all__ = ["HTTPScaledObject", "parse_httpso", "read_object"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +40,28 @@ def parse_httpso(
     `metadata` beyond name/namespace and `status` are accepted and ignored: they belong to
     the API server and the operator. Errors are attributed to "<namespace>/<name>".
     """
-    top = Fields(obj, source="<HTTPScaledObject>", key="")
+    namespace, name, spec = read_object(
+        obj, kind="HTTPScaledObject", default_namespace=default_namespace
+    )
+    parsed = parse_httpso_spec(spec, source=f"{namespace}/{name}")
+    return HTTPScaledObject(namespace=namespace, name=name, spec=parsed)
+
+
+def read_object(
+    obj: Mapping[str, object], *, kind: str, default_namespace: str
+) -> tuple[str, str, Mapping[str, object]]:
+    """The namespace, name and spec of a whole object of either kind.
+
+    Only `metadata.name`/`namespace` are read; the rest of `metadata` (labels, uid,
+    managedFields, ...) and `status` are the server's and the operator's. Any other key
+    beside `apiVersion`, `kind`, `metadata`, `spec`, `status` is refused.
+    """
+    top = Fields(obj, source=f"<{kind}>", key="")
     meta = top.sub("metadata")
     name = namespace = None
     if meta is not None:
         name = meta.get_str("name")
         namespace = meta.get_str("namespace")
-        # Everything else in metadata (labels, uid, managedFields, ...) is the server's.
         meta.skip(*meta.keys())
     namespace = namespace or default_namespace
     source = f"{namespace}/{name or '<unnamed>'}"
@@ -52,13 +69,12 @@ def parse_httpso(
         raise ConfigError(source, "metadata.name", "required")
     top.skip("apiVersion", "kind", "status")
     spec = top.raw("spec")
-    if spec is None:
-        raise ConfigError(source, "spec", "required")
-    if not isinstance(spec, Mapping):
-        raise ConfigError(source, "spec", "expected a mapping")
-    parsed = parse_httpso_spec(spec, source=source)
     try:
         top.finish()
     except ConfigError as exc:
         raise exc.with_source(source) from None
-    return HTTPScaledObject(namespace=namespace, name=name, spec=parsed)
+    if spec is None:
+        raise ConfigError(source, "spec", "required")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(source, "spec", "expected a mapping")
+    return namespace, name, spec

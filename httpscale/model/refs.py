@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from httpscale.model.fields import Fields
+from httpscale.model.fields import INT32_MAX, Fields
 
 __all__ = [
     "DEFAULT_FAILOVER_TIMEOUT_SECONDS",
     "ColdStartTimeoutFailoverRef",
     "ScaleTargetRef",
     "parse_failover_ref",
+    "parse_port",
     "parse_scale_target_ref",
 ]
 
@@ -45,7 +46,8 @@ class ColdStartTimeoutFailoverRef:
     timeout_seconds: int = DEFAULT_FAILOVER_TIMEOUT_SECONDS
 
 
-def _port_fields(f: Fields) -> tuple[int | None, str | None]:
+def parse_port(f: Fields) -> tuple[int | None, str | None]:
+    """`port` (1-65535) or `portName` of a Service, exactly one; the other is None."""
     port = f.get_int("port", minimum=1, maximum=65535)
     port_name = f.get_str("portName", nonempty=True)
     # The CRD's own rule: exactly one of the two.
@@ -66,18 +68,19 @@ def parse_scale_target_ref(f: Fields) -> tuple[ScaleTargetRef, int | None]:
         "deployment",
         "targetPendingRequests",
     )
+    # Single-field checks first, then the ones across fields, in the API server's order.
     name = f.get_str("name", nonempty=True)
     deployment = f.get_str("deployment", nonempty=True)  # deprecated spelling of a Deployment
+    service = f.get_str("service", required=True, nonempty=True)
+    assert service is not None
+    port, port_name = parse_port(f)
     if deployment is not None:
         if name is not None and name != deployment:
             raise f.error("deployment", f"deprecated; conflicts with name {name!r}")
         name = deployment
     if name is None:
         raise f.error("name", "required (the workload to scale)")
-    service = f.get_str("service", required=True, nonempty=True)
-    assert service is not None
-    port, port_name = _port_fields(f)
-    legacy_target = f.get_int("targetPendingRequests", minimum=1)
+    legacy_target = f.get_int("targetPendingRequests", minimum=1, maximum=INT32_MAX)
     ref = ScaleTargetRef(
         name=name,
         service=service,
@@ -94,8 +97,8 @@ def parse_failover_ref(f: Fields) -> ColdStartTimeoutFailoverRef:
     f.allow("service", "port", "portName", "timeoutSeconds")
     service = f.get_str("service", required=True, nonempty=True)
     assert service is not None
-    port, port_name = _port_fields(f)
-    timeout = f.get_int("timeoutSeconds", minimum=1)
+    port, port_name = parse_port(f)
+    timeout = f.get_int("timeoutSeconds", minimum=1, maximum=INT32_MAX)
     f.finish()
     return ColdStartTimeoutFailoverRef(
         service=service,

@@ -545,6 +545,7 @@ class LocalKubelet:
         self.pods: dict[str, _Pod] = {}
         self.stopping = False
         self.synced = asyncio.Event()
+        self._watch_retry_s = 0.1  # pod watch retry delay, doubled per failure up to 5 s
         self._tasks: set[asyncio.Task[None]] = set()
         net = ipaddress.ip_network(settings.pod_cidr)
         # The network's first host address is left out, as a node's bridge would take it.
@@ -649,14 +650,14 @@ class LocalKubelet:
 
     async def _watch_pods(self) -> None:
         """List and watch pods; on API errors retry with backoff rather than give up."""
-        delay = 0.1
         while True:
             try:
                 await self._list_and_watch()
             except (ApiException, aiohttp.ClientError, TimeoutError) as e:
+                delay = self._watch_retry_s
                 log.warning("pod watch failed (%r); again in %.1fs", e, delay)
                 await asyncio.sleep(delay)  # retry backoff
-                delay = min(delay * 2, 5.0)
+                self._watch_retry_s = min(delay * 2, 5.0)
 
     async def _list_and_watch(self) -> None:
         while True:
@@ -671,6 +672,7 @@ class LocalKubelet:
                 if uid not in seen:
                     self._on_deleted(uid)
             self.synced.set()
+            self._watch_retry_s = 0.1  # listed: the next failure starts the backoff afresh
             rv = listing["metadata"]["resourceVersion"]
             try:
                 while True:

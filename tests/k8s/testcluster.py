@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -27,6 +29,9 @@ __all__ = [
     "Cluster",
     "allowed",
     "cluster_session",
+    "httpscale_crd_manifests",
+    "install_httpscale_crds",
+    "install_keda_crds",
     "service_account_token",
     "wait_until",
 ]
@@ -37,6 +42,10 @@ REQUIRE_ENV = "HTTPSCALE_REQUIRE_K8S"
 """Set to 1 (CI does) and a missing cluster fails the tests instead of skipping them."""
 MERGE_PATCH = "application/merge-patch+json"
 UP_TIMEOUT_S = 90.0
+COMPONENT_TIMEOUT_S = 90.0
+"""stop (SIGTERM, at most 15 s, then SIGKILL) plus start and readiness (at most 60 s)."""
+KEDA_FETCH_TIMEOUT_S = 60.0
+"""`scripts/testcluster keda-crds`: instant once cached; a 3 MB module download otherwise."""
 
 Obj = dict[str, Any]
 
@@ -64,6 +73,32 @@ class Cluster:
             cfg.cert_file = cfg.key_file = None
         async with client.ApiClient(cfg) as api:
             yield api
+
+    async def stop_apiserver(self, timeout_s: float = COMPONENT_TIMEOUT_S) -> None:
+        """Stop the kube-apiserver (etcd and everything else keep running) until started."""
+        await self._component("stop", "kube-apiserver", timeout_s)
+
+    async def start_apiserver(self, timeout_s: float = COMPONENT_TIMEOUT_S) -> None:
+        """Start the kube-apiserver again, as before (port, certificates); returns when ready."""
+        await self._component("start", "kube-apiserver", timeout_s)
+
+    async def restart_apiserver(self, timeout_s: float = COMPONENT_TIMEOUT_S) -> None:
+        """Stop and start the kube-apiserver; returns once `/readyz` answers ok.
+
+        Its data is in etcd, which keeps running. Clients see their connections (and
+        watches) closed, then refused until the new process listens.
+        """
+        await self._component("restart", "kube-apiserver", timeout_s)
+
+    async def _component(self, action: str, name: str, timeout_s: float) -> None:
+        if not self.local or self.state_dir is None:
+            pytest.skip(f"{action} {name}: needs the control plane of scripts/testcluster, "
+                        "whose processes run here (not a cluster KUBECONFIG points at)")
+        env = {**os.environ, "HTTPSCALE_TESTCLUSTER_DIR": str(self.state_dir)}
+        rc, _, err = await _script([action, name], env, timeout_s)
+        if rc != 0:
+            pytest.fail(f"scripts/testcluster {action} {name} exited {rc}:\n{err[-4000:]}",
+                        pytrace=False)
 
 
 async def service_account_token(api: client.ApiClient, namespace: str, name: str) -> str:
@@ -99,6 +134,30 @@ def _unavailable(reason: str) -> None:
 def _run(cmd: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(SCRIPT), cmd], env=env, capture_output=True, text=True,
                           timeout=timeout_s, check=False)
+
+
+async def _script(args: list[str], env: dict[str, str],
+                  timeout_s: float) -> tuple[int, str, str]:
+    """Run scripts/testcluster from async code, bounded: exit status, stdout, stderr.
+
+    In a session of its own, so that on a timeout (or cancellation) the script and its
+    helpers (curl, waits) are killed as one group. The daemons it starts are in sessions
+    of their own again, so a killed script never takes the cluster down with it.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        str(SCRIPT), *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.shield(proc.wait())
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode(errors="replace")
 
 
 def _leftovers(state: Path) -> list[int]:
@@ -140,8 +199,8 @@ def cluster_session(tmp: Path) -> Iterator[Cluster]:
         _unavailable("no Go toolchain to build kube-apiserver: install Go, run "
                      "scripts/testcluster build, or point KUBECONFIG at a cluster")
     elif check.returncode != 0:
-        _unavailable("Kubernetes binaries not built: run scripts/testcluster build "
-                     "(scripts/test does when Go is present)")
+        _unavailable("Kubernetes binaries or KEDA's CRDs not there: run scripts/testcluster "
+                     "build (scripts/test does when Go is present)")
     try:
         up = _run("up", env, UP_TIMEOUT_S)
         if up.returncode != 0:
@@ -200,3 +259,115 @@ async def wait_until(
             except ApiException as e:
                 if e.status != 410:
                     raise
+
+
+async def _discard(call: Awaitable[Any]) -> None:
+    """Await a call made with _preload_content=False; read and release its response."""
+    resp = await call
+    await resp.read()
+    resp.release()
+
+
+def _established(crd: Obj | None) -> bool:
+    # A new CRD's status may hold `conditions: null` at first.
+    conds = ((crd or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+
+async def _apply_crd(ext: client.ApiextensionsV1Api, crd: Obj) -> None:
+    """Create, or replace what is there (e.g. from an earlier session on the same cluster)."""
+    name = crd["metadata"]["name"]
+    # Raw responses: KEDA's schemas are large (ScaledJob's ~650 kB), nothing needs them
+    # turned into model objects.
+    try:
+        await _discard(ext.create_custom_resource_definition(crd, _preload_content=False))
+        return
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    for _ in range(5):  # a conflict means someone else changed it meanwhile: read again
+        current = await _list(ext.read_custom_resource_definition, name=name)
+        body = {**crd, "metadata": {**crd["metadata"],
+                                    "resourceVersion": current["metadata"]["resourceVersion"]}}
+        try:
+            await _discard(ext.replace_custom_resource_definition(
+                name, body, _preload_content=False))
+            return
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    raise RuntimeError(f"CRD {name}: replace kept conflicting")
+
+
+def _read_crds(crd_dir: Path) -> list[Obj]:
+    # libyaml's loader where built (ten times faster on these ~750 kB), else PyYAML's own.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crds = [doc for path in sorted(crd_dir.glob("*.yaml"))
+            for doc in yaml.load_all(path.read_text(), Loader=loader)
+            if doc and doc.get("kind") == "CustomResourceDefinition"]
+    if not crds:
+        raise RuntimeError(f"no CustomResourceDefinition in {crd_dir}")
+    return crds
+
+
+async def install_keda_crds(api: client.ApiClient, *, timeout_s: float = 60.0) -> list[str]:
+    """Install KEDA's own CRDs (KEDA_VERSION in scripts/k8s-versions.env); their names.
+
+    The manifests come from `scripts/testcluster keda-crds` (KEDA's Go module, cached).
+    Idempotent: each is created, or replaced where present; returns once the apiserver
+    reports every one `Established` (watched, not polled), so its kinds are served.
+    """
+    rc, out, err = await _script(["keda-crds"], dict(os.environ), KEDA_FETCH_TIMEOUT_S)
+    if rc != 0:  # e.g. not fetched yet (a cluster from KUBECONFIG) and no Go to fetch them
+        _unavailable(f"KEDA's CRDs: scripts/testcluster keda-crds exited {rc}: "
+                     f"{err.strip()[-1000:]}")
+    crds = await asyncio.to_thread(_read_crds, Path(out.strip().splitlines()[-1]))
+    ext = client.ApiextensionsV1Api(api)
+    async with asyncio.timeout(timeout_s):
+        for crd in crds:
+            await _apply_crd(ext, crd)
+        names = [crd["metadata"]["name"] for crd in crds]
+        await wait_until(ext.list_custom_resource_definition,
+                         lambda got: all(_established(got.get(n)) for n in names),
+                         timeout_s=timeout_s)
+    return names
+
+
+def httpscale_crd_manifests() -> list[Obj]:
+    """httpscale's CRDs as kustomize would build them: every resource manifests/crd lists."""
+    crd_dir = ROOT / "manifests" / "crd"
+    kustomization = yaml.safe_load((crd_dir / "kustomization.yaml").read_text())
+    out: list[Obj] = []
+    for name in kustomization["resources"]:
+        out += [d for d in yaml.safe_load_all((crd_dir / name).read_text()) if d]
+    return out
+
+
+async def install_httpscale_crds(api: client.ApiClient, *, timeout_s: float = 30.0) -> list[str]:
+    """Server-side apply httpscale's CRDs (manifests/crd) and wait until they are served.
+
+    Idempotent: the session's tests share them. A fresh session cluster serves a new CRD once
+    it is Established. On a cluster reused through KUBECONFIG, a changed schema takes effect
+    moments after the apply, when the API server's own informer sees it.
+    """
+    crds = httpscale_crd_manifests()
+    for crd in crds:
+        resp = await api.call_api(
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}",
+            "PATCH",
+            query_params=[("fieldManager", "httpscale-tests"), ("force", "true")],
+            header_params={"Content-Type": "application/apply-patch+yaml",
+                           "Accept": "application/json"},
+            body=crd, auth_settings=["BearerToken"], _preload_content=False)
+        try:
+            if resp.status >= 300:
+                raise RuntimeError(f"applying CRD {crd['metadata']['name']}: {resp.status} "
+                                   f"{(await resp.read())[:2000]!r}")
+        finally:
+            resp.release()
+    names = [c["metadata"]["name"] for c in crds]
+    ext = client.ApiextensionsV1Api(api)
+    await wait_until(ext.list_custom_resource_definition,
+                     lambda got: all(_established(got.get(n)) for n in names),
+                     timeout_s=timeout_s)
+    return names

@@ -159,6 +159,14 @@ def test_target_pending_requests_is_concurrency_unless_scaling_metric_set() -> N
     assert spec.effective_scaling_metric() == ScalingMetric("concurrency", 25.0)
 
 
+def test_zero_timeouts_mean_unset_as_in_keda() -> None:
+    # KEDA's Go types write an unset timeout as "0s"; it means "the interceptor's default".
+    spec = parse_httpso_spec(
+        {**MINIMAL, "timeouts": {"conditionWait": "0s", "responseHeader": 0}}, source="t"
+    )
+    assert spec.timeouts.condition_wait is None and spec.timeouts.response_header is None
+
+
 def test_legacy_host_and_deployment() -> None:
     # v0.2-era object: one `host`, `scaleTargetRef.deployment`, spec-level targetPendingRequests.
     spec = parse(
@@ -313,8 +321,8 @@ def test_local_mode_has_no_service_refs() -> None:
         ),
         ({**MINIMAL, "scalingMetric": {"rate": {}}}, "spec.scalingMetric.rate: unknown key"),
         (
-            {**MINIMAL, "timeouts": {"conditionWait": "0s"}},
-            "timeouts.conditionWait: must be longer",
+            {**MINIMAL, "timeouts": {"conditionWait": "-1s"}},
+            "timeouts.conditionWait: duration must not be negative",
         ),
         ({**MINIMAL, "scaledownPeriod": "soon"}, "spec.scaledownPeriod: invalid duration"),
         (
