@@ -7,6 +7,7 @@ import click
 from httpscale import __version__
 from httpscale.interceptor.cli import interceptor_command
 from httpscale.local.cli import local_command, status_command
+from httpscale.operator.cli import operator_command
 from httpscale.scaler.cli import scaler_command
 
 __all__ = ["main"]
@@ -20,5 +21,6 @@ def main() -> None:
 
 main.add_command(interceptor_command)
 main.add_command(scaler_command)
+main.add_command(operator_command)
 main.add_command(local_command)
 main.add_command(status_command)

@@ -1,0 +1,3 @@
+"""The operator: HTTPScaledObject -> KEDA ScaledObject, Ready conditions and Events, for
+HTTPScaledObjects and InterceptorRoutes; one writer among replicas (Lease). See
+docs/operator.md."""
