@@ -18,11 +18,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from httpscale import dataplane
 from httpscale.interceptor.api import QueueEntry, StatusProvider
 from httpscale.interceptor.proxy import Proxy
+from httpscale.routing.spec import RouteMatch
 
 __all__ = ["WAKE_PING_INTERVAL", "AdminServer"]
 
 WAKE_PING_INTERVAL = 5.0  # seconds between ping lines on an idle /wake stream
 _WAKE_BUFFER = 1024  # wake lines kept per slow subscriber before the oldest are dropped
+
+
+def _match_json(match: RouteMatch) -> dict[str, object]:
+    return {
+        "hosts": list(match.hosts),
+        "pathPrefixes": list(match.path_prefixes),
+        "headers": [{"name": h.name, "value": h.value} for h in match.headers],
+    }
 
 
 class AdminServer:
@@ -124,7 +133,18 @@ class AdminServer:
                 },
                 "hosts": list(state.spec.match.hosts),
                 "pathPrefixes": list(state.spec.match.path_prefixes),
+                "matches": [_match_json(m) for m in state.spec.matches],
+                "fallbackEndpoints": {
+                    str(ep): {"inFlight": slot.in_flight} for ep, slot in state.fallbacks.items()
+                },
+                "scaled": state.spec.scaled,
             }
+            if state.spec.canned is not None:
+                canned = state.spec.canned
+                routes[key] = {**routes[key], "canned": {
+                    "status": canned.status,
+                    "mode": "Always" if canned.always else "WhenUnavailable",
+                }}
         body: dict[str, object] = {
             "uptimeSeconds": round(time.time() - self._started, 3),
             "draining": proxy.draining,

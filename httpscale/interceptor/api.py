@@ -45,12 +45,19 @@ class InterceptorControl(Protocol):
         An endpoint that leaves the set gets no new requests; its in-flight ones finish.
         """
 
+    def set_fallback_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
+        """Replace where a route's held requests fail over to once its failover time passes
+        (the fallback Service's ready endpoints): the least loaded of them, trying another
+        when a connect fails; empty: the route's static `fallback`, if any, else they stay
+        held until the readiness timeout (504). Buffered until the route exists."""
+
     def add_wake_listener(self, listener: WakeListener) -> None: ...
 
     def add_status_provider(self, name: str, provider: StatusProvider) -> None: ...
 
     def queue(self) -> dict[str, QueueEntry]:
-        """The `/queue` snapshot."""
+        """The `/queue` snapshot: routes whose traffic counts for scaling (`RouteSpec.scaled`;
+        not an InterceptorRoute's static routes)."""
 
     def route_stats(self, route_key: str) -> RouteStats | None: ...
 

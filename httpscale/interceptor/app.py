@@ -86,6 +86,9 @@ class Interceptor:
     def set_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
         self.proxy.registry.set_endpoints(route_key, endpoints)
 
+    def set_fallback_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
+        self.proxy.registry.set_fallback_endpoints(route_key, endpoints)
+
     def add_wake_listener(self, listener: WakeListener) -> None:
         self.proxy.wake_listeners.append(listener)
 
@@ -97,6 +100,7 @@ class Interceptor:
         return {
             key: {"Concurrency": s.concurrency, "RequestCount": s.request_count}
             for key, s in self.proxy.registry.states.items()
+            if s.spec.scaled  # canned routes (static responses) are not for scaling
         }
 
     def route_stats(self, route_key: str) -> RouteStats | None:

@@ -9,6 +9,8 @@ The life of an exchange:  start -> (held) -> connecting -> streaming -> finished
   drift would make the autoscaler lie, so every exit goes through it.
 - Errors the proxy answers itself say why, in one line: 404 no route, 502 upstream failed,
   503 hold queue full, 504 timed out. After a response has started, a failure can only abort.
+- What only some routes have (a canned answer, a whole-request deadline) is behind one test of
+  `RouteState.special`, so that a route without them pays nothing more (no timer is armed).
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from typing import TYPE_CHECKING, Final
 
 from httpscale.interceptor import http1
 from httpscale.interceptor.http1 import Headers
-from httpscale.interceptor.placeholder import placeholder_response
+from httpscale.interceptor.placeholder import (
+    canned_response,
+    placeholder_response,
+    wants_placeholder,
+)
 from httpscale.interceptor.routes import EndpointSlot, RouteState
 from httpscale.interceptor.upstream import EndpointPool, UpstreamConnection
-from httpscale.routing.spec import Endpoint
+from httpscale.routing.spec import CannedResponse, Endpoint, Placeholder
 
 if TYPE_CHECKING:
     from httpscale.interceptor.downstream import ClientConnection
@@ -37,7 +43,12 @@ _PENDING_BODY_LIMIT: Final = 64 * 1024
 # Bound once: compiled, a Final is a C static, while `time.monotonic` is a module attribute
 # lookup on every call (twice per request).
 _monotonic: Final = time.monotonic
+_TIMER_SLACK: Final = 0.005  # seconds
 _NO_FIELDS: Final[Headers] = []  # shared, never modified: routing without header matches
+# Requests that may be sent again when an upstream closed without answering (RFC 9110's safe
+# methods, as nginx's proxy_next_upstream retries them), at most _MAX_LOSSES times.
+_SAFE_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_MAX_LOSSES: Final = 3
 
 
 class Exchange:
@@ -63,12 +74,15 @@ class Exchange:
     _head_waiting: bytes | None = None  # the request head, to leave with the body (`_bind`)
     _head_out: http1.ResponseInfo | None = None  # the response head, sent with the body
     _hold_timer: asyncio.TimerHandle | None = None
+    _request_timer: asyncio.TimerHandle | None = None  # the route's `request_timeout`
     _head_due = False  # waiting for the response head (the deadline is on the connection)
     _connect_task: asyncio.Task[None] | None = None
+    _reserved: EndpointPool | None = None  # a connect task's reservation, until it starts
     _pool_wait: EndpointPool | None = None  # waiting in this pool for a connection
     _deadline = 0.0
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
+    _losses = 0  # upstreams that closed without answering (see upstream_lost)
 
     def __init__(
         self,
@@ -117,25 +131,29 @@ class Exchange:
         self.route = route
         route.concurrency += 1  # RouteState.admit, inline
         route.request_count += 1
+        if route.special and self._start_special(route, path):
+            return
         slot = route.try_acquire()
         if slot is not None:
             self._use(slot)
             return
         spec = route.spec
-        if route.at_zero and spec.placeholder is not None:
+        placeholder = spec.placeholder
+        if (
+            placeholder is not None
+            and route.at_zero
+            and not spec.overflow_placeholder
+            and wants_placeholder(placeholder, self.info.fields())
+        ):
             route.wake()
             self.proxy.metrics.cold_start(route.key)
-            keep_alive = self._own_keep_alive()
-            data = placeholder_response(
-                spec.placeholder, self.info.fields(), head_only=self.head_only,
-                connection=http1.connection_field(keep_alive=keep_alive,
-                                                  http10=not self.version_11),
-            )
-            self.status = spec.placeholder.status
-            self._write_own(data)
+            self._send_placeholder(placeholder, path)
             return
         if not route.hold(self):
             self.proxy.metrics.hold_overflow(route.key)
+            if placeholder is not None and spec.overflow_placeholder:
+                self._send_placeholder(placeholder, path)
+                return
             self._answer(
                 503,
                 f"too many requests waiting for {route.key} "
@@ -148,10 +166,53 @@ class Exchange:
         if self.cold_start:
             self.proxy.metrics.cold_start(route.key)
         wait = spec.readiness_timeout
-        if spec.fallback is not None and spec.failover_timeout is not None:
-            wait = spec.failover_timeout
+        failover = spec.failover_timeout
+        if failover is not None and (failover < wait or route.has_fallback):
+            wait = failover  # (fallback endpoints may still come: checked when it passes)
         self._deadline = self.started + wait
         self._hold_timer = self.proxy.loop.call_later(wait, self._hold_expired)
+
+    def _start_special(self, route: RouteState, path: str) -> bool:
+        """A canned answer (True: answered), or arm the whole-request deadline."""
+        canned = route.canned
+        if canned is not None and (canned.always or route.at_zero):
+            # Never held, never wakes anything: the route is answered here.
+            self._send_canned(canned, path)
+            return True
+        timeout = route.request_timeout
+        if timeout is not None:
+            self._request_timer = self.proxy.loop.call_later(
+                timeout, self._request_expired, timeout
+            )
+        return False
+
+    def _request_expired(self, timeout: float) -> None:
+        """The route's `request_timeout` passed since the request arrived."""
+        self._request_timer = None
+        route = self.route
+        if self.finished or route is None:
+            return
+        if route.unhold(self):
+            self.proxy.metrics.held(route.key, _monotonic() - self.held_since)
+        self.proxy.metrics.upstream_error(route.key, "request_timeout")
+        # Not answered yet: 504. Under way: the response is cut (`_answer` aborts).
+        self._answer(504, f"{route.key} did not answer within {timeout:g}s")
+
+    def _send_placeholder(self, placeholder: Placeholder, path: str) -> None:
+        keep_alive = self._own_keep_alive()
+        self.status, data = placeholder_response(
+            placeholder, self.info.fields(), path, head_only=self.head_only,
+            keep_alive=keep_alive, http10=not self.version_11,
+        )
+        self._write_own(data)
+
+    def _send_canned(self, canned: CannedResponse, path: str) -> None:
+        keep_alive = self._own_keep_alive()
+        self.status, data = canned_response(
+            canned, path, head_only=self.head_only, keep_alive=keep_alive,
+            http10=not self.version_11,
+        )
+        self._write_own(data)
 
     def _absolute_form(self) -> tuple[str, str]:
         """Host and path of an absolute-form target (a client that thinks it talks to a
@@ -181,16 +242,29 @@ class Exchange:
         self._answer(status, message)
 
     def _hold_expired(self) -> None:
+        """The failover time or the readiness timeout passed while held: on to a fallback
+        endpoint if there is one, else keep holding until the readiness timeout, else 504."""
         self._hold_timer = None
         route = self.route
         assert route is not None
-        route.unhold(self)
-        self.proxy.metrics.held(route.key, _monotonic() - self.held_since)
         spec = route.spec
-        if spec.fallback is not None:
+        slot = route.pick_fallback(self._tried)
+        now = _monotonic()
+        if slot is None:
+            ready_by = self.started + spec.readiness_timeout
+            # A failover time with nowhere to fail over to (yet): hold on. (The slack: a
+            # loop's timer may fire a little before time.monotonic() reaches its time.)
+            if now + _TIMER_SLACK < ready_by:
+                self._deadline = ready_by
+                self._hold_timer = self.proxy.loop.call_later(
+                    ready_by - now, self._hold_expired
+                )
+                return
+        route.unhold(self)
+        self.proxy.metrics.held(route.key, now - self.held_since)
+        if slot is not None:
             self.fallback = True
-            self.slot = None
-            self._connect(spec.fallback)
+            self._use(slot)
             return
         self._answer(
             504, f"{route.key} did not become ready within {spec.readiness_timeout:g}s"
@@ -235,20 +309,24 @@ class Exchange:
             self._bind(conn)
 
     def _spawn_connect(self, pool: EndpointPool) -> None:
+        self._reserved = pool
         self._connect_task = self.proxy.spawn(self._connect_and_bind(pool), "upstream-connect")
 
     async def _connect_and_bind(self, pool: EndpointPool) -> None:
+        self._reserved = None  # pool.connect() gives the reservation back, whatever happens
         endpoint = pool.endpoint
         try:
             conn = await pool.connect()
         except TimeoutError:
+            # (Cleared before `_connect_failed`, which may start the next attempt's task.)
+            self._connect_task = None
             self._connect_failed("connect_timeout", f"connecting to {endpoint} timed out", 504)
             return
         except OSError as exc:
+            self._connect_task = None
             self._connect_failed("connect", f"cannot connect to {endpoint}: {exc.strerror}", 502)
             return
-        finally:
-            self._connect_task = None
+        self._connect_task = None
         if self.finished:
             pool.give_back(conn)
             return
@@ -261,7 +339,16 @@ class Exchange:
         assert route is not None
         self.proxy.metrics.upstream_error(route.key, kind)
         slot = self.slot
-        if slot is not None and kind == "connect":
+        if self.fallback:
+            # Another fallback endpoint, if one is left untried.
+            if slot is not None:
+                route.release(slot)
+                self.slot = None
+            other = route.pick_fallback(self._tried)
+            if other is not None:
+                self._use_after_retry(other)
+                return
+        elif slot is not None and kind == "connect":
             # A replica that was just reported ready may not listen yet (readiness and the
             # app's accept loop race): try another endpoint at once, or the same one after a
             # short backoff, for as long as the readiness deadline allows.
@@ -495,6 +582,45 @@ class Exchange:
             return
         assert self.route is not None
         self.proxy.metrics.upstream_error(self.route.key, "reset")
+        if (
+            not self.response_started
+            and self.request_done
+            and not self.has_body
+            and self.method in _SAFE_METHODS
+            and self.slot is not None
+            and not self.fallback
+            and self._losses < _MAX_LOSSES
+        ):
+            # The endpoint closed the connection without a byte of answer (a pod shutting
+            # down just as it was picked, before its EndpointSlice said so). A safe, bodiless
+            # request can go again: elsewhere, or here once the endpoint set has moved on.
+            self._losses += 1
+            self._head_due = False
+            self._retry_elsewhere()
+            return
+        self._answer(502, "upstream closed the connection before a complete response")
+
+    def _retry_elsewhere(self) -> None:
+        """Another endpoint now, else a new pick after the connect-retry backoff (by then the
+        dying endpoint has usually left the set, and the request waits for a ready one), for
+        as long as the request's readiness deadline allows."""
+        route = self.route
+        slot = self.slot
+        assert route is not None and slot is not None
+        route.release(slot)
+        self.slot = None
+        self._tried = self._tried | {slot.endpoint}
+        other = route.pick(exclude=self._tried)
+        if other is not None:
+            self._use_after_retry(other)
+            return
+        deadline = self._deadline or (self.started + route.spec.readiness_timeout)
+        backoff = self.proxy.settings.limits.connect_retry_backoff
+        # While draining, waiting for a replica would only hold up the interceptor's exit.
+        if not self.proxy.draining and _monotonic() + backoff < deadline:
+            self._tried = frozenset()
+            self._hold_timer = self.proxy.loop.call_later(backoff, self._retry_pick)
+            return
         self._answer(502, "upstream closed the connection before a complete response")
 
     def _request_over(self) -> bool:
@@ -514,6 +640,10 @@ class Exchange:
         self.response_started = True
         self._head_due = False
         conn.deadline.clear()  # a tunnel may idle as long as both ends like
+        timer = self._request_timer
+        if timer is not None:  # nor does the route's request timeout bound a tunnel
+            timer.cancel()
+            self._request_timer = None
         headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
         self.client.write(
             http1.ResponseInfo(headers).head(
@@ -570,6 +700,11 @@ class Exchange:
             self.route.unhold(self)
         if self._connect_task is not None:
             self._connect_task.cancel()
+            pool = self._reserved
+            if pool is not None:
+                # Cancelled before it ran: nothing in it will give the reservation back.
+                self._reserved = None
+                pool.unreserve()
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.close()  # never back to the pool half-read
@@ -621,6 +756,9 @@ class Exchange:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
         route = self.route
         if route is not None:
             if route.waiters:

@@ -38,7 +38,6 @@ class Proxy:
         self.max_request_line = settings.limits.max_request_line
         self.max_header_bytes = settings.limits.max_header_bytes
         self.max_headers = settings.limits.max_headers
-        self.registry = RouteRegistry(self._wake)
         limits, timeouts = settings.limits, settings.timeouts
         self.pools = Pools(
             PoolLimits(
@@ -52,6 +51,7 @@ class Proxy:
                 max_head=limits.max_response_head,
             )
         )
+        self.registry = RouteRegistry(self._wake, self.pools)
         self.connections: set[ClientConnection] = set()
         self.metrics = InterceptorMetrics(
             lambda: list(self.registry.states.values()), lambda: len(self.connections)

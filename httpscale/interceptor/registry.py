@@ -1,8 +1,13 @@
 """Route states by key, and the table that finds them; both replaced whole on every update.
 
 `set_routes` keeps the state (counters, endpoints, held requests) of every key that stays, so
-a route update never resets what the autoscaler sees. Endpoints may arrive before their route
-(sources are independent); they wait in `_pending` until the route exists.
+a route update never resets what the autoscaler sees, and never drops a held or in-flight
+request. Endpoints may arrive before their route (sources are independent); they wait in
+`_pending` (fallback endpoints in `_pending_fallback`) until the route exists.
+
+A route answers every one of its matches (`RouteSpec.matches`: an InterceptorRoute's rules).
+Every change is also counted in the upstream pools (`Pools.use` / `unuse`), so that the pool of
+an endpoint no route uses any more is retired.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Final
 
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.routes import RouteState
+from httpscale.interceptor.upstream import Pools
 from httpscale.routing.spec import Endpoint, RouteSpec
 from httpscale.routing.table import RouteTable
 
@@ -24,40 +30,68 @@ _NO_HEADERS: Final[dict[str, str]] = {}
 
 
 class RouteRegistry:
-    def __init__(self, on_wake: Callable[[str], None]) -> None:
+    def __init__(self, on_wake: Callable[[str], None], pools: Pools) -> None:
         self._on_wake = on_wake
+        self._pools = pools
         self.states: dict[str, RouteState] = {}
         self.table: RouteTable[RouteState] = RouteTable.build(())
         self.loaded = False  # set by the first set_routes: /readyz waits for it
         self.needs_headers = False  # some route matches on headers
         self._pending: dict[str, frozenset[Endpoint]] = {}
+        self._pending_fallback: dict[str, frozenset[Endpoint]] = {}
 
     def set_routes(self, specs: Sequence[RouteSpec]) -> list[RouteState]:
         """Swap in a new route list; returns the states of routes that went away."""
         states: dict[str, RouteState] = {}
+        gained: list[Endpoint] = []
+        lost: list[Endpoint] = []
         for spec in specs:
+            if spec.key in states:
+                log.warning("route %s is listed twice; the first one is served", spec.key)
+                continue
             state = self.states.get(spec.key)
             if state is None:
                 state = RouteState(spec, self._on_wake)
                 pending = self._pending.pop(spec.key, None)
                 if pending is not None and spec.static_endpoints is None:
                     state.set_endpoints(pending)
+                fallback = self._pending_fallback.pop(spec.key, None)
+                if fallback is not None:
+                    state.set_fallback_endpoints(fallback)
+                gained += state.pool_endpoints()
             else:
+                before = state.pool_endpoints()
                 old_static = state.spec.static_endpoints
                 state.use_spec(spec)
                 if spec.static_endpoints is not None and spec.static_endpoints != old_static:
                     state.set_endpoints(spec.static_endpoints, static=True)
+                after = state.pool_endpoints()
+                if after != before:
+                    gained += after - before
+                    lost += before - after
             states[spec.key] = state
-        table = RouteTable.build((state.spec.match, state) for state in states.values())
+        table = RouteTable.build(
+            (match, state) for state in states.values() for match in state.spec.matches
+        )
+        # Two matches of one route may claim the same host and path (overlapping rules): that
+        # route still gets the request, so it is no conflict.
+        table.conflicts = tuple(c for c in table.conflicts if c.loser is not c.winner)
         for conflict in table.conflicts:
             log.warning(
                 "route %s loses host %s path %s to %s",
                 conflict.loser.key, conflict.host, conflict.path_prefix, conflict.winner.key,
             )
         removed = [s for key, s in self.states.items() if key not in states]
+        for state in removed:
+            lost += state.pool_endpoints()
         self.states, self.table = states, table
-        self.needs_headers = any(spec.match.headers for spec in specs)
+        self.needs_headers = any(
+            match.headers for state in states.values() for match in state.spec.matches
+        )
         self.loaded = True
+        # Gains first: an endpoint moving from one route to another keeps its idle connections.
+        self._pools.use(gained)
+        self._pools.unuse(lost)
         return removed
 
     def set_endpoints(self, key: str, endpoints: Iterable[Endpoint]) -> None:
@@ -65,7 +99,23 @@ class RouteRegistry:
         if state is None:
             self._pending[key] = frozenset(endpoints)
             return
+        before = state.pool_endpoints()
         state.set_endpoints(endpoints)
+        self._account(before, state.pool_endpoints())
+
+    def set_fallback_endpoints(self, key: str, endpoints: Iterable[Endpoint]) -> None:
+        state = self.states.get(key)
+        if state is None:
+            self._pending_fallback[key] = frozenset(endpoints)
+            return
+        before = state.pool_endpoints()
+        state.set_fallback_endpoints(endpoints)
+        self._account(before, state.pool_endpoints())
+
+    def _account(self, before: set[Endpoint], after: set[Endpoint]) -> None:
+        if after != before:
+            self._pools.use(after - before)
+            self._pools.unuse(before - after)
 
     def lookup(self, host: str, path: str, headers: Headers) -> RouteState | None:
         if self.needs_headers:

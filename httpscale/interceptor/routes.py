@@ -9,6 +9,11 @@ Rules kept here, so that every path through the proxy obeys them:
 - Picking an endpoint is "power of two choices" on outstanding requests, skipping endpoints at
   their per-endpoint cap. An endpoint that leaves the ready set takes no new request; its
   in-flight ones finish, and `wait_idle` lets a scaler stop it once they have.
+- Fallback endpoints (`set_fallback_endpoints`, the failover Service's ready pods) take only
+  held requests whose failover time came: the least loaded of them, else the spec's static
+  `fallback`.
+- A slot's cached pool is dropped when its endpoint leaves the route: the pool may then be
+  retired (`upstream.Pools`), and a slot that comes back looks its pool up again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from httpscale.routing.spec import Endpoint, RouteSpec
+from httpscale.routing.spec import CannedResponse, Endpoint, RouteSpec
 
 if TYPE_CHECKING:
     from httpscale.interceptor.upstream import EndpointPool
@@ -56,24 +61,31 @@ class RouteState:
         "_choices",
         "_dispatch_pending",
         "_on_wake",
+        "_static_fallback",
+        "canned",
         "cap",
         "concurrency",
         "draining",
         "endpoints",
+        "fallbacks",
         "key",
         "request_count",
+        "request_timeout",
         "response_header_timeout",
         "spec",
+        "special",
         "waiters",
     )
 
     def __init__(self, spec: RouteSpec, on_wake: Callable[[str], None]) -> None:
         self.key = spec.key
+        self._static_fallback: EndpointSlot | None = None
         self.use_spec(spec)
         self.concurrency = 0
         self.request_count = 0
         self.endpoints: dict[Endpoint, EndpointSlot] = {}
         self.draining: dict[Endpoint, EndpointSlot] = {}
+        self.fallbacks: dict[Endpoint, EndpointSlot] = {}  # live fallback endpoints
         self.waiters: dict[Waiter, None] = {}  # insertion-ordered set: FIFO with O(1) removal
         self._choices: list[EndpointSlot] = []
         self._dispatch_pending = False
@@ -88,6 +100,18 @@ class RouteState:
         # name from compiled code: these two are read per request.
         self.cap = spec.max_concurrency_per_endpoint
         self.response_header_timeout = spec.response_header_timeout
+        self.canned: CannedResponse | None = spec.canned
+        self.request_timeout: float | None = spec.request_timeout
+        # Read per request: a route with neither a canned answer nor a request timeout (nearly
+        # every one) pays this one test and nothing else for them.
+        self.special = spec.canned is not None or spec.request_timeout is not None
+        static = self._static_fallback
+        if spec.fallback is None:
+            self._static_fallback = None
+        elif static is None or static.endpoint != spec.fallback:
+            self._static_fallback = EndpointSlot(spec.fallback, static=True)
+        if static is not None and static is not self._static_fallback:
+            static.pool = None
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -96,6 +120,7 @@ class RouteState:
         for ep in list(self.endpoints):
             if ep not in new:
                 slot = self.endpoints.pop(ep)
+                slot.pool = None
                 if slot.in_flight:
                     self.draining[ep] = slot
                 elif slot.idle_event is not None:
@@ -109,6 +134,49 @@ class RouteState:
                 self.endpoints[ep] = slot
         self._choices = list(self.endpoints.values())
         self._dispatch()
+
+    def set_fallback_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
+        """Replace where held requests fail over to; requests already there finish."""
+        old = self.fallbacks
+        new: dict[Endpoint, EndpointSlot] = {}
+        for ep in endpoints:
+            slot = old.get(ep)
+            new[ep] = slot if slot is not None else EndpointSlot(ep, static=False)
+        for ep, slot in old.items():
+            if ep not in new:
+                slot.pool = None
+        self.fallbacks = new
+
+    @property
+    def has_fallback(self) -> bool:
+        """A held request past its failover time has somewhere to go now."""
+        return bool(self.fallbacks) or self._static_fallback is not None
+
+    def pick_fallback(self, exclude: Collection[object]) -> EndpointSlot | None:
+        """A slot for a held request whose failover time came, counted as in flight: the
+        live fallback endpoint with the fewest requests outstanding (ties at random), else
+        the spec's static `fallback`; never one in `exclude` (tried already). None: nowhere."""
+        choices = [s for s in self.fallbacks.values() if s.endpoint not in exclude]
+        slot: EndpointSlot | None
+        if choices:
+            least = min(s.in_flight for s in choices)
+            slot = random.choice([s for s in choices if s.in_flight == least])
+        else:
+            slot = self._static_fallback
+            if slot is None or slot.endpoint in exclude:
+                return None
+        slot.in_flight += 1
+        return slot
+
+    def pool_endpoints(self) -> set[Endpoint]:
+        """Every endpoint this route may open connections to now: ready ones (static ones
+        included), fallback ones and the static fallback. (Draining endpoints are not: their
+        pools finish what is under way and are then dropped, see `upstream.Pools`.)"""
+        out = set(self.endpoints)
+        out.update(self.fallbacks)
+        if self._static_fallback is not None:
+            out.add(self._static_fallback.endpoint)
+        return out
 
     def in_flight(self, endpoint: Endpoint) -> int:
         slot = self.endpoints.get(endpoint) or self.draining.get(endpoint)
@@ -162,7 +230,7 @@ class RouteState:
             return False
         first = not self.waiters
         self.waiters[waiter] = None
-        if first and not self.endpoints:
+        if first and not self.endpoints and self.canned is None:  # static routes never wake
             self._on_wake(self.key)
         return True
 
@@ -173,7 +241,9 @@ class RouteState:
     def release(self, slot: EndpointSlot) -> None:
         slot.in_flight -= 1
         if slot.in_flight == 0 and slot.endpoint not in self.endpoints:
-            self.draining.pop(slot.endpoint, None)
+            # By identity: a fallback slot may have the address of a draining endpoint.
+            if self.draining.get(slot.endpoint) is slot:
+                del self.draining[slot.endpoint]
             if slot.idle_event is not None:
                 slot.idle_event.set()
         if self.waiters:

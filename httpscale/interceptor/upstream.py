@@ -3,12 +3,18 @@
 A connection carries one exchange at a time (no upstream pipelining, so a slow response never
 blocks another). It goes back to its pool only when both messages ended cleanly; anything else
 (client gone mid-way, a parse error, a timeout) closes it, so no half-read connection is reused.
+
+Pools follow the endpoints routes use (`Pools.use` / `Pools.unuse`, counted by the route
+registry): when no route has an endpoint as a ready, fallback or static endpoint any more, its
+pool is retired: its idle connections close at once, a connection handed back closes instead
+of idling (or goes to a request waiting for one), and the pool is dropped when its last
+connection closed. Nothing under way is cut, and an endpoint that comes back revives its pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
@@ -358,13 +364,26 @@ class EndpointPool:
     """
 
     __slots__ = (
-        "_connecting", "_connections", "_idle", "_sweep", "_time", "_waiting", "endpoint", "limits",
-        "loop",
+        "_connecting", "_connections", "_idle", "_idle_timeout", "_max_idle", "_owner", "_sweep",
+        "_time", "_waiting", "endpoint", "limits", "loop", "retired",
     )
 
-    def __init__(self, endpoint: Endpoint, limits: PoolLimits) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        limits: PoolLimits,
+        owner: Pools | None = None,
+        *,
+        retired: bool = False,
+    ) -> None:
         self.endpoint = endpoint
         self.limits = limits
+        self._owner = owner
+        # Copied out of the limits (a plain dataclass: a lookup by name from compiled code),
+        # read by `give_back` per request. `_max_idle` is 0 while retired.
+        self._idle_timeout = limits.idle_timeout
+        self.retired = retired  # no route uses the endpoint: dropped once its connections end
+        self._max_idle = 0 if retired else limits.max_idle
         self._idle: list[UpstreamConnection] = []
         self._connections: set[UpstreamConnection] = set()
         self._connecting = 0  # reserved attempts, started or about to be
@@ -409,6 +428,8 @@ class EndpointPool:
 
     def unwait(self, waiter: PoolWaiter) -> None:
         self._waiting.pop(waiter, None)
+        if self.retired:
+            self._drop_if_unused()
 
     async def connect(self) -> UpstreamConnection:
         """Open a connection on a reservation made by `reserve` (released here)."""
@@ -420,9 +441,15 @@ class EndpointPool:
                 )
             self._connections.add(conn)
         finally:
-            self._connecting -= 1
-            self._admit_waiters()
+            self.unreserve()
         return conn
+
+    def unreserve(self) -> None:
+        """Give back a reservation made by `reserve` (`connect` does, in the end)."""
+        self._connecting -= 1
+        self._admit_waiters()
+        if self.retired:
+            self._drop_if_unused()
 
     def _admit_waiters(self) -> None:
         while self._waiting and self.reserve():
@@ -431,7 +458,6 @@ class EndpointPool:
             waiter.pool_ready(None)
 
     def give_back(self, conn: UpstreamConnection) -> None:
-        max_idle, idle_timeout = self.limits.max_idle, self.limits.idle_timeout
         conn.exchange = None
         conn.deadline.clear()
         if conn.lost or conn.tunnel:
@@ -446,17 +472,19 @@ class EndpointPool:
             conn.reused = True
             self.loop.call_soon(waiter.pool_ready, conn)
             return
-        if len(self._idle) >= max_idle:
+        if len(self._idle) >= self._max_idle:  # (always, while retired)
             conn.close()
             return
         conn.idle_since = self._time()
         self._idle.append(conn)
         if self._sweep is None:
-            self._sweep = self.loop.call_at(conn.idle_since + idle_timeout, self._close_stale)
+            self._sweep = self.loop.call_at(
+                conn.idle_since + self._idle_timeout, self._close_stale
+            )
 
     def _close_stale(self) -> None:
         self._sweep = None
-        idle_timeout = self.limits.idle_timeout
+        idle_timeout = self._idle_timeout
         now = self.loop.time()
         idle = self._idle
         while idle and (idle[0].lost or idle[0].idle_since + idle_timeout <= now):
@@ -468,6 +496,31 @@ class EndpointPool:
         if conn in self._connections:
             self._connections.discard(conn)
             self._admit_waiters()  # a connection slot freed up
+            if self.retired:
+                self._drop_if_unused()
+
+    def retire(self) -> None:
+        """No route uses this endpoint any more: close the idle connections now, close the
+        busy ones when they are handed back, and leave `Pools` once none is left."""
+        self.retired = True
+        self._max_idle = 0
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        self._drop_if_unused()
+
+    def revive(self) -> None:
+        """A route uses the endpoint again before the retired pool was dropped."""
+        self.retired = False
+        self._max_idle = self.limits.max_idle
+
+    def _drop_if_unused(self) -> None:
+        if not self._connections and not self._connecting and not self._waiting:
+            if self._owner is not None:
+                self._owner.dropped(self)
 
     def close(self) -> None:
         if self._sweep is not None:
@@ -480,22 +533,68 @@ class EndpointPool:
 
 
 class Pools:
-    """One pool per endpoint, shared by every route that points at it."""
+    """One pool per endpoint, shared by every route that points at it.
+
+    `use` and `unuse` count the routes' references to each endpoint (the route registry makes
+    them on every change); an endpoint without any has its pool retired (see the module
+    docstring), and a pool asked for such an endpoint (a request still under way on an
+    endpoint that just left) is made retired.
+    """
 
     def __init__(self, limits: PoolLimits) -> None:
         self._limits = limits
         self._pools: dict[Endpoint, EndpointPool] = {}
+        self._refs: dict[Endpoint, int] = {}
 
     def get(self, endpoint: Endpoint) -> EndpointPool:
         pool = self._pools.get(endpoint)
         if pool is None:
-            pool = self._pools[endpoint] = EndpointPool(endpoint, self._limits)
+            pool = self._pools[endpoint] = EndpointPool(
+                endpoint, self._limits, self, retired=endpoint not in self._refs
+            )
         return pool
+
+    def use(self, endpoints: Iterable[Endpoint]) -> None:
+        """One more reference to each of `endpoints` (a route that may connect to it)."""
+        refs = self._refs
+        for ep in endpoints:
+            n = refs.get(ep, 0)
+            refs[ep] = n + 1
+            if n == 0:
+                pool = self._pools.get(ep)
+                if pool is not None and pool.retired:
+                    pool.revive()
+
+    def unuse(self, endpoints: Iterable[Endpoint]) -> None:
+        """One reference less to each of `endpoints`; at none, the pool is retired."""
+        refs = self._refs
+        for ep in endpoints:
+            n = refs.get(ep, 0) - 1
+            if n > 0:
+                refs[ep] = n
+                continue
+            refs.pop(ep, None)
+            pool = self._pools.get(ep)
+            if pool is not None and not pool.retired:
+                pool.retire()
+
+    def dropped(self, pool: EndpointPool) -> None:
+        """A retired pool has nothing left: forget it."""
+        if self._pools.get(pool.endpoint) is pool:
+            del self._pools[pool.endpoint]
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def referenced(self) -> set[Endpoint]:
+        """The endpoints some route uses now (for /status and tests)."""
+        return set(self._refs)
 
     def items(self) -> list[tuple[Endpoint, EndpointPool]]:
         return list(self._pools.items())
 
     def close(self) -> None:
-        for pool in self._pools.values():
+        for pool in list(self._pools.values()):
+            pool._owner = None  # closing connections must not change the dict under us
             pool.close()
         self._pools.clear()

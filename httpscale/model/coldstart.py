@@ -8,7 +8,8 @@ meanwhile. All optional; None means "the interceptor's default" (see `routing.sp
       readinessTimeout: 2m            # hold a request at most this long for a ready endpoint
       maxPendingRequests: 500         # held at once; more get 503 right away
       maxConcurrencyPerEndpoint: 8    # in flight per replica; above it requests queue
-      placeholder: {status: 503, headers: {Retry-After: "5"}, body: "", refreshSeconds: 2}
+      placeholder: {status: 503, headers: {Retry-After: "5"}, body: "", refreshSeconds: 2,
+                    clients: Browsers}   # or All: who gets it (others are held)
       fallbackUpstream: http://10.0.0.7:8080   # where held requests go if the app is slow
 """
 
@@ -20,6 +21,7 @@ from httpscale.model.fields import HEADER_NAME, INT32_MAX, Fields, parse_upstrea
 from httpscale.routing.spec import Endpoint, Placeholder
 
 __all__ = [
+    "CLIENTS",
     "FRAMING_HEADERS",
     "ColdStart",
     "get_response_headers",
@@ -29,6 +31,9 @@ __all__ = [
 
 #: Headers the interceptor frames itself; letting a user set them would corrupt the response.
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+#: `placeholder.clients`: who gets the placeholder at zero (the first is the default).
+#: Browsers: requests that accept text/html; every other request is held for the app.
+CLIENTS = ("Browsers", "All")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +77,24 @@ def parse_cold_start(f: Fields) -> ColdStart:
 
 
 def parse_placeholder(f: Fields) -> Placeholder:
-    """`placeholder: {}` turns the placeholder on with its defaults (503, refresh every 2 s)."""
-    f.allow("status", "headers", "body", "refreshSeconds")
+    """`placeholder: {}` turns the placeholder on with its defaults (503, refresh every 2 s,
+    for browsers only)."""
+    f.allow("status", "headers", "body", "refreshSeconds", "clients")
     default = Placeholder()
     status = f.get_int("status", minimum=200, maximum=599)
     body = f.get_str("body")
     refresh = f.get_int("refreshSeconds", minimum=1, maximum=INT32_MAX)
     headers = get_response_headers(f, "headers")
+    clients = f.get_str("clients")
+    if clients is not None and clients not in CLIENTS:
+        raise f.error("clients", f"expected {' or '.join(CLIENTS)}, got {clients!r}")
     f.finish()
     return Placeholder(
         status=status if status is not None else default.status,
         headers=headers,
         body=body if body is not None else default.body,
         refresh_seconds=refresh if refresh is not None else default.refresh_seconds,
+        for_all=clients == "All",
     )
 
 

@@ -14,6 +14,8 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 __all__ = [
     "DEFAULT_MAX_PENDING_REQUESTS",
     "DEFAULT_READINESS_TIMEOUT",
+    "BodyFiles",
+    "CannedResponse",
     "Endpoint",
     "EndpointSink",
     "HeaderMatch",
@@ -63,17 +65,48 @@ class RouteMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyFiles:
+    """A response body taken from a ConfigMap without an explicit key: the file is chosen by
+    the request path ("/" is `index.html`, "/a/b.css" is `a/b.css`), its Content-Type by its
+    extension. `missing` is why there is nothing to serve (the ConfigMap does not exist, or
+    lacks the required label): then every request gets 500 with that reason."""
+
+    files: tuple[tuple[str, bytes], ...] = ()  # (ConfigMap key, content)
+    missing: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Placeholder:
     """Answer sent instead of holding while a route is at zero (`spec.coldStart.placeholder`).
 
-    For requests that accept text/html and when `body` is empty, the interceptor sends a page that
-    refreshes itself every `refresh_seconds` until the app is up.
+    `for_all` False (HTTPSO's default): only browsers (requests that accept text/html) get the
+    placeholder; every other request of the route is held and answered by the app. True (an
+    InterceptorRoute's `coldStart.placeholder`, as KEDA serves it): every request gets it.
+    For a browser, when `body` is empty, the interceptor sends a page that refreshes itself
+    every `refresh_seconds` until the app is up. `files` replaces `body` (bodyFromConfigMap
+    without a key); `missing` set means the ConfigMap could not be read: 500.
     """
 
     status: int = 503
     headers: tuple[tuple[str, str], ...] = ()
     body: str = ""
     refresh_seconds: int = 2
+    for_all: bool = False
+    files: BodyFiles | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CannedResponse:
+    """A fixed answer for an InterceptorRoute's `staticRoutes[]` entry, sent by the interceptor
+    without any upstream. `always` False (`responseMode: WhenUnavailable`): only while the
+    route's target has no ready endpoint; otherwise the request is forwarded as usual. Canned
+    answers never wake a route and are not counted for scaling."""
+
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    files: BodyFiles | None = None  # replaces `body` (bodyFromConfigMap without a key)
+    always: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +132,28 @@ class RouteSpec:
     failover_timeout: float | None = None
     # Static endpoints (local mode's `run.upstream`); None when a source supplies them live.
     static_endpoints: tuple[Endpoint, ...] | None = None
+    # More requests this route takes (an InterceptorRoute's `rules[]` beyond the first: OR).
+    extra_matches: tuple[RouteMatch, ...] = ()
+    # `coldStart.overflow: Placeholder`: the placeholder is only the answer to requests over
+    # `max_pending_requests` (instead of 503); requests under it are held as if there were no
+    # placeholder (it is not sent at zero). Needs `placeholder`.
+    overflow_placeholder: bool = False
+    # Whole-request deadline from arrival to the end of the response (`timeouts.request`);
+    # None: none. Past it: 504 if no response has started, else the connection is closed.
+    request_timeout: float | None = None
+    # An InterceptorRoute's static route: answered by the interceptor (see CannedResponse).
+    # Its key is "<namespace>/<name>#static-<i>"; sources give it the target's endpoints.
+    canned: CannedResponse | None = None
+
+    @property
+    def matches(self) -> tuple[RouteMatch, ...]:
+        """Every match of this route: `match`, then `extra_matches`."""
+        return (self.match, *self.extra_matches)
+
+    @property
+    def scaled(self) -> bool:
+        """Whether this route's traffic counts for scaling (in /queue); canned ones do not."""
+        return self.canned is None
 
 
 class RouteSink(Protocol):
@@ -109,6 +164,10 @@ class RouteSink(Protocol):
 class EndpointSink(Protocol):
     def set_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
         """Replace the ready endpoints of one route (an empty set means: at zero)."""
+
+    def set_fallback_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
+        """Replace where held requests of one route fail over to (the fallback Service's
+        ready endpoints); empty: `RouteSpec.fallback`, if any."""
 
 
 class RouteSource(Protocol):

@@ -4,9 +4,11 @@ number; held requests count as Concurrency so the scaler sees them."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import resource
 import time
 
-from httpscale.routing.spec import Placeholder
+from httpscale.routing.spec import Placeholder, RouteMatch
 
 from .backends import BackendConn, Request, http_app, named_app
 from .client import Conn, build_request
@@ -16,6 +18,12 @@ from .helpers import APP_KEY, app_route, eventually, queue_entry
 def _held(ic) -> int:
     stats = ic.route_stats(APP_KEY)
     return 0 if stats is None else stats["held"]
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
 async def test_held_then_released_by_set_endpoints(backends, make_interceptor, clients):
@@ -148,8 +156,8 @@ async def test_failover_to_fallback_after_failover_timeout(backends, make_interc
     assert queue_entry(ic)["RequestCount"] == 1
 
 
-async def test_placeholder_answers_instead_of_holding(make_interceptor, clients):
-    ph = Placeholder(status=503, headers=(("Retry-After", "3"),), body="warming up")
+async def test_placeholder_for_all_answers_instead_of_holding(make_interceptor, clients):
+    ph = Placeholder(status=503, headers=(("Retry-After", "3"),), body="warming up", for_all=True)
     ic = await make_interceptor(routes=[app_route(dynamic=True, placeholder=ph)])
     woke = asyncio.Event()
     ic.add_wake_listener(lambda key: woke.set())
@@ -157,13 +165,13 @@ async def test_placeholder_answers_instead_of_holding(make_interceptor, clients)
     resp = await conn.request("GET", "/", headers=[("Accept", "application/json")])
     assert resp.status == 503
     assert resp.body == b"warming up"
-    assert resp.header("retry-after") == "3"
+    assert resp.header_all("retry-after") == ["3"]  # the configured one, not doubled
     await asyncio.wait_for(woke.wait(), 5)  # the placeholder still wakes the app
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
 
 
 async def test_placeholder_keeps_an_http10_keep_alive_connection(make_interceptor, clients):
-    ph = Placeholder(status=503, body="warming up")
+    ph = Placeholder(status=503, body="warming up", for_all=True)
     ic = await make_interceptor(routes=[app_route(dynamic=True, placeholder=ph)])
     conn = await clients(ic.proxy_address)
     for _ in range(2):  # the same connection answers twice: it was announced and kept
@@ -211,3 +219,53 @@ async def test_max_concurrency_per_endpoint_queues(backends, make_interceptor):
     finally:
         await c1.aclose()
         await c2.aclose()
+
+
+async def test_route_updates_drop_nothing_held_or_in_flight(backends, make_interceptor):
+    """200 requests held for one route and 20 in flight on another; both routes are replaced
+    by an edited spec ten times; then the app comes up and the slow one answers: all 220
+    get 200, and the counters never reset."""
+    _raise_fd_limit(4096)
+    release = asyncio.Event()
+
+    async def slow(req: Request, conn: BackendConn) -> None:
+        await release.wait()
+        await conn.respond(200, b"slow")
+
+    app = await backends(http_app(named_app("app")), "app")
+    busy = await backends(http_app(slow), "busy")
+
+    def routes(i: int) -> list:
+        return [
+            app_route(dynamic=True, readiness_timeout=60 + i, max_pending_requests=300 + i,
+                      response_header_timeout=5 + i, placeholder=Placeholder(body=f"v{i}"),
+                      extra_matches=(RouteMatch(hosts=(f"v{i}.test",)),)),
+            app_route(busy.endpoint, key="default/busy", hosts=("busy.test",),
+                      readiness_timeout=60 + i, request_timeout=300 + i),
+        ]
+
+    ic = await make_interceptor(routes=routes(0))
+    conns = await asyncio.gather(*(Conn.open(ic.proxy_address) for _ in range(220)))
+    try:
+        for c in conns[:200]:
+            await c.send(build_request("GET", "/", headers=[("Accept", "application/json")]))
+        for c in conns[200:]:
+            await c.send(build_request("GET", "/", host="busy.test"))
+        await eventually(lambda: _held(ic) == 200, within=10, what="200 held")
+        await busy.wait_for(lambda: len(busy.requests) == 20)
+        for i in range(1, 11):
+            ic.set_routes(routes(i))
+            assert ic.route_stats(APP_KEY)["held"] == 200  # type: ignore[index]
+            assert queue_entry(ic) == {"Concurrency": 200, "RequestCount": 200}
+            assert queue_entry(ic, "default/busy") == {"Concurrency": 20, "RequestCount": 20}
+        assert ic.proxy.registry.states[APP_KEY].spec.readiness_timeout == 70
+        ic.set_endpoints(APP_KEY, [app.endpoint])
+        release.set()
+        resps = await asyncio.gather(*(c.read_response(within=15) for c in conns))
+    finally:
+        await asyncio.gather(*(c.aclose() for c in conns))
+    assert collections.Counter((r.status, r.body) for r in resps) == {
+        (200, b"app"): 200, (200, b"slow"): 20
+    }
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
+    assert queue_entry(ic)["RequestCount"] == 200

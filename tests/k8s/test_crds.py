@@ -96,7 +96,7 @@ HTTPSO_FULL: Obj = {
         "maxConcurrencyPerEndpoint": 4,
         "placeholder": {
             "status": 503, "headers": {"Retry-After": "5"}, "body": "warming up",
-            "refreshSeconds": 2,
+            "refreshSeconds": 2, "clients": "All",
         },
     },
 }
@@ -152,6 +152,9 @@ IR_ALT: Obj = {
 
 # Written the way KEDA's documentation shows them (in our words), plus httpscale's additions.
 EXAMPLES: list[tuple[Kind, Obj]] = [
+    (HTTPSO, {"hosts": ["api.example.com"],
+              "scaleTargetRef": {"name": "e", "service": "e", "port": 80},
+              "coldStart": {"placeholder": {"clients": "All", "body": "warming up"}}}),
     (HTTPSO, {"hosts": ["myhost.com"], "pathPrefixes": ["/test"],
               "scaleTargetRef": {"name": "xkcd", "kind": "Deployment", "apiVersion": "apps/v1",
                                  "service": "xkcd", "port": 8080},
@@ -245,6 +248,7 @@ SPECIFIC: dict[str, list[object]] = {
     "status": [99, 100, 199, 200, 599, 600],
     "statusCode": [99, 100, 199, 200, 599, 600],
     "overflow": ["Reject", "Placeholder", "reject", "Spill", ""],
+    "clients": ["Browsers", "All", "browsers", "Everyone", ""],
     "responseMode": ["Always", "WhenUnavailable", "always", ""],
     "type": ["Cookie", "Header", ""],
     "targetValue": [0, 1, 2**31 - 1, 2**31, -3, 2.5, 3.0],

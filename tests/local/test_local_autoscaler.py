@@ -35,6 +35,9 @@ class CountersDouble:
     def set_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
         self.endpoints[route_key] = frozenset(endpoints)
 
+    def set_fallback_endpoints(self, route_key: str, endpoints: Iterable[Endpoint]) -> None:
+        pass
+
     def add_wake_listener(self, listener: WakeListener) -> None:
         self.wake_listeners.append(listener)
 

@@ -253,6 +253,15 @@ def test_failover_never_later_than_the_readiness_timeout() -> None:
 def test_empty_placeholder_turns_it_on_with_defaults() -> None:
     spec = parse({**MINIMAL, "coldStart": {"placeholder": {}}})
     assert spec.cold_start.placeholder == Placeholder()
+    assert not spec.cold_start.placeholder.for_all  # browsers only, unless asked
+
+
+@pytest.mark.parametrize(("clients", "for_all"), [("Browsers", False), ("All", True)])
+def test_placeholder_clients(clients: str, for_all: bool) -> None:
+    spec = parse({**MINIMAL, "coldStart": {"placeholder": {"clients": clients}}})
+    assert spec.cold_start.placeholder == Placeholder(for_all=for_all)
+    route = to_route_spec("ns/app", spec)
+    assert route.placeholder is not None and route.placeholder.for_all is for_all
 
 
 def test_local_mode_has_no_service_refs() -> None:
@@ -352,6 +361,18 @@ def test_local_mode_has_no_service_refs() -> None:
         (
             {**MINIMAL, "coldStart": {"placeholder": {"headers": {"X-N": 5}}}},
             "spec.coldStart.placeholder.headers.X-N: expected a string",
+        ),
+        (
+            {**MINIMAL, "coldStart": {"placeholder": {"clients": "browsers"}}},
+            "spec.coldStart.placeholder.clients: expected Browsers or All, got 'browsers'",
+        ),
+        (
+            {**MINIMAL, "coldStart": {"placeholder": {"clients": ["All"]}}},
+            "spec.coldStart.placeholder.clients: expected a string",
+        ),
+        (
+            {**MINIMAL, "coldStart": {"placeholder": {"client": "All"}}},
+            "spec.coldStart.placeholder.client: unknown key (did you mean 'clients'?)",
         ),
         ({**MINIMAL, "coldStart": {"readyTimeout": "1s"}}, "spec.coldStart.readyTimeout: unknown"),
         (

@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 
 from httpscale.interceptor.routes import EndpointSlot, RouteState
-from httpscale.routing.spec import Endpoint, RouteSpec
+from httpscale.interceptor.upstream import EndpointPool, PoolLimits
+from httpscale.routing.spec import CannedResponse, Endpoint, RouteSpec
 
 A = Endpoint("127.0.0.1", 1)
 B = Endpoint("127.0.0.1", 2)
+C = Endpoint("127.0.0.1", 3)
+LIMITS = PoolLimits(max_idle=4, max_total=8, max_connecting=2, idle_timeout=5.0,
+                    connect_timeout=1.0, write_high_water=65536, write_low_water=16384,
+                    max_head=65536)
 
 
 class Waiter:
@@ -100,3 +105,65 @@ async def test_removed_endpoint_drains_and_wait_idle_returns_after_its_last_requ
     route.release(slot)
     await asyncio.wait_for(idle, 1)
     assert route.in_flight(A) == 0
+
+
+def test_only_routes_with_a_canned_answer_or_a_request_timeout_are_special() -> None:
+    assert not _route()[0].special
+    assert _route(request_timeout=5.0)[0].special
+    assert _route(canned=CannedResponse())[0].special
+    route, _ = _route()
+    route.use_spec(RouteSpec(key="ns/app", request_timeout=1.0))
+    assert route.special and route.request_timeout == 1.0
+    route.use_spec(RouteSpec(key="ns/app"))
+    assert not route.special and route.request_timeout is None
+
+
+def test_fallback_picks_the_least_loaded_then_the_static_one() -> None:
+    route, _ = _route(fallback=C)
+    assert route.has_fallback
+    only = route.pick_fallback(())
+    assert only is not None and only.endpoint == C
+    route.set_fallback_endpoints([A, B])
+    first = route.pick_fallback(())
+    second = route.pick_fallback(())
+    assert first is not None and second is not None
+    assert {first.endpoint, second.endpoint} == {A, B}, "least outstanding: one on each"
+    third = route.pick_fallback(exclude={A, B})
+    assert third is not None and third.endpoint == C, "all live ones tried: the static one"
+    assert route.pick_fallback(exclude={A, B, C}) is None
+    route.release(first)
+    again = route.pick_fallback(())
+    assert again is first
+    assert route.pool_endpoints() == {A, B, C}
+
+
+def test_fallback_slots_survive_an_update_that_keeps_them() -> None:
+    route, _ = _route()
+    assert not route.has_fallback and route.pick_fallback(()) is None
+    route.set_fallback_endpoints([A])
+    slot = route.pick_fallback(())
+    route.set_fallback_endpoints([A, B])
+    assert route.fallbacks[A] is slot and slot is not None and slot.in_flight == 1
+    route.set_fallback_endpoints([])
+    assert route.pool_endpoints() == set()
+
+
+def test_release_of_a_fallback_slot_leaves_a_draining_endpoint_of_that_address() -> None:
+    route, _ = _route()
+    route.set_endpoints([A])
+    busy = route.try_acquire()
+    route.set_endpoints([])  # A drains with one request in flight
+    route.set_fallback_endpoints([A])
+    fb = route.pick_fallback(())
+    assert fb is not None and fb is not busy
+    route.release(fb)
+    assert route.in_flight(A) == 1, "the draining slot is still there"
+
+
+async def test_leaving_endpoints_forget_their_cached_pool() -> None:
+    route, _ = _route()
+    route.set_endpoints([A])
+    slot = route.endpoints[A]
+    slot.pool = EndpointPool(A, LIMITS)
+    route.set_endpoints([B])
+    assert slot.pool is None
