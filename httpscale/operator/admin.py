@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from httpscale.adminsite import AdminSite
 from httpscale.operator.metrics import OperatorMetrics
 
 __all__ = ["OperatorAdmin"]
@@ -38,40 +38,22 @@ class OperatorAdmin:
         self._ready = ready
         self._status = status
         self._refresh = refresh
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        self._site = AdminSite([
+            ("/healthz", self._handle_healthz),
+            ("/readyz", self._handle_readyz),
+            ("/metrics", self._handle_metrics),
+            ("/status", self._handle_status),
+        ])
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("admin server not started")
-        return self._port
+        return self._site.port
 
     async def start(self, host: str, port: int) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._handle_healthz)
-        app.router.add_get("/readyz", self._handle_readyz)
-        app.router.add_get("/metrics", self._handle_metrics)
-        app.router.add_get("/status", self._handle_status)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        addresses = runner.addresses
-        self._port = int(addresses[0][1]) if addresses else port
+        await self._site.start(host, port)
 
     async def stop(self, grace: float) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            # Bounded: a client holding a connection open must not stall shutdown.
-            async with asyncio.timeout(grace + 1.0):
-                await runner.shutdown()
-                await runner.cleanup()
+        await self._site.stop(grace)
 
     async def _handle_healthz(self, request: web.Request) -> web.Response:
         problem = self._healthy()

@@ -1,18 +1,25 @@
 """Which routes are active, and the watches that push changes to StreamIsActive callers.
 
-A route is active while its concurrency or its request rate is above zero, or while a wake
-event from an interceptor holds it. The hold exists because the push (`/wake`) outruns the poll
-(`/queue`): a poll already in flight when the request arrived still reports Concurrency 0, and
-that stale zero must not flip the route back to inactive. So the hold ends only when a poll
-shows Concurrency > 0 (the poll carries the route from then on) or when `hold` seconds pass
-(the request was answered or dropped before any poll saw it). Expiry is a timer, not a loop.
+A route is active while any of these holds:
+- a value KEDA is told is above zero: its concurrency, or its request rate (KEDA's own rule);
+- it was in use recently: the collector saw it in use (a request counted, or one in flight) less
+  than the route's activity window ago (`RouteLoad.idle_at`). This is what keeps a trickle of
+  short requests, which no poll ever sees in flight, from letting the route drop to zero;
+- a wake event from an interceptor holds it. The hold exists because the push (`/wake`)
+  outruns the poll (`/queue`): a poll already in flight when the request arrived still reports
+  Concurrency 0, and that stale zero must not flip the route back to inactive. So the hold ends
+  only when a poll shows Concurrency > 0 (the poll carries the route from then on) or when
+  `hold` seconds pass (the request was answered or dropped before any poll saw it).
 
-IsActive and every stream read the same state, so they always agree.
+The ends of the recent-use window and of the hold are timers, not loops: one per route, re-armed
+only when it fires early (the window moved on meanwhile). IsActive and every stream read the
+same state, so they always agree.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +30,9 @@ __all__ = ["ActivityBoard", "ActivityWatch", "RouteLoad"]
 class RouteLoad:
     concurrency: int = 0
     rate: float = 0.0  # requests per second over the route's window
+    # Loop time at which the route's last seen use stops keeping it active (last use plus
+    # its activity window); -inf when it was never seen in use.
+    idle_at: float = -math.inf
 
 
 class ActivityBoard:
@@ -35,6 +45,9 @@ class ActivityBoard:
         self._load: dict[str, RouteLoad] = {}
         self._wake_until: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        # Routes kept active by recent use, until when; each with one timer set at or before.
+        self._busy_until: dict[str, float] = {}
+        self._idle_timers: dict[str, asyncio.TimerHandle] = {}
         self._active: dict[str, bool] = {}
         self._watches: dict[str, set[ActivityWatch]] = {}
         self._closed = False
@@ -45,9 +58,17 @@ class ActivityBoard:
         """Replace every route's load with a fresh aggregate (routes absent: no load)."""
         touched = set(self._load) | set(loads)
         self._load = dict(loads)
+        now = self._clock()
         for key, load in loads.items():
             if load.concurrency > 0:
                 self._clear_hold(key)
+            if load.idle_at > now:
+                self._busy_until[key] = load.idle_at
+                self._arm_idle(key, load.idle_at)
+            else:
+                self._clear_busy(key)
+        for key in touched - loads.keys():
+            self._clear_busy(key)
         for key in touched:
             self._refresh(key)
 
@@ -72,8 +93,14 @@ class ActivityBoard:
         load = self._load.get(key)
         if load is not None and (load.concurrency > 0 or load.rate > 0):
             return True
+        if key in self._busy_until:
+            return True
         until = self._wake_until.get(key)
         return until is not None and self._clock() < until
+
+    def recently_used(self, key: str) -> bool:
+        """True while recent use (not a value > 0 or a hold) keeps `key` active."""
+        return key in self._busy_until
 
     def held(self, key: str) -> bool:
         """True while a wake hold (not yet confirmed by a poll) keeps `key` active."""
@@ -97,6 +124,7 @@ class ActivityBoard:
         """Routes deleted: end their watches (the stream then reports NOT_FOUND)."""
         for key in keys:
             self._clear_hold(key)
+            self._clear_busy(key)
             self._load.pop(key, None)
             self._active.pop(key, None)
             for watch in self._watches.get(key, ()):
@@ -105,9 +133,10 @@ class ActivityBoard:
     def close(self) -> None:
         """End every watch (shutdown: streams finish instead of being cancelled)."""
         self._closed = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        for timers in (self._timers, self._idle_timers):
+            for timer in timers.values():
+                timer.cancel()
+            timers.clear()
         for watches in self._watches.values():
             for watch in watches:
                 watch.notify()
@@ -124,6 +153,31 @@ class ActivityBoard:
     def _clear_hold(self, key: str) -> None:
         self._wake_until.pop(key, None)
         timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _arm_idle(self, key: str, until: float) -> None:
+        timer = self._idle_timers.get(key)
+        if timer is not None:
+            if timer.when() <= until:
+                return  # it fires first and re-arms for the later end (no churn per poll)
+            timer.cancel()
+        self._idle_timers[key] = self._loop.call_at(until, self._idle_check, key)
+
+    def _idle_check(self, key: str) -> None:
+        timer = self._idle_timers.pop(key)
+        until = self._busy_until.get(key)
+        if until is not None and until > timer.when():
+            self._idle_timers[key] = self._loop.call_at(until, self._idle_check, key)
+            return
+        # Expired as scheduled; the clock is not compared again, since a timer may fire a
+        # hair before its time (the loop's clock resolution).
+        self._busy_until.pop(key, None)
+        self._refresh(key)
+
+    def _clear_busy(self, key: str) -> None:
+        self._busy_until.pop(key, None)
+        timer = self._idle_timers.pop(key, None)
         if timer is not None:
             timer.cancel()
 

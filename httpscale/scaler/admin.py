@@ -6,12 +6,12 @@ fresh), so a Kubernetes readiness probe and a gRPC health check never disagree.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from httpscale.adminsite import AdminSite
 from httpscale.scaler.activity import ActivityBoard
 from httpscale.scaler.collector import Collector
 from httpscale.scaler.metrics import ScalerMetrics
@@ -28,46 +28,30 @@ class AdminServer:
         board: ActivityBoard,
         table: RouteTable,
         ready: Callable[[], bool],
+        sources: Callable[[], Mapping[str, object]] = dict,
     ) -> None:
         self._metrics = metrics
         self._collector = collector
         self._board = board
         self._table = table
         self._ready = ready
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        self._sources = sources  # what the route source and the discovery report, if anything
+        self._site = AdminSite([
+            ("/metrics", self._handle_metrics),
+            ("/livez", self._handle_livez),
+            ("/readyz", self._handle_readyz),
+            ("/status", self._handle_status),
+        ])
 
     @property
     def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("admin server not started")
-        return self._port
+        return self._site.port
 
     async def start(self, host: str, port: int) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._handle_metrics)
-        app.router.add_get("/livez", self._handle_livez)
-        app.router.add_get("/readyz", self._handle_readyz)
-        app.router.add_get("/status", self._handle_status)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        addresses = runner.addresses
-        self._port = int(addresses[0][1]) if addresses else port
+        await self._site.start(host, port)
 
     async def stop(self, grace: float) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            # Bounded: a client holding a connection open must not stall shutdown.
-            async with asyncio.timeout(grace + 1.0):
-                await runner.shutdown()
-                await runner.cleanup()
+        await self._site.stop(grace)
 
     async def _handle_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self._metrics.registry)
@@ -91,17 +75,27 @@ class AdminServer:
             }
             for r in self._collector.replicas
         ]
-        routes = [
-            {
+        routes = []
+        for route in self._table.all():
+            last_used = self._collector.last_used(route.key)
+            routes.append({
                 "key": route.key,
-                "metric": route.metric_name,
-                "kind": route.kind,
-                "target": route.target,
+                "origin": route.origin,
+                "metrics": [
+                    {"name": m.name, "kind": m.kind, "target": m.target} for m in route.metrics
+                ],
                 "concurrency": self._collector.concurrency(route.key),
                 "rate": self._collector.rate(route.key),
                 "active": self._board.is_active(route.key),
+                "activity_window": route.activity_window,
+                "last_used_seconds_ago": None if last_used is None else round(last_used, 3),
                 "wake_hold": self._board.held(route.key),
-            }
-            for route in self._table.all()
-        ]
-        return web.json_response({"ready": self._ready(), "replicas": replicas, "routes": routes})
+            })
+        invalid = dict(self._table.invalid)
+        return web.json_response({
+            "ready": self._ready(),
+            "replicas": replicas,
+            "routes": routes,
+            "invalid": invalid,
+            "sources": self._sources(),
+        })

@@ -1,7 +1,14 @@
 """The scaler process: gRPC server, admin server, collector and sources, with ordered shutdown.
 
 Every long-lived task is owned here, named, and watched: if one dies, `wait()` raises so the
-command exits non-zero instead of serving stale numbers. Shutdown, in order: health and
+command exits non-zero instead of serving stale numbers.
+
+gRPC health, for Kubernetes `grpc:` probes and KEDA: `liveness` and `""` (a probe that names
+no service) are SERVING from start to shutdown (a task that dies ends the process, through
+`wait()`): an unreachable interceptor must never get the scaler restarted
+(kedacore/http-add-on #978, #1667).
+`readiness` and `externalscaler.ExternalScaler` are SERVING while at least one interceptor
+replica is fresh, as `/readyz`. Shutdown, in order: health and
 /readyz turn NOT_SERVING; streams end (KEDA reconnects elsewhere); the gRPC server stops
 accepting and gives unary calls `grpc_grace`; then polls, wake streams and sources are
 cancelled; the admin server goes last so /metrics stays scrapeable to the end.
@@ -27,11 +34,16 @@ from httpscale.scaler.routes import RouteTable, ScalerRouteSource
 from httpscale.scaler.service import ExternalScalerService
 from httpscale.scaler.settings import ScalerSettings
 
-__all__ = ["SERVICE_NAME", "Scaler"]
+__all__ = ["LIVENESS", "READINESS", "SERVICE_NAME", "Scaler"]
 
 log = logging.getLogger("httpscale.scaler")
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
+# Health service names KEDA's add-on's manifests probe.
+LIVENESS = "liveness"
+READINESS = "readiness"
+_LIVE_SERVICES = ("", LIVENESS)
+_READY_SERVICES = (SERVICE_NAME, READINESS)
 
 # Dead KEDA connections must not keep streams (and their watches) forever; KEDA's own
 # client pings, so allow pings without calls.
@@ -87,12 +99,15 @@ class Scaler:
         self.table = RouteTable()
         self.board = ActivityBoard(self.settings.wake.hold)
         self.table.add_removal_listener(self.board.drop)
+        self.table.add_change_listener(self._routes_changed)
         self.collector = Collector(self.settings, self.board, self.table, self.metrics)
         self.service = ExternalScalerService(self.table, self.board, self.collector, self.metrics)
         self.health = health.aio.HealthServicer()
-        await self._set_health(serving=False)
+        await self._set_health(_LIVE_SERVICES, serving=True)
+        await self._set_health(_READY_SERVICES, serving=False)
         self.admin = AdminServer(
-            self.metrics, self.collector, self.board, self.table, lambda: self.ready
+            self.metrics, self.collector, self.board, self.table, lambda: self.ready,
+            self._sources_status,
         )
 
         server = grpc.aio.server(options=_GRPC_OPTIONS)
@@ -170,13 +185,30 @@ class Scaler:
         if self._failure is not None and not self._failure.done():
             self._failure.set_exception(error)
 
-    async def _set_health(self, serving: bool) -> None:
+    def _sources_status(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, source in (("routes", self._route_source), ("interceptors", self._discovery)):
+            status = getattr(source, "status", None)
+            if callable(status):
+                out[name] = status()
+        return out
+
+    def _routes_changed(self) -> None:
+        m = self.metrics
+        routes = self.table.all()
+        for origin in ("HTTPScaledObject", "InterceptorRoute"):
+            m.routes.labels(origin).set(sum(1 for r in routes if r.origin == origin))
+            m.invalid_objects.labels(origin).set(
+                sum(1 for k in self.table.invalid if k.startswith(origin + " "))
+            )
+
+    async def _set_health(self, services: tuple[str, ...], serving: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for service in ("", SERVICE_NAME):
+        for service in services:
             await self.health.set(service, status)
 
     async def _sync_health(self) -> None:
@@ -184,5 +216,5 @@ class Scaler:
         while True:
             await self.collector.wait_health_changed(serving)
             serving = self.collector.healthy
-            log.info("health: %s", "SERVING" if serving else "NOT_SERVING")
-            await self._set_health(serving)
+            log.info("readiness: %s", "SERVING" if serving else "NOT_SERVING")
+            await self._set_health(_READY_SERVICES, serving)

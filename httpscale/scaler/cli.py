@@ -1,24 +1,35 @@
-"""`httpscale scaler`: the KEDA external scaler, standalone (config file + static interceptors).
+"""`httpscale scaler`: the KEDA external scaler.
+
+Two modes:
+- standalone, with `--config` and/or `--interceptor`: routes from a local-mode config file,
+  interceptor admin URLs from the command line;
+- on a cluster, with neither: routes from the HTTPScaledObject and InterceptorRoute watches,
+  interceptor replicas from the EndpointSlices of the interceptor admin Service.
 
 Every option is also an environment variable `HTTPSCALE_<OPTION>`; `--interceptor` from the
-environment takes a whitespace-separated list.
+environment takes a whitespace-separated list. The interceptor Service options also read KEDA's
+add-on's variables (`KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE`, `_NAMESPACE`, `_PORT`), so a
+Deployment written for it keeps its meaning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from httpscale.clikit import option
 from httpscale.runtime import run
 from httpscale.scaler.app import Scaler
-from httpscale.scaler.discovery import InterceptorDiscovery, StaticDiscovery
+from httpscale.scaler.discovery import InterceptorDiscovery, StaticDiscovery, parse_admin_port
 from httpscale.scaler.routes import (
     ScalerRoute,
     ScalerRouteSource,
@@ -33,7 +44,10 @@ from httpscale.scaler.settings import (
     WakeSettings,
 )
 
-__all__ = ["scaler_command", "serve"]
+if TYPE_CHECKING:
+    from httpscale.scaler.cluster import ClusterSettings
+
+__all__ = ["scaler_command", "serve", "serve_cluster"]
 
 log = logging.getLogger("httpscale.scaler")
 
@@ -69,6 +83,43 @@ async def serve(
         raise click.ClickException(f"scaler failed: {failed.exception()!r}")
 
 
+async def serve_cluster(settings: ScalerSettings, cluster: ClusterSettings) -> None:
+    """Run a scaler fed by the cluster (routes and interceptors from watches) until a signal."""
+    # Imported here: only cluster mode needs the Kubernetes client.
+    from httpscale.kube.config import KubeConfigError, connect
+    from httpscale.scaler.cluster import EndpointSliceDiscovery, ScalerRouteWatch
+
+    try:
+        kube = await connect(cluster.kube)
+    except KubeConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        routes = ScalerRouteWatch(
+            kube,
+            namespace=cluster.watch_namespace,
+            ir_activity_window=cluster.ir_activity_window,
+            settings=cluster.watch,
+        )
+        discovery = EndpointSliceDiscovery(
+            kube,
+            service=cluster.interceptor_service,
+            namespace=cluster.interceptor_namespace,
+            port=cluster.interceptor_admin_port,
+            settings=cluster.watch,
+        )
+        log.info(
+            "on a cluster via %s: routes from %s, interceptors from Service %s/%s port %s",
+            kube.source,
+            cluster.watch_namespace or "all namespaces",
+            cluster.interceptor_namespace,
+            cluster.interceptor_service,
+            cluster.interceptor_admin_port,
+        )
+        await serve(settings, routes, discovery)
+    finally:
+        await kube.close()
+
+
 @click.command("scaler")
 @option(
     "--config",
@@ -84,6 +135,27 @@ async def serve(
     metavar="URL",
     help="Admin base URL of one interceptor replica (repeat for each), e.g. http://10.0.0.5:9090.",
 )
+@option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Cluster mode: kubeconfig file; default: $KUBECONFIG, then the pod's "
+        "ServiceAccount, then ~/.kube/config.")
+@option("--context", default=None, help="Cluster mode: kubeconfig context.")
+@option("--watch-namespace", default=None,
+        help="Cluster mode: routes of this namespace only (default: all namespaces).")
+@option("--interceptor-service", default=None,
+        envvar=["HTTPSCALE_INTERCEPTOR_SERVICE", "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE"],
+        help="Cluster mode: the interceptor admin Service, whose EndpointSlices list the "
+        "replicas [default: httpscale-interceptor-admin].")
+@option("--interceptor-namespace", default=None,
+        envvar=["HTTPSCALE_INTERCEPTOR_NAMESPACE", "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE"],
+        help="Cluster mode: that Service's namespace [default: $POD_NAMESPACE, else "
+        "httpscale].")
+@option("--interceptor-admin-port", default="9090",
+        envvar=["HTTPSCALE_INTERCEPTOR_ADMIN_PORT", "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT"],
+        help="Cluster mode: the interceptor pods' admin port, a number or a port name of "
+        "the Service's slices.")
+@option("--activity-window", type=float, default=None,
+        help="Cluster mode: seconds one request keeps an InterceptorRoute active "
+        "[default: its requestRate window, else 60].")
 @option("--host", default=_D_LISTEN.host, help="Bind address of the gRPC and admin servers.")
 @option("--grpc-port", type=int, default=_D_LISTEN.grpc_port, help="KEDA external scaler port.")
 @option("--admin-port", type=int, default=_D_LISTEN.admin_port, help="/metrics, /livez, /readyz.")
@@ -127,6 +199,13 @@ async def serve(
 def scaler_command(
     config: Path | None,
     interceptors: Sequence[str],
+    kubeconfig: Path | None,
+    context: str | None,
+    watch_namespace: str | None,
+    interceptor_service: str | None,
+    interceptor_namespace: str | None,
+    interceptor_admin_port: str,
+    activity_window: float | None,
     host: str,
     grpc_port: int,
     admin_port: int,
@@ -152,6 +231,16 @@ def scaler_command(
             wake=WakeSettings(enabled=wake, hold=wake_hold),
             shutdown=ShutdownSettings(grpc_grace=grpc_grace),
         )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if config is None and not interceptors:
+        cluster = _cluster_settings(
+            kubeconfig, context, watch_namespace, interceptor_service, interceptor_namespace,
+            interceptor_admin_port, activity_window,
+        )
+        run(lambda: serve_cluster(settings, cluster))
+        return
+    try:
         discovery = StaticDiscovery(interceptors)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -164,3 +253,33 @@ def scaler_command(
     if not interceptors:
         log.warning("no --interceptor given: every route reads as idle, health NOT_SERVING")
     run(lambda: serve(settings, StaticRouteSource(routes), discovery))
+
+
+def _cluster_settings(
+    kubeconfig: Path | None,
+    context: str | None,
+    watch_namespace: str | None,
+    interceptor_service: str | None,
+    interceptor_namespace: str | None,
+    interceptor_admin_port: str,
+    activity_window: float | None,
+) -> ClusterSettings:
+    from httpscale.kube.config import KubeSettings
+    from httpscale.scaler.cluster import DEFAULT_INTERCEPTOR_SERVICE, ClusterSettings
+
+    if activity_window is not None and not 0 <= activity_window < math.inf:
+        raise click.UsageError(f"--activity-window must be >= 0 seconds, got {activity_window}")
+    try:
+        port = parse_admin_port(interceptor_admin_port)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return ClusterSettings(
+        kube=KubeSettings(kubeconfig=kubeconfig, context=context),
+        watch_namespace=watch_namespace or None,
+        interceptor_service=interceptor_service or DEFAULT_INTERCEPTOR_SERVICE,
+        interceptor_namespace=(
+            interceptor_namespace or os.environ.get("POD_NAMESPACE") or "httpscale"
+        ),
+        interceptor_admin_port=port,
+        ir_activity_window=activity_window,
+    )

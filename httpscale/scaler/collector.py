@@ -12,6 +12,10 @@ Two channels per replica:
 A replica whose polls fail keeps its last concurrency for `stale_grace` seconds, adds no rate
 meanwhile, and is dropped after (its counters are forgotten, so its return is a first sight).
 The scaler is healthy while at least one replica is fresh.
+
+Each poll also tells which routes were in use since the replica's previous poll
+(`routes_in_use`: a request counted or one in flight); the board keeps such a route active for
+its activity window after the last poll that saw it in use.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +36,9 @@ from httpscale.scaler.discovery import normalize_admin_url
 from httpscale.scaler.metrics import ScalerMetrics
 from httpscale.scaler.routes import RouteTable
 from httpscale.scaler.settings import ScalerSettings
-from httpscale.scaling.rate import RequestRate
+from httpscale.scaling.rate import RequestRate, counter_delta
 
-__all__ = ["Collector", "ReplicaState", "parse_queue"]
+__all__ = ["Collector", "ReplicaState", "parse_queue", "routes_in_use"]
 
 log = logging.getLogger("httpscale.scaler.collector")
 
@@ -62,6 +67,29 @@ def parse_queue(data: Any) -> dict[str, tuple[int, int]]:
     return out
 
 
+def routes_in_use(
+    previous: Mapping[str, tuple[int, int]] | None, current: Mapping[str, tuple[int, int]]
+) -> set[str]:
+    """Routes one replica shows in use between two of its `/queue` readings.
+
+    In use: a request in flight or held now (Concurrency > 0), or requests counted since the
+    previous reading (RequestCount grew). A counter that went down means the replica restarted
+    (same address, new process): what it counted since is new (`counter_delta`).
+    A first sight, of the replica (`previous` None: the scaler just started, the replica just
+    appeared or came back) or of a route on it, only sets a baseline: its count holds history
+    of unknown age, and reading it as use could wake a route at zero for nothing. A request
+    missed that way is not lost for activation: one that finds its route at zero is held, and
+    held requests are Concurrency.
+    """
+    used = {key for key, (concurrency, _) in current.items() if concurrency > 0}
+    if previous is not None:
+        for key, (_, count) in current.items():
+            before = previous.get(key)
+            if before is not None and counter_delta(before[1], count) > 0:
+                used.add(key)
+    return used
+
+
 @dataclass(eq=False)
 class ReplicaState:
     url: str
@@ -69,6 +97,9 @@ class ReplicaState:
     failing: bool = False
     last_error: str = ""
     queue: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # `queue` is a baseline for the next reading: False until the first successful poll and
+    # again after the replica was dropped as stale (its return is a first sight).
+    baseline: bool = False
     wake_connected: bool = False
     wake_task: asyncio.Task[None] | None = None
     poll_task: asyncio.Task[None] | None = None
@@ -93,6 +124,7 @@ class Collector:
         self._rates: dict[str, RequestRate] = {}
         self._session: aiohttp.ClientSession | None = None
         self._concurrency: dict[str, int] = {}
+        self._used_at: dict[str, float] = {}  # route -> loop time of the last poll seeing use
         self._healthy = False
         self._health_changed = asyncio.Event()
         self._gauged_routes: set[str] = set()
@@ -144,6 +176,12 @@ class Collector:
     def rate(self, key: str) -> float:
         rate = self._rates.get(key)
         return rate.rate(self._loop.time()) if rate is not None else 0.0
+
+    def last_used(self, key: str) -> float | None:
+        """Seconds since a poll last saw `key` in use; None if none has since the scaler
+        started."""
+        used_at = self._used_at.get(key)
+        return None if used_at is None else self._loop.time() - used_at
 
     # -- the poll loop -----------------------------------------------------------------------
 
@@ -206,7 +244,11 @@ class Collector:
             replica.failing = False
             replica.last_error = ""
             replica.last_ok = now
+            for key in routes_in_use(replica.queue if replica.baseline else None, entries):
+                if self._table.get(key) is not None:
+                    self._used_at[key] = now
             replica.queue = entries
+            replica.baseline = True
             for key, (_, count) in entries.items():
                 rate = self._rate_for(key)
                 if rate is not None:
@@ -236,9 +278,10 @@ class Collector:
             if replica.last_ok is None:
                 continue
             if now - replica.last_ok > grace:
-                if replica.queue:
+                if replica.baseline:
                     log.warning("interceptor %s stale for %.1fs, dropped", replica.url, grace)
                     replica.queue = {}
+                    replica.baseline = False
                     for rate in self._rates.values():
                         rate.forget(replica.url)
                 continue
@@ -248,12 +291,16 @@ class Collector:
         self._concurrency = concurrency
         for key in [k for k in self._rates if self._table.get(k) is None]:
             del self._rates[key]
+        for key in [k for k in self._used_at if self._table.get(k) is None]:
+            del self._used_at[key]
         loads: dict[str, RouteLoad] = {}
         for route in self._table.all():
             route_rate = self._rates.get(route.key)
+            used_at = self._used_at.get(route.key)
             loads[route.key] = RouteLoad(
                 concurrency.get(route.key, 0),
                 route_rate.rate(now) if route_rate is not None else 0.0,
+                used_at + route.activity_window if used_at is not None else -math.inf,
             )
         self._board.update(loads)
         self._update_gauges(loads)

@@ -62,6 +62,18 @@ class ScalerMetrics:
             ["method", "code"],
             registry=r,
         )
+        self.routes = Gauge(
+            "httpscale_scaler_routes",
+            "Routes the scaler serves, by the kind of object they come from.",
+            ["origin"],
+            registry=r,
+        )
+        self.invalid_objects = Gauge(
+            "httpscale_scaler_invalid_objects",
+            "Objects left out of the route table because they do not parse, by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.route_concurrency = Gauge(
             "httpscale_scaler_route_concurrency",
             "Concurrency summed over interceptor replicas, by route.",

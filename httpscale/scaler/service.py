@@ -1,10 +1,18 @@
 """KEDA's `externalscaler.ExternalScaler` service, answered from the collector and the board.
 
-Which route a call is about: `ScaledObjectRef.namespace` plus scaler metadata `httpScaledObject`
-(the HTTPScaledObject's name; the ref's own name when the key is absent, as older add-on
-ScaledObjects have it). Metadata `interceptorTargetPendingRequests` instead selects the trigger
-that scales the interceptor fleet on the concurrency summed over all routes; that trigger is
-always active, as in KEDA's add-on, so the fleet never scales to zero.
+Which route a call is about: `ScaledObjectRef.namespace` plus one scaler metadata key, as in
+KEDA's add-on:
+- `interceptorRoute: <name>`: the InterceptorRoute of that name (an HTTPScaledObject of the same
+  key does not answer it);
+- `interceptorTargetPendingRequests: <n>`: the trigger that scales the interceptor fleet on the
+  concurrency summed over all routes; always active, so the fleet never scales to zero;
+- `httpScaledObject: <name>` (or, without any key, the ref's own name, as older add-on
+  ScaledObjects have it): the route of that key, whichever kind it came from (an
+  InterceptorRoute wins over an HTTPScaledObject of the same key).
+
+The route decides the metrics: one for an HTTPScaledObject, one per metric an InterceptorRoute
+configures (concurrency, request rate), each with its own name. GetMetrics answers the metric
+KEDA names (KEDA strips its "sN-" prefix first), every metric when it names none.
 
 Both int and float fields are filled: KEDA reads the float ones when they are non-zero and the
 deprecated int ones otherwise. Ints are rounded up so that a small non-zero value (0.3 req/s)
@@ -28,11 +36,12 @@ from httpscale.scaler.collector import Collector
 from httpscale.scaler.metrics import ScalerMetrics
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
-from httpscale.scaler.routes import RouteTable, ScalerRoute, fleet_metric_name
+from httpscale.scaler.routes import RouteMetric, RouteTable, ScalerRoute, fleet_metric_name
 
 __all__ = [
     "KEY_FLEET_TARGET",
     "KEY_HTTPSO",
+    "KEY_INTERCEPTOR_ROUTE",
     "ExternalScalerService",
     "FleetTarget",
     "RefError",
@@ -43,6 +52,7 @@ __all__ = [
 log = logging.getLogger("httpscale.scaler.service")
 
 KEY_HTTPSO = "httpScaledObject"
+KEY_INTERCEPTOR_ROUTE = "interceptorRoute"
 KEY_FLEET_TARGET = "interceptorTargetPendingRequests"
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -83,10 +93,15 @@ def _fleet_target(ref: pb.ScaledObjectRef, raw: str) -> FleetTarget:
 def resolve_ref(ref: pb.ScaledObjectRef, table: RouteTable) -> RouteTarget | FleetTarget:
     """The route (or the fleet trigger) a ref names; RefError with the gRPC status otherwise."""
     metadata = ref.scalerMetadata
-    if KEY_FLEET_TARGET in metadata:
+    if KEY_INTERCEPTOR_ROUTE in metadata:
+        kind, meta_key = "InterceptorRoute", KEY_INTERCEPTOR_ROUTE
+        name = metadata[KEY_INTERCEPTOR_ROUTE]
+    elif KEY_FLEET_TARGET in metadata:
         return _fleet_target(ref, metadata[KEY_FLEET_TARGET])
+    else:
+        kind, meta_key = "HTTPScaledObject", KEY_HTTPSO
+        name = metadata[KEY_HTTPSO] if KEY_HTTPSO in metadata else ref.name
     namespace = ref.namespace
-    name = metadata[KEY_HTTPSO] if KEY_HTTPSO in metadata else ref.name
     if not _NAMESPACE.match(namespace):
         raise RefError(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -95,15 +110,35 @@ def resolve_ref(ref: pb.ScaledObjectRef, table: RouteTable) -> RouteTarget | Fle
     if not _NAME.match(name):
         raise RefError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"scaler metadata {KEY_HTTPSO}={name!r} is not an HTTPScaledObject name",
+            f"scaler metadata {meta_key}={name!r} is not an {kind} name",
         )
     key = f"{namespace}/{name}"
     route = table.get(key)
+    if route is not None and kind == "InterceptorRoute" and route.origin != kind:
+        raise RefError(
+            grpc.StatusCode.NOT_FOUND,
+            f"InterceptorRoute {key} is not known (an HTTPScaledObject of that name is: "
+            f"name it with {KEY_HTTPSO})",
+        )
     if route is None:
         if not table.loaded:
             raise RefError(grpc.StatusCode.UNAVAILABLE, "the route list is not loaded yet")
-        raise RefError(grpc.StatusCode.NOT_FOUND, f"HTTPScaledObject {key} is not known")
+        raise RefError(grpc.StatusCode.NOT_FOUND, f"{kind} {key} is not known")
     return RouteTarget(route)
+
+
+def _select(route: ScalerRoute, wanted: str) -> tuple[RouteMetric, ...]:
+    """The metrics GetMetrics answers: the one KEDA names, or all when it names none."""
+    if not wanted:
+        return route.metrics
+    metric = route.metric(wanted)
+    if metric is None:
+        have = ", ".join(m.name for m in route.metrics)
+        raise RefError(
+            grpc.StatusCode.NOT_FOUND,
+            f"{route.origin} {route.key} has no metric {wanted!r} (it has {have})",
+        )
+    return (metric,)
 
 
 def _int_up(value: float) -> int:
@@ -156,23 +191,37 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         try:
             return resolve_ref(ref, self._table)
         except RefError as exc:
-            self._metrics.rpcs.labels(method, exc.code.name).inc()
-            log.debug("%s(%s/%s): %s", method, ref.namespace, ref.name, exc.message)
-            await context.abort(exc.code, exc.message)
+            await self._refuse(method, context, exc)
             raise  # abort raises; this keeps the type checker and readers sure of it
+
+    async def _refuse(self, method: str, context: Any, exc: RefError) -> None:
+        self._metrics.rpcs.labels(method, exc.code.name).inc()
+        log.debug("%s: %s", method, exc.message)
+        await context.abort(exc.code, exc.message)
 
     def _ok(self, method: str) -> None:
         self._metrics.rpcs.labels(method, "OK").inc()
 
     def _spec(self, target: RouteTarget | FleetTarget) -> pb.GetMetricSpecResponse:
         if isinstance(target, FleetTarget):
-            name, value = fleet_metric_name(target.namespace), target.target
+            named = [(fleet_metric_name(target.namespace), target.target)]
         else:
-            name, value = target.route.metric_name, target.route.target
-        spec = pb.MetricSpec(
-            metricName=name, targetSize=max(1, math.floor(value + 0.5)), targetSizeFloat=value
+            named = [(m.name, m.target) for m in target.route.metrics]
+        return pb.GetMetricSpecResponse(
+            metricSpecs=[
+                pb.MetricSpec(
+                    metricName=name,
+                    targetSize=max(1, math.floor(value + 0.5)),
+                    targetSizeFloat=value,
+                )
+                for name, value in named
+            ]
         )
-        return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+    def _value(self, route: ScalerRoute, metric: RouteMetric) -> float:
+        if metric.kind == "concurrency":
+            return float(self._collector.concurrency(route.key))
+        return self._collector.rate(route.key)
 
     # -- RPCs --------------------------------------------------------------------------------
 
@@ -237,22 +286,29 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):
         self, request: pb.GetMetricsRequest, context: Any
     ) -> pb.GetMetricsResponse:
         target = await self._resolve("GetMetrics", request.scaledObjectRef, context)
-        value: float
+        wanted = request.metricName
+        values: list[tuple[str, float]]
         if isinstance(target, FleetTarget):
-            name = fleet_metric_name(target.namespace)
-            value = float(self._collector.total_concurrency())
+            # Echo KEDA's name when it sent one: it matches values to specs by name.
+            name = wanted or fleet_metric_name(target.namespace)
+            values = [(name, float(self._collector.total_concurrency()))]
+        elif target.route.origin == "HTTPScaledObject":
+            # One metric: whatever name KEDA asks by is this one (older ScaledObjects, specs
+            # fetched before a rename), as KEDA's add-on answers an HTTPSO trigger.
+            route = target.route
+            values = [(wanted or route.primary.name, self._value(route, route.primary))]
         else:
             route = target.route
-            name = route.metric_name
-            if route.kind == "concurrency":
-                value = float(self._collector.concurrency(route.key))
-            else:
-                value = self._collector.rate(route.key)
+            try:
+                metrics = _select(route, wanted)
+            except RefError as exc:
+                await self._refuse("GetMetrics", context, exc)
+                raise
+            values = [(m.name, self._value(route, m)) for m in metrics]
         self._ok("GetMetrics")
-        # Echo KEDA's name when it sent one: it matches values to specs by name.
-        metric = pb.MetricValue(
-            metricName=request.metricName or name,
-            metricValue=_int_up(value),
-            metricValueFloat=value,
+        return pb.GetMetricsResponse(
+            metricValues=[
+                pb.MetricValue(metricName=name, metricValue=_int_up(value), metricValueFloat=value)
+                for name, value in values
+            ]
         )
-        return pb.GetMetricsResponse(metricValues=[metric])

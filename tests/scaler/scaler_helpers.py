@@ -25,11 +25,12 @@ import aiohttp
 import grpc
 from aiohttp import web
 
+from httpscale.model.httpso import ScalingMetric
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import StaticDiscovery
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
-from httpscale.scaler.routes import ScalerRoute, StaticRouteSource
+from httpscale.scaler.routes import MetricKind, ScalerRoute, StaticRouteSource, httpso_route
 from httpscale.scaler.settings import (
     CollectorSettings,
     ListenSettings,
@@ -102,6 +103,20 @@ class StandIn:
         finally:
             self._streams.remove(response)
         return response
+
+
+def route(
+    key: str,
+    kind: MetricKind = "concurrency",
+    *,
+    target: float = 100.0,
+    window: float = 60.0,
+    granularity: float = 1.0,
+    active_for: float | None = None,
+) -> ScalerRoute:
+    """An HTTPScaledObject's route with one metric (`active_for` None: the rate window)."""
+    metric = ScalingMetric(kind, target, window=window, granularity=granularity)
+    return httpso_route(key, metric, scaledown_period=active_for)
 
 
 def fast_settings(**collector: float) -> ScalerSettings:

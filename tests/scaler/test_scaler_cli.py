@@ -120,3 +120,23 @@ async def test_bad_options_exit_with_a_usage_error(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 2
     assert b"poll_interval" in err
+
+
+async def test_cluster_mode_options_are_checked(tmp_path: Path) -> None:
+    """Without --config and --interceptor the scaler goes to the cluster: its options are
+    checked first, and a missing cluster configuration is a clear error, not a traceback."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    process = await asyncio.create_subprocess_exec(
+        *scaler_argv(), "--interceptor-admin-port", "Not-A-Port", env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 2, err
+    assert b"Not-A-Port" in err
+    process = await asyncio.create_subprocess_exec(
+        *scaler_argv(), "--kubeconfig", str(tmp_path / "missing"), env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1, err
+    assert b"cannot" in err and b"Traceback" not in err

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import aiohttp
 import grpc
@@ -23,6 +22,7 @@ from scaler_helpers import (
     fast_settings,
     grpc_client,
     ref,
+    route,
     running_scaler,
     wake_connected,
 )
@@ -30,10 +30,10 @@ from scaler_helpers import (
 from httpscale.scaler.app import SERVICE_NAME, Scaler
 from httpscale.scaler.discovery import StaticDiscovery
 from httpscale.scaler.proto import externalscaler_pb2 as pb
-from httpscale.scaler.routes import ScalerRoute, ScalerRouteSink
+from httpscale.scaler.routes import ScalerRouteSink
 
-CONC = ScalerRoute("local/conc", "concurrency", target=10)
-RATE = ScalerRoute("local/rate", "requestRate", target=2.5, window=3.0, granularity=0.1)
+CONC = route("local/conc", "concurrency", target=10)
+RATE = route("local/rate", "requestRate", target=2.5, window=3.0, granularity=0.1)
 
 
 @pytest.fixture
@@ -201,9 +201,11 @@ async def test_health_follows_replica_freshness(standins: list[StandIn]) -> None
 
 async def test_wake_push_activates_streams_before_any_poll(standins: list[StandIn]) -> None:
     a, b = standins
-    # Polls are slow here (1 s) so that only the push can explain a fast `true`.
+    # Polls are slow here (1 s) so that only the push can explain a fast `true`. A short
+    # activity window (0.5 s) lets the route go idle within the test once a poll saw it busy.
     settings = fast_settings(poll_interval=1.0, hold=0.8)
-    async with running_scaler([CONC, RATE], [a.url, b.url], settings) as scaler:
+    conc = route("local/conc", target=10, active_for=0.5)
+    async with running_scaler([conc, RATE], [a.url, b.url], settings) as scaler:
         await eventually(lambda: wake_connected(scaler, 2))
         async with grpc_client(scaler.grpc_port) as stub:
             streams = [stub.StreamIsActive(ref("conc")) for _ in range(3)]
@@ -231,7 +233,11 @@ async def test_wake_push_activates_streams_before_any_poll(standins: list[StandI
             await asyncio.sleep(1.0)
             assert (await stub.IsActive(ref("conc"))).result is True
             a.set("local/conc", 0, 1)
-            assert (await asyncio.wait_for(streams[0].read(), 3)).result is False
+            polls = a.polls
+            # Not before the activity window has passed after the last poll that saw it busy.
+            assert (await asyncio.wait_for(streams[0].read(), 4)).result is False
+            assert a.polls >= polls + 1
+            assert scaler.collector.last_used("local/conc") >= 0.45
             assert scaler.metrics.open_streams.labels("StreamIsActive")._value.get() == 4
             for stream in [*streams, other]:
                 stream.cancel()
@@ -340,7 +346,7 @@ async def test_stream_metric_spec_follows_route_changes(standins: list[StandIn])
             first = await asyncio.wait_for(stream.read(), 2)
             assert first.metricSpecs[0].targetSizeFloat == 10.0
             source.sink.set_routes([CONC, RATE])  # unrelated change: nothing sent
-            source.sink.set_routes([replace(CONC, target=25.0), RATE])
+            source.sink.set_routes([route("local/conc", target=25.0), RATE])
             second = await asyncio.wait_for(stream.read(), 2)
             assert second.metricSpecs[0].targetSizeFloat == 25.0
             assert (await stub.GetMetricSpec(ref("conc"))).metricSpecs[0].targetSize == 25

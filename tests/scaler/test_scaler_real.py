@@ -87,7 +87,7 @@ async def test_concurrency_and_rate_from_real_interceptors(
 ) -> None:
     a, b = interceptors
     routes = routes_from_local_config(a.config)
-    assert {r.key: r.kind for r in routes} == {
+    assert {r.key: r.primary.kind for r in routes} == {
         "local/slow": "concurrency",
         "local/busy": "concurrency",
         "local/rated": "requestRate",
@@ -159,14 +159,16 @@ async def test_activation_reaches_streams_before_the_cold_start_ends(
         assert not request.done()
         print(f"\nactivation latency (request -> StreamIsActive true): {latency * 1000:.1f} ms")
         assert "hello" in await request
-        # Concurrency back at 0 and the wake hold over. The route stays active through its
-        # request rate: a concurrency route is active for its rate window (60 s) after its last
-        # request (docs/scaler.md), and IsActive agrees with the streams, which said nothing new.
+        # Concurrency back at 0 and the wake hold over. The route stays active: it was in use
+        # within its activity window (its scaledownPeriod, 30 s; docs/scaler.md), and
+        # IsActive agrees with the streams, which said nothing new.
         key = "local/slow"
         await eventually(
             lambda: scaler.board.load(key).concurrency == 0 and not scaler.board.held(key)
         )
         assert scaler.board.load(key).rate > 0
+        assert scaler.board.recently_used(key)
+        assert scaler.table.get(key).activity_window == 30.0  # type: ignore[union-attr]
         assert (await stub.IsActive(ref("slow"))).result is True
         for stream in streams:
             stream.cancel()
