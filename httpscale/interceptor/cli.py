@@ -1,10 +1,15 @@
-"""`httpscale interceptor`: the data plane on its own (routes from a file, until the
-Kubernetes route source lands)."""
+"""`httpscale interceptor`: the data plane on its own.
+
+Routes come from the cluster (HTTPScaledObjects, InterceptorRoutes, EndpointSlices: see
+httpscale/kube/routes.py) or, with `--config`, from a local-mode file whose apps have static
+upstreams. Every option is also an environment variable `HTTPSCALE_<OPTION>`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,40 +25,86 @@ log = logging.getLogger(__name__)
 
 
 @click.command("interceptor")
-@option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
+@option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
         help="Routes in the local-mode file format (its apps; listen/admin come from the "
-        "options here).")
+        "options here). Without it: routes and endpoints from the cluster.")
+@option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Cluster mode: kubeconfig file; default: $KUBECONFIG, then the pod's "
+        "ServiceAccount, then ~/.kube/config.")
+@option("--context", default=None, help="Cluster mode: kubeconfig context.")
+@option("--watch-namespace", default=None,
+        help="Cluster mode: serve routes of this namespace only (default: all namespaces).")
 @option("--log-level", default="info", help="debug, info, warning or error.")
 @interceptor_options
-def interceptor_command(config_path: str, log_level: str, **options: Any) -> None:
+def interceptor_command(
+    config_path: str | None,
+    kubeconfig: Path | None,
+    context: str | None,
+    watch_namespace: str | None,
+    log_level: str,
+    **options: Any,
+) -> None:
     """Run the interceptor (proxy + admin server) until SIGTERM/SIGINT."""
-    from httpscale.model.errors import ConfigError
-    from httpscale.routing.sources import FileRouteSource
-
     configure_logging(log_level)
-    source = FileRouteSource(config_path)
-    try:
-        source.load()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
     settings = settings_from_options(options)
+    if config_path is not None:
+        # Imported here: only file mode needs the local-mode config layer.
+        from httpscale.model.errors import ConfigError
+        from httpscale.routing.sources import FileRouteSource
 
-    async def main() -> None:
-        interceptor = Interceptor(settings)
-        await interceptor.start()
-        tune_gc_for_serving()
-        routes = asyncio.create_task(source.run(interceptor), name="route-source")
+        source = FileRouteSource(config_path)
         try:
-            stop = asyncio.create_task(wait_for_stop_signal(), name="stop-signal")
-            done, _ = await asyncio.wait({routes, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if routes in done:  # a route source must not end: that is a failure
-                stop.cancel()
-                routes.result()
-                raise RuntimeError("the route source stopped")
-            log.info("received %s, draining", stop.result().name)
-        finally:
-            routes.cancel()
-            await asyncio.gather(routes, return_exceptions=True)
-            await interceptor.shutdown()
+            source.load()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        run(lambda: _serve(Interceptor(settings), source.run))
+        return
 
-    run(main)
+    from httpscale.interceptor.cluster import attach
+    from httpscale.kube.config import KubeConfigError, KubeSettings, connect
+    from httpscale.kube.routes import ClusterRouteSource
+
+    async def cluster_main() -> None:
+        try:
+            kube = await connect(KubeSettings(kubeconfig=kubeconfig, context=context))
+        except KubeConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        try:
+            interceptor = Interceptor(settings)
+            cluster = ClusterRouteSource(kube, namespace=watch_namespace or None)
+
+            async def feed(target: Interceptor) -> None:
+                attach(target, cluster)
+                log.info("routes from the cluster via %s (%s)", kube.source,
+                         watch_namespace or "all namespaces")
+                await cluster.run(target)
+                raise RuntimeError("the cluster route source stopped")
+
+            await _serve(interceptor, feed)
+        finally:
+            await kube.close()
+
+    run(cluster_main)
+
+
+async def _serve(interceptor: Interceptor, feed: Any) -> None:
+    """Start the interceptor, run `feed(interceptor)` (a route source) beside it until a stop
+    signal, then drain. The source keeps running through the drain: endpoints can still move
+    while in-flight requests finish."""
+    await interceptor.start()
+    tune_gc_for_serving()
+    routes = asyncio.create_task(feed(interceptor), name="route-source")
+    stop = asyncio.create_task(wait_for_stop_signal(), name="stop-signal")
+    try:
+        done, _ = await asyncio.wait({routes, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if routes in done:  # a route source must not end: that is a failure
+            stop.cancel()
+            routes.result()
+            raise RuntimeError("the route source stopped")
+        log.info("received %s, draining", stop.result().name)
+        await interceptor.shutdown()
+    finally:
+        for task in (routes, stop):
+            task.cancel()
+        await asyncio.gather(routes, stop, return_exceptions=True)
+        await interceptor.shutdown()

@@ -121,6 +121,25 @@ async def _read_capped(stream: aiohttp.StreamReader) -> bytes:
     return b"".join(chunks)
 
 
+async def _close_stream(resp: aiohttp.ClientResponse) -> None:
+    """Close a response that may be mid-stream, and wait (bounded) until its connection is.
+
+    A watch ended early cannot give its connection back: aiohttp closes it, but outside the
+    pool, so closing the session later does not wait for it, and a TLS close needs a few
+    turns of the event loop. An event loop that ends first (a test's, a short-lived tool's)
+    would leave the socket open.
+    """
+    connection = resp.connection
+    protocol = connection.protocol if connection is not None else None
+    resp.close()
+    closed = getattr(protocol, "closed", None)
+    if isinstance(closed, asyncio.Future) and not closed.done():
+        # Done, however it ends (a TLS close often ends in an error): not waited to raise.
+        await asyncio.wait({closed}, timeout=1.0)
+        if closed.done() and not closed.cancelled():
+            closed.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
 @dataclass(frozen=True, slots=True)
 class _Timeouts:
     request: float  # a whole ordinary request, seconds
@@ -212,7 +231,7 @@ class Kube:
                 raise ApiError.from_body(resp.status, body)
             yield resp.content
         finally:
-            resp.release()
+            await _close_stream(resp)
 
     async def _call(
         self,

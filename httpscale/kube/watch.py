@@ -130,13 +130,16 @@ class Reflector:
                 if exc.gone:
                     rv = None
                     continue
-                await self._failed(str(exc))
+                # 429 (e.g. "storage is (re)initializing") says how long to wait: not less.
+                retry_after = exc.details.get("retryAfterSeconds")
+                await self._failed(str(exc), float(retry_after) if isinstance(
+                    retry_after, int | float) else 0.0)
             except (ValueError, KeyError, TypeError) as exc:  # a malformed list response
                 await self._failed(f"unreadable response: {exc!r}")
 
-    async def _failed(self, error: str) -> None:
+    async def _failed(self, error: str, at_least: float = 0.0) -> None:
         self.failures += 1
-        delay = self._backoff.next_delay()
+        delay = max(self._backoff.next_delay(), min(at_least, self.settings.backoff.maximum))
         # The first failure of a streak is news; the rest only while debugging.
         level = logging.WARNING if self._backoff.attempts == 1 else logging.DEBUG
         log.log(level, "%s: %s; retrying in %.1fs", self.name, error, delay)

@@ -147,6 +147,11 @@ class Reconciler:
         Raises `ApiError` for a failed write whose retry is all that can be done (the caller
         retries with backoff), `NotSynced` when a needed cache is not ready yet.
         """
+        # From here on, this reconcile's view is the newest: a write of ours that comes back
+        # through a watch later is news to it if the cache was behind that write now (say,
+        # a watch was reconnecting), so earlier writes stop counting as mere echoes.
+        for plural in (HTTPSCALEDOBJECTS.plural, INTERCEPTORROUTES.plural, SCALEDOBJECTS.plural):
+            self._echoes.pop((plural, key.cache_key), None)
         if key.kind == "HTTPScaledObject":
             return await self._httpso(key)
         return await self._route(key)

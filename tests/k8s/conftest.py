@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from kubetools import temporary_namespace, until
 from testcluster import Cluster, cluster_session, install_httpscale_crds, install_keda_crds
+
+from httpscale.kube.api import Kube
+from httpscale.kube.resources import Resource
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +53,23 @@ def httpscale_crds(k8s_cluster: Cluster) -> list[str]:
 def crds(httpscale_crds: list[str], keda_crds: list[str]) -> list[str]:
     """Every CRD the operator's tests need: httpscale's and KEDA's."""
     return [*httpscale_crds, *keda_crds]
+
+
+@pytest.fixture
+async def kube(k8s_cluster: Cluster, crds: list[str]) -> AsyncIterator[Kube]:
+    """An httpscale client as the cluster's admin, with httpscale's and KEDA's CRDs in place."""
+    async with k8s_cluster.client() as api:
+        yield Kube(api)
+
+
+_SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+
+
+@pytest.fixture
+async def ns(kube: Kube, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A namespace of the test's own (named after its module), deleted after it; ready for
+    pods (its default ServiceAccount exists, without which they are refused)."""
+    prefix = re.sub(r"[^a-z0-9]+", "-", request.module.__name__.removeprefix("test_"))[:20]
+    async with temporary_namespace(kube, f"{prefix}-{secrets.token_hex(3)}") as name:
+        await until(kube, _SERVICE_ACCOUNTS, name, lambda sas: f"{name}/default" in sas)
+        yield name

@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from httpscale.kube.api import MERGE_PATCH, ApiError, Kube, Obj
+import yaml
+
+from httpscale.kube.api import APPLY_PATCH, MERGE_PATCH, ApiError, Kube, Obj
 from httpscale.kube.cache import Informer
 from httpscale.kube.resources import DEPLOYMENTS, SERVICES, Resource
 
 __all__ = [
+    "MANIFESTS",
     "NAMESPACES",
+    "apply_manifests",
     "cached",
     "deployment",
     "merge_patch",
@@ -23,6 +28,45 @@ __all__ = [
 ]
 
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+_RBAC = "rbac.authorization.k8s.io"
+_KINDS: dict[str, Resource] = {
+    "ServiceAccount": Resource("", "v1", "serviceaccounts", "ServiceAccount"),
+    "ClusterRole": Resource(_RBAC, "v1", "clusterroles", "ClusterRole", namespaced=False),
+    "ClusterRoleBinding": Resource(_RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding",
+                                   namespaced=False),
+    "Role": Resource(_RBAC, "v1", "roles", "Role"),
+    "RoleBinding": Resource(_RBAC, "v1", "rolebindings", "RoleBinding"),
+}
+
+
+def component_manifests(component: str, namespace: str) -> list[Obj]:
+    """manifests/<component>/ as kustomize would render it into `namespace`."""
+    directory = MANIFESTS / component
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    docs: list[Obj] = []
+    for name in kustomization["resources"]:
+        docs += [d for d in yaml.safe_load_all((directory / name).read_text()) if d]
+    for doc in docs:
+        if _KINDS[doc["kind"]].namespaced:
+            doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects") or ():
+            subject["namespace"] = namespace
+    return docs
+
+
+async def apply_manifests(kube: Kube, component: str, namespace: str) -> None:
+    """Server-side apply manifests/<component>/ (its ServiceAccount and RBAC) into
+    `namespace`; cluster-scoped objects are shared, so the last test to apply them owns them."""
+    for doc in component_manifests(component, namespace):
+        meta = doc["metadata"]
+        await kube.request(
+            "PATCH",
+            _KINDS[doc["kind"]].path(meta.get("namespace"), meta["name"]),
+            query=[("fieldManager", "httpscale-tests"), ("force", "true")],
+            body=doc,
+            content_type=APPLY_PATCH,
+        )
 
 
 @contextlib.asynccontextmanager

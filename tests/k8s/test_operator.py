@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -18,7 +17,6 @@ from kubetools import (
     deployment,
     merge_patch,
     service,
-    temporary_namespace,
     until,
 )
 from testcluster import Cluster
@@ -46,18 +44,6 @@ QUICK = BackoffSettings(initial=0.05, maximum=1.0)
 # The garbage collector starts watching a kind installed by a CRD at its next discovery
 # resync (every 30 s): on a fresh cluster, deletion by ownerReference can take that long.
 GC_DISCOVERY_S = 60.0
-
-
-@pytest.fixture
-async def kube(k8s_cluster: Cluster, crds: list[str]) -> AsyncIterator[Kube]:
-    async with k8s_cluster.client() as api:
-        yield Kube(api)
-
-
-@pytest.fixture
-async def ns(kube: Kube) -> AsyncIterator[str]:
-    async with temporary_namespace(kube, f"op-{secrets.token_hex(3)}") as name:
-        yield name
 
 
 def settings_for(namespace: str, **overrides: Any) -> OperatorSettings:

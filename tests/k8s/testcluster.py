@@ -245,7 +245,7 @@ async def wait_until(
                 return objs
             rv = listing["metadata"]["resourceVersion"]
             try:
-                async with watch.Watch() as w:
+                async with _closing(watch.Watch()) as w:
                     async for ev in w.stream(list_fn, resource_version=rv, **kw):
                         obj = ev["raw_object"]
                         if ev["type"] == "DELETED":
@@ -259,6 +259,30 @@ async def wait_until(
             except ApiException as e:
                 if e.status != 410:
                     raise
+
+
+@contextlib.asynccontextmanager
+async def _closing(w: watch.Watch) -> AsyncIterator[watch.Watch]:
+    """A kubernetes_asyncio Watch that, on the way out, waits (bounded) until its connection
+    is really closed: one released mid-stream closes outside aiohttp's pool, so closing the
+    client does not wait for it, and a short-lived event loop (a test's, a session fixture's)
+    could end first and leave the socket open (a ResourceWarning in some later test)."""
+    protocol = None
+    try:
+        async with w:
+            try:
+                yield w
+            finally:
+                resp = w.resp
+                connection = getattr(resp, "connection", None)
+                protocol = getattr(connection, "protocol", None)
+    finally:
+        closed = getattr(protocol, "closed", None)
+        if isinstance(closed, asyncio.Future) and not closed.done():
+            # Done, however it ends (a TLS close often ends in an error): not waited to raise.
+            await asyncio.wait({closed}, timeout=1.0)
+            if closed.done() and not closed.cancelled():
+                closed.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 async def _discard(call: Awaitable[Any]) -> None:
