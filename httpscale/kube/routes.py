@@ -53,7 +53,7 @@ from httpscale.model import (
     parse_interceptor_route,
     to_route_spec,
 )
-from httpscale.model.routespecs import BODY_LABEL, interceptor_route_specs
+from httpscale.model.routespecs import BODY_LABEL, Served, interceptor_route_specs, serving_order
 from httpscale.routing.spec import Endpoint, RouteSpec
 
 __all__ = ["CONFIGMAPS", "ClusterRouteSource", "RouteTarget"]
@@ -278,17 +278,13 @@ class ClusterRouteSource:
             self._problems.pop(key, None)
 
     def _push_routes(self) -> None:
-        # Older objects first (they keep a contested host and path); an InterceptorRoute
-        # before an HTTPSO created at the same second; then by key, for a stable order.
-        ordered = sorted(
-            self._objects.items(),
-            key=lambda item: (item[1].created, item[0][0] != "InterceptorRoute", item[0][1]),
+        served = serving_order(
+            Served(kind, key, obj.created, obj) for (kind, key), obj in self._objects.items()
         )
         table: dict[str, _Route] = {}
-        irs = {k for kind, k in self._objects if kind == "InterceptorRoute"}
-        for (kind, key), obj in ordered:
-            if kind == "HTTPScaledObject" and key in irs:
-                continue  # the InterceptorRoute of that name wins
+        for entry in served:
+            obj = entry.value
+            assert isinstance(obj, _Object)
             for route in obj.routes:
                 table[route.spec.key] = route
         self._table = table

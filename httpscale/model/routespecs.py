@@ -17,7 +17,8 @@ which the caller backs with a watch of ConfigMaps labelled `http.keda.sh/respons
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple, TypeVar
 
 from httpscale.model.interceptorroute import (
     InterceptorRoute,
@@ -39,7 +40,9 @@ __all__ = [
     "BODY_LABEL",
     "DISABLED",
     "ConfigMaps",
+    "Served",
     "interceptor_route_specs",
+    "serving_order",
     "static_route_key",
 ]
 
@@ -163,3 +166,30 @@ def interceptor_route_specs(route: InterceptorRoute, config_maps: ConfigMaps) ->
         failover_timeout=readiness if fallback else None,
     ))
     return out
+
+
+T = TypeVar("T")
+
+
+class Served(NamedTuple):
+    """One object whose routes go into the table, for `serving_order`."""
+
+    kind: str  # "HTTPScaledObject" or "InterceptorRoute"
+    key: str  # "<namespace>/<name>"
+    created: str  # metadata.creationTimestamp (RFC 3339: sorts as text)
+    value: object  # what the caller keeps with it (its routes)
+
+
+def serving_order(objects: Iterable[Served]) -> list[Served]:
+    """The objects whose routes are served, in the order their routes go into the table.
+
+    Older objects first, since the route table keeps the first of two equal claims: a new
+    object never takes a host and path from one that serves it. At the same second an
+    InterceptorRoute goes first, then by key, for a stable order. An HTTPScaledObject with
+    the name of an InterceptorRoute is left out: the InterceptorRoute wins, as in KEDA.
+    The interceptor and the operator (which reports the losers) share this order.
+    """
+    objects = list(objects)
+    irs = {o.key for o in objects if o.kind == "InterceptorRoute"}
+    ordered = sorted(objects, key=lambda o: (o.created, o.kind != "InterceptorRoute", o.key))
+    return [o for o in ordered if not (o.kind == "HTTPScaledObject" and o.key in irs)]

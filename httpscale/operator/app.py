@@ -42,6 +42,7 @@ from httpscale.model import (
     parse_interceptor_route,
 )
 from httpscale.operator.admin import OperatorAdmin
+from httpscale.operator.conflicts import RouteClaims
 from httpscale.operator.events import EventRecorder
 from httpscale.operator.metrics import OperatorMetrics
 from httpscale.operator.reconciler import Key, Kind, NotSynced, Reconciler
@@ -110,6 +111,7 @@ class Operator:
         self.workloads = Workloads(
             kube, namespace=ns, settings=watch, on_change=self._workloads_changed
         )
+        self.claims = RouteClaims()
         self.reconciler = Reconciler(
             kube,
             httpsos=self.httpsos,
@@ -120,6 +122,7 @@ class Operator:
             events=self.events,
             scaler_address=settings.scaler_address,
             on_write=self.metrics.writes.inc,
+            route_loss=self.claims.loss,
         )
         self.elector: LeaderElector | None = (
             LeaderElector(kube, self.identity, settings.leader)
@@ -302,6 +305,11 @@ class Operator:
     def _changed(
         self, kind: Kind, resource: Resource, snap: Snapshot[Any], changed: frozenset[str]
     ) -> None:
+        # Who loses a route to whom may change for objects that did not change themselves.
+        moved = self.claims.update(
+            self.httpsos.snapshot(), self.routes.snapshot(), ((kind, ck) for ck in changed)
+        )
+        self._add(_keys_of(moved))
         for ck in changed:
             namespace, _, name = ck.partition("/")
             key = Key(kind, namespace, name)
@@ -512,6 +520,10 @@ def _discard(index: dict[Any, set[Key]], at: Any, key: Key) -> None:
         keys.discard(key)
         if not keys:
             del index[at]
+
+
+def _keys_of(owners: Iterable[tuple[str, str]]) -> list[Key]:
+    return [k for kind, ck in owners for k in _keys(kind, (ck,))]
 
 
 def _keys(kind: Any, cache_keys: Iterable[str]) -> list[Key]:

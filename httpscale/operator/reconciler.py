@@ -108,6 +108,7 @@ class Reconciler:
         events: EventRecorder,
         scaler_address: str,
         on_write: Callable[[], None] = lambda: None,
+        route_loss: Callable[[str, str], str | None] = lambda kind, key: None,
     ) -> None:
         self._kube = kube
         self._httpsos = httpsos
@@ -118,6 +119,7 @@ class Reconciler:
         self._events = events
         self._scaler = scaler_address
         self._on_write = on_write
+        self._route_loss = route_loss  # (kind, key) -> why it loses a route, if it does
         self.writes = 0  # API writes made
         # The resourceVersion each of our writes produced, by (plural, key): its watch event
         # is an echo of what we did, not news, and queues nothing (see `is_echo`).
@@ -192,6 +194,7 @@ class Reconciler:
             problems += outcome
             retry = any(p.reason is Reason.CREATE_ERROR for p in outcome)
             ok = "ScaledObject created and configured"
+        problems += self._route_problems(key)
         problems += await self._target_problems(httpso)
         problems += self._service_problems(
             httpso.namespace, ref.service, ref.port, ref.port_name, "Service"
@@ -359,6 +362,7 @@ class Reconciler:
         problems = self._service_problems(
             route.namespace, target.service, target.port, target.port_name, "Service"
         )
+        problems += self._route_problems(key)
         fallback = route.spec.cold_start.fallback if route.spec.cold_start else None
         if fallback is not None:
             problems += self._service_problems(
@@ -371,6 +375,10 @@ class Reconciler:
         return False
 
     # -- shared --------------------------------------------------------------------------------
+
+    def _route_problems(self, key: Key) -> list[Problem]:
+        loss = self._route_loss(key.kind, key.cache_key)
+        return [Problem(Reason.ROUTE_CONFLICT, loss)] if loss else []
 
     def _service_problems(
         self, namespace: str, service: str, port: int | None, port_name: str | None, what: str

@@ -31,6 +31,7 @@ class Reason(Enum):
     INVALID_SPEC = "InvalidSpec"  # the spec breaks a rule; the message names the field path
     KEDA_NOT_INSTALLED = "KEDANotInstalled"  # no ScaledObject CRD on the cluster
     SCALED_OBJECT_CONFLICT = "ScaledObjectConflict"  # a ScaledObject we do not own has the name
+    ROUTE_CONFLICT = "RouteConflict"  # another object serves (part of) its hosts and paths
     CREATE_ERROR = "CreateError"  # the API refused to write the ScaledObject (KEDA's reason)
     TARGET_NOT_FOUND = "TargetNotFound"  # scaleTargetRef names no existing workload
     SERVICE_NOT_FOUND = "ServiceNotFound"

@@ -398,3 +398,30 @@ async def test_survives_an_apiserver_restart(k8s_cluster: Cluster, kube: Kube, n
         await until_scaled_object(kube, ns, "r2")
         await until_ready(kube, ns, "r2")
         assert op.ready
+
+
+async def test_a_route_conflict_is_reported_on_the_loser_and_clears(kube: Kube, ns: str) -> None:
+    await create_app(kube, ns, "first", ("http", 8080))
+    await create_app(kube, ns, "second", ("http", 8080))
+    async with operator(kube, ns):
+        await create(kube, ns, httpso("first", hosts=["shop.test"]))
+        await until_ready(kube, ns, "first")
+        await create(kube, ns, httpso("second", hosts=["shop.test", "second.test"]))
+        obj = await until_ready(kube, ns, "second", "RouteConflict")
+        assert ready(obj)["message"] == (
+            f"route conflict: host shop.test path / goes to the older HTTPScaledObject "
+            f"{ns}/first")
+        # The older one keeps it, and is told nothing.
+        first = await until_ready(kube, ns, "first")
+        assert ready(first)["reason"] == "Reconciled"
+        # The winner goes: the loser is reconciled again without being touched itself.
+        await kube.request("DELETE", HTTPSCALEDOBJECTS.path(ns, "first"))
+        await until_ready(kube, ns, "second")
+        # An InterceptorRoute of the same name takes an HTTPScaledObject's place.
+        await create(kube, ns, {
+            "apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+            "metadata": {"name": "second"},
+            "spec": {"target": {"service": "second", "port": 8080},
+                     "scalingMetric": {"concurrency": {"targetValue": 5}}}})
+        await until_ready(kube, ns, "second", "RouteConflict",
+                          saying=f"the InterceptorRoute {ns}/second takes its place")
