@@ -379,6 +379,11 @@ class Exchange:
         if slot is not None:
             self._use_after_retry(slot)
         elif route.hold(self):  # the endpoint left meanwhile: wait for another, same deadline
+            if not self.cold_start and route.at_zero:
+                # The last replica went between the Host lookup and the connect (its pod was
+                # gone before its EndpointSlice said so): this request waits for a start too.
+                self.cold_start = True
+                self.proxy.metrics.cold_start(route.key)
             deadline = self._deadline or (self.started + route.spec.readiness_timeout)
             self.held_since = _monotonic()
             remaining = max(0.0, deadline - self.held_since)

@@ -134,10 +134,10 @@ async def _close_stream(resp: aiohttp.ClientResponse) -> None:
     resp.close()
     closed = getattr(protocol, "closed", None)
     if isinstance(closed, asyncio.Future) and not closed.done():
-        # Done, however it ends (a TLS close often ends in an error): not waited to raise.
+        # However it ends (a TLS close often ends in an error), its outcome is retrieved,
+        # so asyncio never logs it as an exception nobody retrieved.
+        closed.add_done_callback(_retrieve)
         await asyncio.wait({closed}, timeout=1.0)
-        if closed.done() and not closed.cancelled():
-            closed.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,3 +259,8 @@ class Kube:
             _request_timeout=client_timeout,
         )
         return resp
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -85,3 +85,33 @@ async def test_losses_are_bounded(backends, make_interceptor, clients):
     assert resp.status == 502
     assert seen == ["GET /again"] * 4  # the first try and three more, then the 502
 
+
+
+async def test_a_get_whose_last_replica_went_is_held_as_a_cold_start(
+    backends, make_interceptor, clients
+):
+    """The app scaled to zero just as the request was picked: it waits for the next start,
+    and says so (the header, the wake) as any request that found the route at zero."""
+    lost = asyncio.Event()
+
+    async def dies_then_goes_away(conn: BackendConn) -> None:
+        await _dies_after_reading([])(conn)
+        lost.set()
+
+    dying = await backends(dies_then_goes_away, "dying")
+    fresh = await backends(http_app(named_app("fresh")), "fresh")
+    ic = await make_interceptor()
+    woke = asyncio.Event()
+    ic.add_wake_listener(lambda key: woke.set())
+    ic.set_routes([app_route(dynamic=True)])
+    ic.set_endpoints(APP_KEY, [dying.endpoint])
+    conn = await clients(ic.proxy_address)
+    pending = asyncio.create_task(conn.request("GET", "/page"))
+    await lost.wait()
+    await dying.close()
+    ic.set_endpoints(APP_KEY, [])  # the slice catches up: no replica left
+    await asyncio.wait_for(woke.wait(), 5)  # held at zero: the autoscaler is told
+    ic.set_endpoints(APP_KEY, [fresh.endpoint])
+    resp = await pending
+    assert (resp.status, resp.body) == (200, b"fresh")
+    assert resp.header("x-httpscale-cold-start") == "true"

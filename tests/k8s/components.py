@@ -28,23 +28,30 @@ __all__ = [
     "scale",
 ]
 
-# Answers "<pod> <path> <x-tenant>" on every path, /healthz too; on SIGTERM it keeps serving
-# for DRAIN_S seconds before it exits, as a pod with a preStop delay does, so that in-flight
-# and just-routed requests finish while the endpoint leaves the EndpointSlice.
+# GET: answers "<pod> <path> <x-tenant>" (/slow?ms=N first sleeps N ms); POST: echoes the
+# body; X-Pod names the pod. On SIGTERM it keeps serving for DRAIN_S seconds before it exits,
+# as a pod with a preStop delay does, so that in-flight and just-routed requests finish while
+# the endpoint leaves the EndpointSlice.
 APP = r"""
-import http.server, os, signal, socketserver, sys, threading, time
+import http.server, os, signal, socketserver, sys, threading, time, urllib.parse
 name = os.environ["POD_NAME"]
 drain = float(os.environ.get("DRAIN_S", "1"))
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms stall
-    def do_GET(self):
-        body = f"{name} {self.path} {self.headers.get('X-Tenant', '-')}".encode()
+    def _send(self, body):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Pod", name)
         self.end_headers()
         self.wfile.write(body)
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/slow":
+            time.sleep(int(urllib.parse.parse_qs(url.query).get("ms", ["0"])[0]) / 1000)
+        self._send(f"{name} {self.path} {self.headers.get('X-Tenant', '-')}".encode())
+    def do_POST(self):
+        self._send(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
     def log_message(self, *a):
         pass
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any
 
 import pytest
+from keda import Keda, start_keda
 from kubetools import temporary_namespace, until
 from testcluster import Cluster, cluster_session, install_httpscale_crds, install_keda_crds
 
@@ -35,6 +37,50 @@ def keda_crds(k8s_cluster: Cluster) -> list[str]:
     # pytest-asyncio's loops alone.
     with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
         return runner.run(install())
+
+
+@pytest.fixture(scope="session")
+def keda(k8s_cluster: Cluster, keda_crds: list[str],
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keda]:
+    """KEDA's operator and metrics adapter (KEDA_VERSION) as local processes, for the whole
+    session, with KEDA's ServiceAccount and RBAC, serving `v1beta1.external.metrics.k8s.io`
+    (Available) to the HPA controller; see keda.py. Stopped after the session, checked gone;
+    a failing test that uses it gets both logs' tails in its report."""
+    if not k8s_cluster.local:
+        pytest.skip("KEDA runs as local processes: needs the cluster of scripts/testcluster")
+    # Under the cluster's state directory when there is one: its leftover check then covers
+    # KEDA's processes too (their command lines name it).
+    base = k8s_cluster.state_dir or tmp_path_factory.getbasetemp()
+    workdir = base / f"keda-{secrets.token_hex(3)}"
+
+    async def start() -> Keda:
+        async with k8s_cluster.client() as api:
+            return await start_keda(api, k8s_cluster, workdir)
+
+    async def stop(running: Keda) -> None:
+        async with k8s_cluster.client() as api:
+            await running.stop(api)
+
+    # Processes, not tasks: they outlive this short loop and every test's own loop.
+    with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+        running = runner.run(start())
+    print(f"KEDA ready in {running.startup_s:.1f}s ({workdir})")
+    try:
+        yield running
+    finally:
+        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            runner.run(stop(running))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failing test that used KEDA gets the tail of KEDA's logs in its report."""
+    outcome = yield
+    report = outcome.get_result()
+    running = getattr(item, "funcargs", {}).get("keda")
+    if report.failed and isinstance(running, Keda):
+        report.sections.append(("KEDA logs", running.logs()))
 
 
 @pytest.fixture(scope="session")

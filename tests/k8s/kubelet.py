@@ -10,22 +10,30 @@ Rules it keeps, in the real kubelet's terms:
 - A pod gets its own address from the node's pod CIDR. `scripts/testcluster up` makes that
   CIDR local on the loopback device, so an app binding POD_IP:PORT is reachable from this host
   only, and the real EndpointSlice controller lists a real address (it rejects 127.0.0.0/8).
+  The last RESERVED_ADDRESSES of it are never handed out (for servers run outside pods).
 - Each container is one process group: `command` + `args` (the image is ignored; there is no
   image to run), its `env` (values and fieldRefs, `$(VAR)` expanded), plus POD_IP, POD_NAME,
   POD_NAMESPACE and PORT (its first containerPort), and KUBECONFIG: a kubeconfig with a token
-  of the pod's ServiceAccount, bound to the pod. containerID is `local://<pid>`.
-- Ready comes from the readinessProbe (httpGet, tcpSocket, exec) on its period, or from the
-  process having started when there is none. A failing livenessProbe stops the container
-  (SIGTERM, grace, SIGKILL), which then restarts per restartPolicy.
-- Deletion: SIGTERM to each container's group, SIGKILL after the grace period, then the final
-  delete with grace 0 (the apiserver keeps a gracefully deleted pod until its kubelet says so).
+  of the pod's ServiceAccount, bound to the pod; and the real kubelet's service links
+  ({SVC}_SERVICE_HOST, {SVC}_SERVICE_PORT, ...) of the Services in its namespace.
+  containerID is `local://<pid>`. Fields with no meaning here (securityContext, resources,
+  affinity, topologySpreadConstraints, image) are accepted and ignored.
+- Ready comes from the readinessProbe (httpGet, tcpSocket, exec, grpc) on its period, or from
+  the process having started when there is none. A failing livenessProbe stops the container
+  (preStop, SIGTERM, grace, SIGKILL), which then restarts per restartPolicy.
+- Deletion: the preStop hook (sleep, exec, httpGet), then SIGTERM to each container's group,
+  SIGKILL once the grace period is over (a hook that used it up leaves 2 s after SIGTERM),
+  then the final delete with grace 0 (the apiserver keeps a gracefully deleted pod until its
+  kubelet says so).
+- Services: with --service-cidr, a userspace service proxy answers on every ClusterIP:port
+  and forwards to ready endpoints (_ServiceProxy); GET /services shows its table.
 - Crashed containers restart per restartPolicy with doubling backoff.
 - SIGTERM/SIGINT: stop every container (bounded grace), then exit. Containers also get
   PR_SET_PDEATHSIG, so a SIGKILLed kubelet leaves no process behind.
 
-Everything is driven by one pod watch (list, then watch from that resourceVersion; relist on
-410 Gone). The only timers are the real kubelet's: probe period, restart backoff, grace period
-and node heartbeat.
+Everything is driven by watches (pods; Services and EndpointSlices for the proxy: list, then
+watch from that resourceVersion; relist on 410 Gone). The only timers are the real
+kubelet's: probe period, restart backoff, grace period and node heartbeat.
 """
 
 from __future__ import annotations
@@ -37,13 +45,14 @@ import contextlib
 import ctypes
 import datetime
 import ipaddress
+import json
 import logging
 import os
 import re
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +61,7 @@ from aiohttp import web
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["KubeletSettings", "LocalKubelet", "main"]
+__all__ = ["RESERVED_ADDRESSES", "KubeletSettings", "LocalKubelet", "ProxySettings", "main"]
 
 log = logging.getLogger("kubelet")
 
@@ -62,6 +71,24 @@ _PR_SET_PDEATHSIG = 1
 # Looked up once here: the child calls it between fork and exec, where loading a library
 # (dlopen takes locks another thread of this process may have held at fork) is not safe.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+RESERVED_ADDRESSES = 16
+"""The last 16 host addresses of the pod CIDR (.239-.254 of a /24) are never given to pods:
+servers that tests run outside any pod but that must appear as endpoints of a Service (an
+EndpointSlice refuses loopback addresses) bind one of them, e.g. KEDA's metrics adapter."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The service proxy (a userspace kube-proxy; see _ServiceProxy)."""
+
+    connect_timeout_s: float = 3.0
+    """Connecting to one endpoint, seconds; on failure or timeout the next one is tried."""
+    max_connections: int = 1024
+    """Proxied connections open at once, all Services; beyond, new ones are reset."""
+    chunk_bytes: int = 65536
+    """Read size per direction; with the writer's drain this bounds what a connection buffers."""
 
 
 @dataclass(frozen=True)
@@ -86,17 +113,40 @@ class KubeletSettings:
     """The apiserver URL written into each pod's kubeconfig; empty: no pod kubeconfigs."""
     ca_pem: str = ""
     """The apiserver's CA certificate (PEM) for the pod kubeconfigs."""
+    reserved_addresses: int = RESERVED_ADDRESSES
+    """The last N host addresses of the pod CIDR are not given to pods (RESERVED_ADDRESSES)."""
+    service_cidr: str = ""
+    """The cluster's service CIDR, made local like the pod CIDR; empty: no service proxy."""
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+
+
+async def _body(call: Coroutine[Any, Any, Any]) -> bytes:
+    """Await an API call made with _preload_content=False; its body, connection released.
+
+    Raw responses skip model deserialisation, which for some calls is wrong anyway (a Binding
+    answers with a Status, which the generated client rejects as a V1Binding). The generated
+    client raises ApiException for an error status only when it preloads the content, so
+    here that is done by hand: a rejected status update must not pass for a written one.
+    """
+    resp = await call
+    try:
+        body: bytes = await resp.read()
+    finally:
+        resp.release()
+    if not 200 <= resp.status <= 299:
+        err = ApiException(status=resp.status, reason=resp.reason)
+        err.body = body
+        raise err
+    return body
 
 
 async def _drain(call: Coroutine[Any, Any, Any]) -> None:
-    """Await an API call made with _preload_content=False and release its connection.
+    await _body(call)
 
-    Raw responses skip model deserialisation, which for some calls is wrong anyway (a Binding
-    answers with a Status, which the generated client rejects as a V1Binding).
-    """
-    resp = await call
-    await resp.read()
-    resp.release()
+
+async def _json(call: Coroutine[Any, Any, Any]) -> Obj:
+    body: Obj = json.loads(await _body(call))
+    return body
 
 
 def _now() -> str:
@@ -153,6 +203,12 @@ class _Container:
     def env(self) -> dict[str, str]:
         pod, ip = self.pod.obj, self.pod.ip
         env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+        proxy = self.pod.kubelet.proxy
+        if proxy is not None and pod["spec"].get("enableServiceLinks", True):
+            # As the real kubelet: {SVC}_SERVICE_HOST/_PORT (and the docker-link variables) of
+            # every Service in the pod's namespace, so that `$(SVC_SERVICE_HOST)` works in args.
+            env.update(proxy.service_env(pod["metadata"]["namespace"]))
+        # KUBERNETES_SERVICE_HOST/PORT: the apiserver itself (its Service has no endpoints).
         env.update(self.pod.kubelet.settings.extra_env)
         env.update(
             POD_IP=ip,
@@ -326,20 +382,48 @@ class _Container:
                     await writer.wait_closed()
                     return True
                 if "exec" in probe:
-                    p = await asyncio.create_subprocess_exec(
-                        *probe["exec"]["command"], env=self.env(),
-                        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                        stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-                    try:
-                        return await p.wait() == 0
-                    finally:
-                        if p.returncode is None:
-                            p.kill()
-                            await p.wait()
+                    return await self._exec(probe["exec"]["command"])
+                if "grpc" in probe:
+                    return await self._probe_grpc(probe["grpc"], limit_s)
         except (OSError, TimeoutError, aiohttp.ClientError, ValueError):
             return False
         log.warning("%s/%s: unsupported probe %s", self.pod.key, self.name, sorted(probe))
         return False
+
+    async def _exec(self, command: list[str]) -> bool:
+        """Run a command as the container would (its env, its directory); exit 0 is success.
+
+        Its own process group, killed (as a group) when the caller's timeout cancels it.
+        """
+        p = await asyncio.create_subprocess_exec(
+            *command, env=self.env(), cwd=self.spec.get("workingDir") or str(self.pod.dir),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_set_pdeathsig)
+        try:
+            return await p.wait() == 0
+        finally:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                await asyncio.shield(p.wait())
+
+    async def _probe_grpc(self, g: Obj, limit_s: float) -> bool:
+        """The gRPC health protocol (grpc.health.v1.Health/Check), as the real kubelet's probe:
+        a new plaintext connection to POD_IP:port, SERVING is success."""
+        # Imported here: most pods have no gRPC probe, and grpc takes a while to import.
+        from grpc import aio
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        async with aio.insecure_channel(f"{self.pod.ip}:{int(g['port'])}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                resp = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=g.get("service") or ""),
+                    timeout=limit_s)
+            except aio.AioRpcError:
+                return False
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def _probe_http(self, g: Obj) -> bool:
         scheme = g.get("scheme", "HTTP").lower()
@@ -353,15 +437,24 @@ class _Container:
             return 200 <= r.status < 400
 
     async def terminate(self, grace_s: float) -> None:
-        """SIGTERM the group, SIGKILL after grace_s; returns when the process is gone."""
+        """preStop hook, SIGTERM to the group, SIGKILL once grace_s has passed since the start;
+        returns when the process is gone."""
         proc = self.proc
         if proc is None:
             return
         if proc.returncode is None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace_s
+            hook = (self.spec.get("lifecycle") or {}).get("preStop")
+            if hook:
+                await self._pre_stop(hook, proc, grace_s)
+            # As the real kubelet: the hook's time counts against the grace period, and a hook
+            # that used it all up still leaves the process 2 s after SIGTERM.
+            remaining = max(deadline - loop.time(), 2.0 if hook else 0.0)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
-                async with asyncio.timeout(grace_s):
+                async with asyncio.timeout(remaining):
                     await proc.wait()
             except TimeoutError:
                 log.info("%s/%s: SIGKILL after %gs", self.pod.key, self.name, grace_s)
@@ -369,6 +462,34 @@ class _Container:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
+
+
+    async def _pre_stop(self, hook: Obj, proc: asyncio.subprocess.Process,
+                        grace_s: float) -> None:
+        """Run the preStop hook (sleep, exec, httpGet) for at most grace_s, or until the
+        process exits by itself."""
+        if "sleep" in hook:
+            action: Coroutine[Any, Any, Any] = asyncio.sleep(float(hook["sleep"]["seconds"]))
+        elif "exec" in hook:
+            action = self._exec(hook["exec"]["command"])
+        elif "httpGet" in hook:
+            action = self._probe_http(hook["httpGet"])
+        else:
+            log.warning("%s/%s: unsupported preStop hook %s", self.pod.key, self.name,
+                        sorted(hook))
+            return
+        task = asyncio.create_task(action, name=f"preStop {self.pod.key}/{self.name}")
+        exited = asyncio.create_task(proc.wait(), name=f"exit {self.pod.key}/{self.name}")
+        try:
+            await asyncio.wait({task, exited}, timeout=grace_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (task, exited):
+                t.cancel()
+            await asyncio.gather(task, exited, return_exceptions=True)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.info("%s/%s: preStop hook failed: %r", self.pod.key, self.name,
+                     task.exception())
 
 
 class _Pod:
@@ -426,10 +547,8 @@ class _Pod:
         body = {"spec": {"expirationSeconds": 24 * 3600, "boundObjectRef": {
             "apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": self.uid}}}
         try:
-            resp = await self.kubelet.core.create_namespaced_service_account_token(
-                sa, meta["namespace"], body, _preload_content=False)
-            token = (await resp.json())["status"]["token"]
-            resp.release()
+            token = (await _json(self.kubelet.core.create_namespaced_service_account_token(
+                sa, meta["namespace"], body, _preload_content=False)))["status"]["token"]
         except (ApiException, aiohttp.ClientError, TimeoutError) as e:
             log.warning("%s: no token for ServiceAccount %s: %r", self.key, sa, e)
             return
@@ -504,7 +623,7 @@ class _Pod:
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}],
             "startTime": self.started_at,
-            "qosClass": "BestEffort",
+            # No qosClass: the apiserver sets it from the resources at creation, immutable.
             "conditions": [
                 cond("PodReadyToStartContainers", True),
                 cond("Initialized", True),
@@ -535,6 +654,307 @@ class _Pod:
                 log.warning("%s: status update failed: %r", self.key, e)
 
 
+# -- service proxy -----------------------------------------------------------------------------
+
+_SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class _Forward:
+    """One ClusterIP:port: its ready endpoints, a round-robin position, its listener."""
+
+    def __init__(self) -> None:
+        self.endpoints: list[tuple[str, int]] = []
+        self.next = 0
+        self.server: asyncio.Server | None = None
+
+    def order(self) -> list[tuple[str, int]]:
+        """The endpoints to try for a new connection: the next one first, then the rest."""
+        eps = self.endpoints
+        if not eps:
+            return []
+        start = self.next % len(eps)
+        self.next = start + 1
+        return eps[start:] + eps[:start]
+
+
+class _ServiceProxy:
+    """A userspace stand-in for kube-proxy (there is none, nor any iptables rule here).
+
+    For every Service with a ClusterIP, each TCP port gets a listener on ClusterIP:port (the
+    service CIDR is a local route on lo, as the pod CIDR is). Each accepted connection goes to
+    one ready endpoint of that port (EndpointSlices labelled with the Service's name; `ready`
+    unset counts as ready, as kube-proxy reads it), the next one per connection (round
+    robin); a failed connect tries the next endpoint. No ready endpoint: the connection is
+    reset (kube-proxy rejects it). Bytes flow both ways with backpressure (a direction
+    reads only once the other side's writer has drained); an EOF is passed on as a
+    half-close, an error on either side resets both. Connections in flight stay with their
+    endpoint when it leaves, as conntrack keeps them; new ones do not go there.
+
+    Driven by a Service watch and an EndpointSlice watch (list, then watch; relist on 410);
+    every change is applied by one reconciler task. `generation` counts the applied changes:
+    the kubelet's /services answers the table, and waits for the next change on request.
+    """
+
+    def __init__(self, kubelet: LocalKubelet) -> None:
+        self.kubelet = kubelet
+        self.settings = kubelet.settings.proxy
+        self.services: dict[str, Obj] = {}  # "ns/name" -> Service
+        self.slices: dict[str, Obj] = {}  # "ns/name" -> EndpointSlice
+        self.forwards: dict[tuple[str, int], _Forward] = {}
+        self.generation = 0
+        self._changed = asyncio.Event()  # replaced on each change: waiters hold the old one
+        self._dirty = asyncio.Event()
+        self._bind_failed: set[tuple[str, int]] = set()
+        self._conns: set[asyncio.Task[Any]] = set()
+        self._listed: set[str] = set()
+
+    async def run(self) -> None:
+        discovery = client.DiscoveryV1Api(self.kubelet.api)
+        core = self.kubelet.core
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch("services", core.list_service_for_all_namespaces,
+                                           self.services), name="watch services")
+                tg.create_task(self._watch(
+                    "endpointslices", discovery.list_endpoint_slice_for_all_namespaces,
+                    self.slices), name="watch endpointslices")
+                tg.create_task(self._reconciler(), name="service proxy reconciler")
+        finally:
+            await asyncio.shield(self._close())
+
+    async def _close(self) -> None:
+        for fwd in self.forwards.values():
+            if fwd.server is not None:
+                fwd.server.close()
+        for t in list(self._conns):
+            t.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+
+    # -- watches ------------------------------------------------------------------------------
+
+    async def _watch(self, kind: str, list_fn: Callable[..., Any], store: dict[str, Obj]) -> None:
+        retry_s = 0.1
+        while True:
+            try:
+                listing = await _json(list_fn(_preload_content=False))
+                store.clear()
+                for obj in listing["items"]:
+                    store[_key(obj)] = obj
+                self._listed.add(kind)
+                self._dirty.set()
+                retry_s = 0.1
+                rv = listing["metadata"]["resourceVersion"]
+                while True:
+                    async with watch.Watch() as w:
+                        async for ev in w.stream(list_fn, resource_version=rv,
+                                                 timeout_seconds=300,
+                                                 allow_watch_bookmarks=True):
+                            obj = ev["raw_object"]
+                            rv = obj["metadata"]["resourceVersion"]
+                            if ev["type"] == "DELETED":
+                                store.pop(_key(obj), None)
+                            elif ev["type"] in ("ADDED", "MODIFIED"):
+                                store[_key(obj)] = obj
+                            else:
+                                continue
+                            self._dirty.set()
+            except ApiException as e:
+                if e.status != 410:
+                    log.warning("%s watch failed (%s); again in %.1fs", kind, e.reason, retry_s)
+                    await asyncio.sleep(retry_s)  # retry backoff
+                    retry_s = min(retry_s * 2, 5.0)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                log.warning("%s watch failed (%r); again in %.1fs", kind, e, retry_s)
+                await asyncio.sleep(retry_s)  # retry backoff
+                retry_s = min(retry_s * 2, 5.0)
+
+    # -- the table ----------------------------------------------------------------------------
+
+    def _wanted(self) -> dict[tuple[str, int], list[tuple[str, int]]]:
+        """(ClusterIP, port) -> its ready endpoints (address, target port), sorted."""
+        slices: dict[str, list[Obj]] = {}
+        for sl in self.slices.values():
+            svc = (sl["metadata"].get("labels") or {}).get(_SERVICE_NAME_LABEL)
+            if svc and sl.get("addressType") == "IPv4":
+                slices.setdefault(f"{sl['metadata']['namespace']}/{svc}", []).append(sl)
+        out: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        for key, svc in self.services.items():
+            ip = svc["spec"].get("clusterIP")
+            if not ip or ip == "None":
+                continue
+            for sp in svc["spec"].get("ports") or []:
+                if sp.get("protocol", "TCP") != "TCP":
+                    continue
+                name = sp.get("name") or ""
+                eps: set[tuple[str, int]] = set()
+                for sl in slices.get(key, ()):
+                    for p in sl.get("ports") or []:
+                        if ((p.get("name") or "") != name or p.get("protocol", "TCP") != "TCP"
+                                or not p.get("port")):
+                            continue
+                        for ep in sl.get("endpoints") or []:
+                            if (ep.get("conditions") or {}).get("ready") is not False:
+                                eps.add((ep["addresses"][0], int(p["port"])))
+                out[(ip, int(sp["port"]))] = sorted(eps)
+        return out
+
+    async def _reconciler(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._listed != {"services", "endpointslices"}:
+                continue  # one list without the other would drop endpoints for a moment
+            wanted = self._wanted()
+            changed = False
+            for key in list(self.forwards):
+                if key not in wanted:
+                    fwd = self.forwards.pop(key)
+                    if fwd.server is not None:
+                        fwd.server.close()  # connections in flight go on
+                    changed = True
+            self._bind_failed &= set(wanted)
+            for key, eps in wanted.items():
+                if key not in self.forwards:
+                    self.forwards[key] = _Forward()
+                    changed = True
+                fwd = self.forwards[key]
+                if fwd.endpoints != eps:
+                    fwd.endpoints = eps
+                    changed = True
+                if fwd.server is None and key not in self._bind_failed:
+                    fwd.server = await self._listen(key)
+            if changed:
+                self.generation += 1
+                done, self._changed = self._changed, asyncio.Event()
+                done.set()
+
+    async def _listen(self, key: tuple[str, int]) -> asyncio.Server | None:
+        ip, port = key
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._connection(key, reader, writer)
+
+        try:
+            return await asyncio.start_server(accepted, ip, port, reuse_address=True,
+                                              limit=self.settings.chunk_bytes)
+        except OSError as e:
+            # No local route for the service CIDR (no CAP_NET_ADMIN), or the port is taken.
+            self._bind_failed.add(key)
+            log.warning("service proxy: cannot listen on %s:%d: %s", ip, port, e)
+            return None
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _connection(self, key: tuple[str, int], reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        fwd = self.forwards.get(key)
+        if fwd is None or len(self._conns) >= self.settings.max_connections:
+            writer.transport.abort()
+            return
+        self._conns.add(task)
+        try:
+            up = await self._connect(fwd.order())
+            if up is None:
+                writer.transport.abort()  # no ready endpoint answered: reset, as a reject
+                return
+            up_reader, up_writer = up
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._pipe(reader, up_writer, writer))
+                    tg.create_task(self._pipe(up_reader, writer, up_writer))
+            finally:
+                writer.close()
+                up_writer.close()
+        finally:
+            self._conns.discard(task)
+
+    async def _connect(self, order: list[tuple[str, int]]
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        for host, port in order:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout_s):
+                    return await asyncio.open_connection(host, port,
+                                                         limit=self.settings.chunk_bytes)
+            except (OSError, TimeoutError) as e:
+                log.info("service proxy: %s:%d: %r; trying the next endpoint", host, port, e)
+        return None
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                    src_writer: asyncio.StreamWriter) -> None:
+        """src -> dst until EOF (passed on as a half-close); an error resets both sides."""
+        try:
+            while data := await src.read(self.settings.chunk_bytes):
+                dst.write(data)
+                await dst.drain()  # backpressure: read no more until dst took this
+            if dst.can_write_eof() and not dst.transport.is_closing():
+                dst.write_eof()
+        except OSError:
+            dst.transport.abort()
+            src_writer.transport.abort()
+
+    # -- what tests and pods see --------------------------------------------------------------
+
+    def table(self) -> Obj:
+        services: dict[str, Obj] = {}
+        for key, svc in sorted(self.services.items()):
+            ip = svc["spec"].get("clusterIP")
+            if not ip or ip == "None":
+                continue
+            ports = {}
+            for sp in svc["spec"].get("ports") or []:
+                fwd = self.forwards.get((ip, int(sp["port"])))
+                if fwd is not None:
+                    ports[str(sp["port"])] = {
+                        "listening": fwd.server is not None,
+                        "endpoints": [f"{h}:{p}" for h, p in fwd.endpoints],
+                    }
+            services[key] = {"clusterIP": ip, "ports": ports}
+        return {"generation": self.generation, "services": services}
+
+    async def changed_after(self, generation: int, timeout_s: float) -> None:
+        """Return once a change after `generation` is applied, or after timeout_s."""
+        if self.generation > generation:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
+
+    def service_env(self, namespace: str) -> dict[str, str]:
+        """The real kubelet's service environment variables, for Services in `namespace`."""
+        env: dict[str, str] = {}
+        for svc in self.services.values():
+            meta, spec = svc["metadata"], svc["spec"]
+            ip = spec.get("clusterIP")
+            if (meta["namespace"] != namespace or not ip or ip == "None"
+                    or (namespace == "default" and meta["name"] == "kubernetes")):
+                continue
+            ports = spec.get("ports") or []
+            if not ports:
+                continue
+            name = meta["name"].upper().replace("-", "_")
+            env[f"{name}_SERVICE_HOST"] = ip
+            env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+            first = ports[0]
+            env[f"{name}_PORT"] = f"{first.get('protocol', 'TCP').lower()}://{ip}:{first['port']}"
+            for sp in ports:
+                proto = sp.get("protocol", "TCP")
+                if sp.get("name"):
+                    pname = sp["name"].upper().replace("-", "_")
+                    env[f"{name}_SERVICE_PORT_{pname}"] = str(sp["port"])
+                prefix = f"{name}_PORT_{sp['port']}_{proto}"
+                env[prefix] = f"{proto.lower()}://{ip}:{sp['port']}"
+                env[f"{prefix}_PROTO"] = proto.lower()
+                env[f"{prefix}_PORT"] = str(sp["port"])
+                env[f"{prefix}_ADDR"] = ip
+        return env
+
+
+def _key(obj: Obj) -> str:
+    return f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
+
+
 class LocalKubelet:
     """Registers the Node and runs the pods bound to it; see the module docstring."""
 
@@ -548,9 +968,12 @@ class LocalKubelet:
         self._watch_retry_s = 0.1  # pod watch retry delay, doubled per failure up to 5 s
         self._tasks: set[asyncio.Task[None]] = set()
         net = ipaddress.ip_network(settings.pod_cidr)
-        # The network's first host address is left out, as a node's bridge would take it.
-        self._free = [str(ip) for ip in list(net.hosts())[1:]]
+        # The network's first host address is left out, as a node's bridge would take it; the
+        # last ones are reserved (RESERVED_ADDRESSES).
+        hosts = list(net.hosts())
+        self._free = [str(ip) for ip in hosts[1:len(hosts) - settings.reserved_addresses]]
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+        self.proxy = _ServiceProxy(self) if settings.service_cidr else None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str,
                done: Callable[[], None] | None = None) -> None:
@@ -569,6 +992,8 @@ class LocalKubelet:
     async def run(self) -> None:
         await self._register_node()
         self._spawn(self._heartbeat(), "heartbeat")
+        if self.proxy is not None:
+            self._spawn(self.proxy.run(), "service proxy")
         try:
             await self._watch_pods()
         finally:
@@ -661,9 +1086,7 @@ class LocalKubelet:
 
     async def _list_and_watch(self) -> None:
         while True:
-            resp = await self.core.list_pod_for_all_namespaces(_preload_content=False)
-            listing = await resp.json()
-            resp.release()
+            listing = await _json(self.core.list_pod_for_all_namespaces(_preload_content=False))
             seen = set()
             for obj in listing["items"]:
                 seen.add(obj["metadata"]["uid"])
@@ -762,8 +1185,22 @@ async def _health(kubelet: LocalKubelet, port: int) -> web.AppRunner:
         return web.Response(text="ok" if kubelet.synced.is_set() else "syncing",
                             status=200 if kubelet.synced.is_set() else 503)
 
+    async def services(request: web.Request) -> web.Response:
+        """The service proxy's table; `?after=N`: first wait (at most `timeout` s, default 30)
+        until a change after generation N is applied. A test waits for a state with this,
+        e.g. until a Service's two endpoints are in, with no polling."""
+        proxy = kubelet.proxy
+        if proxy is None:
+            return web.json_response({"error": "no service proxy (no --service-cidr)"},
+                                     status=404)
+        if "after" in request.query:
+            timeout_s = min(float(request.query.get("timeout", "30")), 60.0)
+            await proxy.changed_after(int(request.query["after"]), timeout_s)
+        return web.json_response(proxy.table())
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/services", services)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -781,7 +1218,7 @@ async def _amain(args: argparse.Namespace) -> None:
     settings = KubeletSettings(
         pod_cidr=args.pod_cidr, workdir=Path(args.workdir), node_name=args.node_name,
         kubelet_version=args.kubelet_version, extra_env=tuple(extra),
-        api_server=cfg.host if ca_pem else "", ca_pem=ca_pem)
+        api_server=cfg.host if ca_pem else "", ca_pem=ca_pem, service_cidr=args.service_cidr)
     async with client.ApiClient(cfg) as api:
         kubelet = LocalKubelet(api, settings)
         runner = await _health(kubelet, args.healthz_port)
@@ -807,6 +1244,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kubelet-version", default="v0.0.0-local")
     p.add_argument("--healthz-port", type=int, required=True)
     p.add_argument("--ca-file", help="apiserver CA (PEM): give pods a ServiceAccount kubeconfig")
+    p.add_argument("--service-cidr", default="",
+                   help="the service CIDR, local on lo: run the service proxy for ClusterIPs")
     args = p.parse_args(argv)
     args.ca_pem = Path(args.ca_file).read_text() if args.ca_file else ""
     Path(args.workdir).mkdir(parents=True, exist_ok=True)

@@ -41,12 +41,15 @@ _KINDS: dict[str, Resource] = {
 
 
 def component_manifests(component: str, namespace: str) -> list[Obj]:
-    """manifests/<component>/ as kustomize would render it into `namespace`."""
+    """The ServiceAccount and RBAC of manifests/<component>/, as kustomize would render them
+    into `namespace`."""
     directory = MANIFESTS / component
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     docs: list[Obj] = []
     for name in kustomization["resources"]:
-        docs += [d for d in yaml.safe_load_all((directory / name).read_text()) if d]
+        # Identity and rights only: the component's Deployment and Services are not run here.
+        docs += [d for d in yaml.safe_load_all((directory / name).read_text())
+                 if d and d.get("kind") in _KINDS]
     for doc in docs:
         if _KINDS[doc["kind"]].namespaced:
             doc["metadata"]["namespace"] = namespace

@@ -334,6 +334,45 @@ async def test_legacy_fields_and_kedas_finalizer(kube: Kube, ns: str) -> None:
         await until(kube, HTTPSCALEDOBJECTS, ns, lambda o: f"{ns}/old" not in o)
 
 
+async def test_moving_over_from_kedas_add_on_adopts_its_scaled_object(
+    kube: Kube, ns: str
+) -> None:
+    """The state a user has when KEDA's add-on ran before: the HTTPSO with the add-on's
+    finalizer and the ScaledObject the add-on's operator wrote (controlled by the HTTPSO,
+    pointing at the add-on's scaler, written by another field manager). httpscale's operator
+    takes that object over in place (same uid: KEDA keeps its HPA and state), points it at
+    httpscale's scaler, and keeps fields it does not set (a user's pause annotation)."""
+    await create_app(kube, ns, "legacy", ("http", 8080))
+    so_obj = await create(kube, ns, {**httpso("legacy"),
+                                     "metadata": {"name": "legacy",
+                                                  "finalizers": [KEDA_FINALIZER]}})
+    addon = await kube.request("POST", SCALEDOBJECTS.path(ns), query=[
+        ("fieldManager", "keda-add-ons-http-operator")], body={
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+        "metadata": {"name": "legacy",
+                     "annotations": {"autoscaling.keda.sh/paused-replicas": "1"},
+                     "ownerReferences": [{
+                         "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
+                         "name": "legacy", "uid": so_obj["metadata"]["uid"],
+                         "controller": True, "blockOwnerDeletion": True}]},
+        "spec": {"scaleTargetRef": {"name": "legacy"}, "minReplicaCount": 0,
+                 "maxReplicaCount": 5, "pollingInterval": 15,
+                 "triggers": [{"type": "external-push", "metadata": {
+                     "scalerAddress": "keda-add-ons-http-external-scaler.keda:9090",
+                     "httpScaledObject": "legacy"}}]}})
+    async with operator(kube, ns):
+        so = await until_scaled_object(kube, ns, "legacy", lambda o: o["spec"]["triggers"][0][
+            "metadata"].get("scalerAddress") == SCALER)
+        await until_ready(kube, ns, "legacy")
+        assert so["metadata"]["uid"] == addon["metadata"]["uid"]  # adopted, not replaced
+        assert so["metadata"]["annotations"]["autoscaling.keda.sh/paused-replicas"] == "1"
+        managers = {m["manager"] for m in so["metadata"]["managedFields"]}
+        assert FIELD_MANAGER in managers
+        # Deleting the HTTPSO still completes: the add-on's finalizer is released.
+        await kube.request("DELETE", HTTPSCALEDOBJECTS.path(ns, "legacy"))
+        await until(kube, HTTPSCALEDOBJECTS, ns, lambda o: f"{ns}/legacy" not in o)
+
+
 async def test_interceptor_routes_get_a_ready_condition(kube: Kube, ns: str) -> None:
     await create_app(kube, ns, "api", ("http", 8080))
     route = {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from kubernetes_asyncio import client, config, watch
@@ -28,10 +31,13 @@ __all__ = [
     "REQUIRE_ENV",
     "Cluster",
     "allowed",
+    "cluster_ip",
     "cluster_session",
     "httpscale_crd_manifests",
     "install_httpscale_crds",
     "install_keda_crds",
+    "keda_bins",
+    "kustomize_build",
     "service_account_token",
     "wait_until",
 ]
@@ -46,6 +52,10 @@ COMPONENT_TIMEOUT_S = 90.0
 """stop (SIGTERM, at most 15 s, then SIGKILL) plus start and readiness (at most 60 s)."""
 KEDA_FETCH_TIMEOUT_S = 60.0
 """`scripts/testcluster keda-crds`: instant once cached; a 3 MB module download otherwise."""
+KEDA_BINS_TIMEOUT_S = 60.0
+"""`scripts/testcluster keda-bins`: instant once built; tests never build (minutes)."""
+RESERVED_ADDRESSES = 16
+"""As tests/k8s/kubelet.py: the last 16 host addresses of the pod CIDR are not given to pods."""
 
 Obj = dict[str, Any]
 
@@ -57,6 +67,54 @@ class Cluster:
     """True for scripts/testcluster: pods are local processes, pod IPs reachable from here."""
     pod_cidr: str | None = None
     state_dir: Path | None = None
+    service_cidr: str | None = None
+    """The cluster's service CIDR (its own /24 of 10.96.0.0/16), local on lo like pod_cidr."""
+    kubelet_port: int | None = None
+    """The local kubelet's HTTP port on 127.0.0.1 (/healthz, /services)."""
+
+    def reserved_address(self, index: int = 0) -> str:
+        """An address of the pod CIDR that no pod gets, `index` from the top (0: .254 of the
+        /24): for a server a test runs outside any pod that must still be the endpoint of a
+        Service (EndpointSlices refuse loopback addresses). Bindable: the CIDR is local."""
+        if not self.local or self.pod_cidr is None:
+            pytest.skip("needs the local pod CIDR of scripts/testcluster")
+        if not 0 <= index < RESERVED_ADDRESSES:
+            raise ValueError(f"index {index}: only {RESERVED_ADDRESSES} addresses are reserved")
+        hosts = list(ipaddress.ip_network(self.pod_cidr).hosts())
+        return str(hosts[-1 - index])
+
+    async def proxied_endpoints(
+        self,
+        namespace: str,
+        name: str,
+        port: int,
+        done: Callable[[list[str]], bool],
+        *,
+        timeout_s: float = 30.0,
+    ) -> list[str]:
+        """Wait until the local kubelet's service proxy forwards the Service's ClusterIP:port
+        to endpoints for which `done(["ip:port", ...])` holds; those endpoints.
+
+        The proxy follows EndpointSlices a moment after the API has them; a test that
+        connects to a ClusterIP right after a change waits here first. Event-driven: the
+        kubelet's /services answers once its table changed (long poll), nothing is polled.
+        """
+        if not self.local or self.kubelet_port is None:
+            pytest.skip("needs the service proxy of the local kubelet (scripts/testcluster)")
+        key = f"{namespace}/{name}"
+        url = f"http://127.0.0.1:{self.kubelet_port}/services"
+        generation = -1
+        async with asyncio.timeout(timeout_s), aiohttp.ClientSession() as http:
+            while True:
+                query = {"after": str(generation), "timeout": str(timeout_s)}
+                async with http.get(url, params=query) as resp:
+                    resp.raise_for_status()
+                    table = await resp.json()
+                generation = table["generation"]
+                entry = (table["services"].get(key) or {}).get("ports", {}).get(str(port))
+                if entry is not None and entry["listening"] and done(entry["endpoints"]):
+                    endpoints: list[str] = entry["endpoints"]
+                    return endpoints
 
     @contextlib.asynccontextmanager
     async def client(self, token: str | None = None) -> AsyncIterator[client.ApiClient]:
@@ -107,6 +165,16 @@ async def service_account_token(api: client.ApiClient, namespace: str, name: str
         name, namespace, {"spec": {"expirationSeconds": 3600}})
     token: str = req.status.token
     return token
+
+
+async def cluster_ip(api: client.ApiClient, namespace: str, name: str) -> str:
+    """A Service's ClusterIP. On the local cluster the kubelet's service proxy answers on it
+    (for every TCP port of the Service), from this host and from pods; pods also get the
+    Service's address as {NAME}_SERVICE_HOST / {NAME}_SERVICE_PORT (no cluster DNS here)."""
+    svc = await _list(client.CoreV1Api(api).read_namespaced_service, name=name,
+                      namespace=namespace)
+    ip: str = svc["spec"]["clusterIP"]
+    return ip
 
 
 async def allowed(api: client.ApiClient, verb: str, resource: str, *, namespace: str = "",
@@ -181,6 +249,13 @@ def _read_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
+def _local_cluster(values: dict[str, str], state: Path) -> Cluster:
+    port = values.get("KUBELET_PORT")
+    return Cluster(Path(values["KUBECONFIG"]), local=True, pod_cidr=values["POD_CIDR"],
+                   state_dir=state, service_cidr=values.get("SERVICE_CIDR"),
+                   kubelet_port=int(port) if port else None)
+
+
 def cluster_session(tmp: Path) -> Iterator[Cluster]:
     """Generator behind the session fixture: up, yield, down, prove nothing is left."""
     kubeconfig = os.environ.get("KUBECONFIG")
@@ -188,8 +263,7 @@ def cluster_session(tmp: Path) -> Iterator[Cluster]:
         # One that `scripts/testcluster up` started has its cluster.env beside it.
         state = Path(kubeconfig).parent
         if (state / "cluster.env").is_file():
-            pod_cidr = _read_env(state / "cluster.env")["POD_CIDR"]
-            yield Cluster(Path(kubeconfig), local=True, pod_cidr=pod_cidr, state_dir=state)
+            yield _local_cluster(_read_env(state / "cluster.env"), state)
         else:
             yield Cluster(Path(kubeconfig), local=False)
         return
@@ -199,15 +273,13 @@ def cluster_session(tmp: Path) -> Iterator[Cluster]:
         _unavailable("no Go toolchain to build kube-apiserver: install Go, run "
                      "scripts/testcluster build, or point KUBECONFIG at a cluster")
     elif check.returncode != 0:
-        _unavailable("Kubernetes binaries or KEDA's CRDs not there: run scripts/testcluster "
-                     "build (scripts/test does when Go is present)")
+        _unavailable("Kubernetes binaries, KEDA's CRDs or KEDA's binaries not there: run "
+                     "scripts/testcluster build (scripts/test does when Go is present)")
     try:
         up = _run("up", env, UP_TIMEOUT_S)
         if up.returncode != 0:
             pytest.fail(f"scripts/testcluster up failed:\n{up.stderr[-4000:]}", pytrace=False)
-        values = _read_env(tmp / "cluster.env")
-        yield Cluster(Path(values["KUBECONFIG"]), local=True, pod_cidr=values["POD_CIDR"],
-                      state_dir=tmp)
+        yield _local_cluster(_read_env(tmp / "cluster.env"), tmp)
     finally:
         down = _run("down", env, 60)
         left = _leftovers(tmp)
@@ -215,12 +287,26 @@ def cluster_session(tmp: Path) -> Iterator[Cluster]:
         assert not left, f"processes left behind by the test cluster: {left}"
 
 
-async def _list(list_fn: Callable[..., Awaitable[Any]], **kw: Any) -> Obj:
-    resp = await list_fn(_preload_content=False, **kw)
+async def _raw(call: Awaitable[Any]) -> bytes:
+    """Await a call made with _preload_content=False: its body, the connection released.
+
+    The generated client raises ApiException for an error status only when it preloads the
+    content; here that is done by hand (a 409 must not pass for a create that worked).
+    """
+    resp = await call
     try:
-        body: Obj = await resp.json()
+        body: bytes = await resp.read()
     finally:
         resp.release()
+    if not 200 <= resp.status <= 299:
+        err = ApiException(status=resp.status, reason=resp.reason)
+        err.body = body
+        raise err
+    return body
+
+
+async def _list(list_fn: Callable[..., Awaitable[Any]], **kw: Any) -> Obj:
+    body: Obj = json.loads(await _raw(list_fn(_preload_content=False, **kw)))
     return body
 
 
@@ -279,17 +365,15 @@ async def _closing(w: watch.Watch) -> AsyncIterator[watch.Watch]:
     finally:
         closed = getattr(protocol, "closed", None)
         if isinstance(closed, asyncio.Future) and not closed.done():
-            # Done, however it ends (a TLS close often ends in an error): not waited to raise.
+            # However it ends (a TLS close often ends in an error), its outcome is retrieved,
+            # so asyncio never logs it as an exception nobody retrieved.
+            closed.add_done_callback(_retrieve)
             await asyncio.wait({closed}, timeout=1.0)
-            if closed.done() and not closed.cancelled():
-                closed.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 async def _discard(call: Awaitable[Any]) -> None:
     """Await a call made with _preload_content=False; read and release its response."""
-    resp = await call
-    await resp.read()
-    resp.release()
+    await _raw(call)
 
 
 def _established(crd: Obj | None) -> bool:
@@ -395,3 +479,47 @@ async def install_httpscale_crds(api: client.ApiClient, *, timeout_s: float = 30
                      lambda got: all(_established(got.get(n)) for n in names),
                      timeout_s=timeout_s)
     return names
+
+
+async def keda_bins() -> Path:
+    """The directory of KEDA_VERSION's binaries (`scripts/testcluster keda-bins`):
+    keda-operator, keda-adapter, kustomize, and KEDA's config/ tree.
+
+    Built by `scripts/testcluster build` (minutes), never by a test: when missing, the test
+    skips (fails under HTTPSCALE_REQUIRE_K8S=1).
+    """
+    rc, out, err = await _script(["keda-bins", "--if-built"], dict(os.environ),
+                                 KEDA_BINS_TIMEOUT_S)
+    if rc == 3:
+        _unavailable("KEDA's binaries are not built: run scripts/testcluster build "
+                     "(scripts/test does when Go is present)")
+    elif rc != 0:
+        _unavailable(f"scripts/testcluster keda-bins exited {rc}: {err.strip()[-1000:]}")
+    return Path(out.strip().splitlines()[-1])
+
+
+async def kustomize_build(directory: Path, *, timeout_s: float = 60.0) -> list[Obj]:
+    """`kustomize build <directory>` (kustomize as KEDA_VERSION pins it, built with KEDA):
+    the objects `kubectl apply -k <directory>` would apply, in order."""
+    kustomize = await keda_bins() / "kustomize"
+    proc = await asyncio.create_subprocess_exec(
+        str(kustomize), "build", str(directory), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"kustomize build {directory} exited {proc.returncode}: "
+                           f"{err.decode(errors='replace')[-2000:]}")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [d for d in yaml.load_all(out.decode(), Loader=loader) if d]
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()
