@@ -26,7 +26,7 @@ from testcluster import Cluster, cluster_ip, wait_until
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
 
-pytestmark = pytest.mark.k8s
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(240)]
 
 Obj = dict[str, Any]
 SCALER_PORT = 9091
@@ -188,8 +188,10 @@ async def test_keda_scales_from_zero_through_hpa_and_back(
         _scaled_object(f"{scaler_ip}:{SCALER_PORT}"))
 
     # KEDA made its HPA (1..4) on the external metric, and polls the scaler: still at 0.
+    # (A deadline, not a speed: the session's KEDA may still be working through earlier
+    # modules' ScaledObjects, its reconciles queued behind theirs.)
     hpas = await wait_until(autoscaling.list_namespaced_horizontal_pod_autoscaler,
-                            lambda h: "keda-hpa-app" in h, namespace=ns, timeout_s=30)
+                            lambda h: "keda-hpa-app" in h, namespace=ns, timeout_s=90)
     hpa_spec = hpas["keda-hpa-app"]["spec"]
     assert (hpa_spec["minReplicas"], hpa_spec["maxReplicas"]) == (1, 4)
     [metric] = hpa_spec["metrics"]
