@@ -70,11 +70,20 @@ def local_command(
         plans = plan_apps(config.apps)
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    listen = {
+    # The file's `listen`/`admin` addresses, unless the command line (or its environment
+    # twin) names one: what the user typed last wins over the file, as for every option.
+    ctx = click.get_current_context()
+    from_file = {
         "host": config.listen[0],
         "port": config.listen[1],
         "admin_host": config.admin[0],
         "admin_port": config.admin[1],
+    }
+    listen = {
+        key: value
+        for key, value in from_file.items()
+        if ctx.get_parameter_source(f"interceptor__listen__{key}")
+        in (None, click.core.ParameterSource.DEFAULT)
     }
     shutdown: dict[str, float] = {}
     source = click.get_current_context().get_parameter_source(_READINESS_DELAY)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -42,6 +43,33 @@ def test_status_command_reports_unreachable_admin() -> None:
     result = CliRunner().invoke(status_command, ["--admin", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "cannot read http://127.0.0.1:9/status" in result.output
+
+
+async def test_listen_flags_win_over_the_files_addresses(tmp_path: Path) -> None:
+    # The file names ports already taken: only if --port/--admin-port win does it start.
+    with socket.socket() as taken_proxy, socket.socket() as taken_admin:
+        for taken in (taken_proxy, taken_admin):
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+        config = tmp_path / "local.yaml"
+        config.write_text(
+            f"listen: 127.0.0.1:{taken_proxy.getsockname()[1]}\n"
+            f"admin: 127.0.0.1:{taken_admin.getsockname()[1]}\n"
+            "apps:\n  - name: up\n    hosts: [up.localhost]\n"
+            "    run: {upstream: http://127.0.0.1:9}\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _ENTRY, "-c", str(config), "--port", "0", "--admin-port", "0",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        local = LocalProcess(proc)
+        try:
+            line = await local.wait_for_line("httpscale local: proxy on")
+            assert f":{taken_proxy.getsockname()[1]}," not in line
+            assert f":{taken_admin.getsockname()[1]}/status" not in line
+        finally:
+            proc.terminate()
+            await proc.wait()
 
 
 class LocalProcess:
