@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,10 +20,15 @@ from httpscale.interceptor.api import QueueEntry, StatusProvider
 from httpscale.interceptor.proxy import Proxy
 from httpscale.routing.spec import RouteMatch
 
-__all__ = ["WAKE_PING_INTERVAL", "AdminServer"]
+__all__ = ["WAKE_PING_INTERVAL", "AdminServer", "MountedHandler"]
 
 WAKE_PING_INTERVAL = 5.0  # seconds between ping lines on an idle /wake stream
 _WAKE_BUFFER = 1024  # wake lines kept per slow subscriber before the oldest are dropped
+
+_GET_ONLY = frozenset({"/queue", "/wake", "/livez", "/readyz", "/metrics", "/status"})
+
+#: Serves every method and sub-path under the prefix it is mounted at (see `AdminServer.mount`).
+MountedHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _match_json(match: RouteMatch) -> dict[str, object]:
@@ -41,6 +46,7 @@ class AdminServer:
         self._started = time.time()
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self.status_providers: dict[str, StatusProvider] = {}
+        self._mounts: dict[str, MountedHandler] = {}
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -50,6 +56,8 @@ class AdminServer:
                 web.get("/readyz", self._readyz),
                 web.get("/metrics", self._metrics),
                 web.get("/status", self._status),
+                # Last: takes only what no route above does (aiohttp matches in order).
+                web.route("*", "/{path:.*}", self._mounted),
             ]
         )
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
@@ -68,6 +76,21 @@ class AdminServer:
         for sub in self._subscribers:
             sub.put_nowait(None)  # ends every /wake stream so cleanup does not wait on them
         await self._runner.cleanup()
+
+    def mount(self, prefix: str, handler: MountedHandler) -> None:
+        """Serve `prefix` and everything under it (`/apps` takes `/apps/x/pin`) with `handler`,
+        for whoever embeds the interceptor (local mode's `/apps` and `/history`). aiohttp
+        freezes its router when the server starts, so mounts are looked up per request."""
+        self._mounts[prefix.rstrip("/")] = handler
+
+    async def _mounted(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        for prefix, handler in self._mounts.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return await handler(request)
+        if path in _GET_ONLY:  # e.g. POST /status: the catch-all must not turn 405 into 404
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        raise web.HTTPNotFound()
 
     def wake(self, route: str) -> None:
         line = json.dumps({"event": "wake", "route": route}) + "\n"

@@ -10,6 +10,10 @@ Two inputs drive it:
 
 Each change of the desired count is logged once (app, from -> to, why); the first replica ready
 after a wake from zero logs the cold-start time.
+
+A pin (`pin(n)`, from the admin server's `POST /apps/{name}/pin`) holds an app at exactly n
+replicas: the policy still sees every sample and wake, so its memory (last activity, the
+scale-down window) is current when the pin is released, but its decisions are not applied.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from httpscale.interceptor.api import InterceptorControl
+from httpscale.local.history import AppHistory, HistoryJSON
 from httpscale.local.plan import AppPlan
 from httpscale.local.policy import Policy, ScaleDecision
 from httpscale.local.replica import Replica
@@ -69,10 +74,16 @@ class AppScaler:
             drain=self._drain,
             settings=settings.supervisor,
             on_ready=self._on_ready,
+            on_running=self._on_running,
         )
         self.events: deque[ScaleEvent] = deque(maxlen=20)
+        self.history = AppHistory()
+        self.pinned: int | None = None
         self.last_cold_start: float | None = None
         self._cold_since: float | None = None  # wake time while waiting for the first ready
+        # (monotonic, wall) when a request was first held with no ready replica, until one is.
+        self._held_since: tuple[float, float] | None = None
+        self._ready_waiters: set[asyncio.Future[None]] = set()
         self._last_count: int | None = None
         self._concurrency = 0
         self._held = 0
@@ -83,9 +94,34 @@ class AppScaler:
 
     def wake(self) -> None:
         now = time.monotonic()
+        if self._held_since is None and self.supervisor.ready_count() == 0:
+            self._held_since = (now, time.time())
         decision = self.policy.wake(now, self.supervisor.desired)
-        if decision is not None:
+        if decision is not None and self.pinned is None:
             self._apply(now, decision)
+
+    def pin(self, replicas: int) -> None:
+        """Hold the app at exactly `replicas` until `unpin`, whatever its load."""
+        self.pinned = replicas
+        self._set_desired(time.monotonic(), replicas, f"pinned at {replicas}")
+
+    def unpin(self) -> None:
+        if self.pinned is None:
+            return
+        self.pinned = None
+        log.info("scale %s: pin released", self.plan.name)
+        self.sample(time.monotonic())  # the policy takes over now, not one interval later
+
+    async def wait_ready(self, replicas: int) -> None:
+        """Return once exactly `replicas` replicas are ready (woken by endpoint changes)."""
+        loop = asyncio.get_running_loop()
+        while self.supervisor.ready_count() != replicas:
+            waiter = loop.create_future()
+            self._ready_waiters.add(waiter)
+            try:
+                await waiter
+            finally:
+                self._ready_waiters.discard(waiter)
 
     def sample(self, now: float) -> None:
         stats = self.control.route_stats(self.key)
@@ -101,29 +137,46 @@ class AppScaler:
         metric = float(self._concurrency)
         if self.plan.metric == "requestRate":
             metric = self.rate.rate(now)
-        self._apply(now, self.policy.evaluate(now, self.supervisor.desired, metric, active))
+        decision = self.policy.evaluate(now, self.supervisor.desired, metric, active)
+        if self.pinned is None:
+            self._apply(now, decision)
 
     def _apply(self, now: float, decision: ScaleDecision) -> None:
+        if decision.desired == 0:
+            # Idle for a whole scaledownPeriod: any request held meanwhile timed out unserved.
+            self._held_since = None
+        self._set_desired(now, decision.desired, decision.reason, wake=True)
+
+    def _set_desired(self, now: float, desired: int, reason: str, wake: bool = False) -> None:
         current = self.supervisor.desired
-        if decision.desired == current:
+        if desired == current:
             return
-        self.events.append(ScaleEvent(now, time.time(), current, decision.desired, decision.reason))
-        if current == 0:
-            self._cold_since = now
-        elif decision.desired == 0:
+        self.events.append(ScaleEvent(now, time.time(), current, desired, reason))
+        if current == 0 and wake:
+            self._cold_since = now  # the policy woke it: log the cold start (not for a pin)
+        elif desired == 0:
             self._cold_since = None
-        log.info(
-            "scale %s: %d -> %d (%s)", self.plan.name, current, decision.desired, decision.reason
-        )
-        self.supervisor.scale_to(decision.desired)
+        log.info("scale %s: %d -> %d (%s)", self.plan.name, current, desired, reason)
+        self.supervisor.scale_to(desired)
 
     def _publish(self, endpoints: frozenset[Endpoint]) -> None:
         self.control.set_endpoints(self.key, endpoints)
+        for waiter in self._ready_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_running(self, count: int) -> None:
+        self.history.running(time.time(), count)
 
     async def _drain(self, endpoint: Endpoint) -> None:
         await self.control.wait_endpoint_idle(self.key, endpoint)
 
     def _on_ready(self, replica: Replica) -> None:
+        if self._held_since is not None:
+            assert replica.ready_at is not None
+            held_at, held_wall = self._held_since
+            self._held_since = None
+            self.history.cold_start(held_wall, max(0.0, replica.ready_at - held_at))
         if self._cold_since is not None:
             assert replica.ready_at is not None
             self.last_cold_start = replica.ready_at - self._cold_since
@@ -153,6 +206,7 @@ class AppScaler:
             "restarts": self.supervisor.restarts,
             "idle_seconds": round(now - self.policy.last_active, 1),
             "scaledown_period": self.plan.scaling.scaledown_period,
+            "pinned": self.pinned,
             "last_cold_start": (
                 None if self.last_cold_start is None else round(self.last_cold_start, 3)
             ),
@@ -199,7 +253,9 @@ class LocalAutoscaler:
                 self.control.set_endpoints(plan.key, {plan.upstream})
         self.control.add_wake_listener(self._on_wake)
         self.control.add_status_provider("apps", self.status)
+        started = time.time()
         for scaler in self.scalers.values():
+            scaler.history.running(started, 0)
             scaler.supervisor.start()
         now = time.monotonic()
         for scaler in self.scalers.values():
@@ -254,3 +310,16 @@ class LocalAutoscaler:
                     "held": stats["held"] if stats else 0,
                 }
         return apps
+
+    def scaler_named(self, name: str) -> AppScaler | None:
+        """The scaler of the command app `name`; None for a fixed upstream or no such app."""
+        return next((s for s in self.scalers.values() if s.plan.name == name), None)
+
+    def history(self) -> dict[str, HistoryJSON]:
+        """`GET /history`'s apps: each command app's replica and cold-start series."""
+        return {
+            s.plan.name: s.history.to_json(
+                s.key, s.plan.scaling.min_replicas, s.plan.scaling.max_replicas
+            )
+            for s in self.scalers.values()
+        }

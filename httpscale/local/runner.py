@@ -21,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from httpscale.interceptor.admin import MountedHandler
 from httpscale.interceptor.api import InterceptorControl
 from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import InterceptorSettings
+from httpscale.local.admin import LocalAdmin
 from httpscale.local.autoscaler import AutoscalerSettings, LocalAutoscaler
 from httpscale.local.plan import AppPlan
 from httpscale.local.supervisor import cancel_and_wait
@@ -49,6 +51,9 @@ class LocalInterceptor(InterceptorControl, Protocol):
     @property
     def admin_address(self) -> tuple[str, int]: ...
 
+    def mount_admin(self, prefix: str, handler: MountedHandler) -> None:
+        """Serve `prefix` and below on the admin server (after `start`)."""
+
 
 InterceptorFactory = Callable[[InterceptorSettings], LocalInterceptor]
 
@@ -59,8 +64,20 @@ class LocalSettings:
     autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
 
 
+class _Interceptor(Interceptor):
+    """The interceptor plus local mode's admin routes (`/apps/{name}/pin`, `/history`).
+
+    Mounting stays out of `InterceptorControl`, which the cluster sources share: on a
+    cluster the admin server serves what every interceptor replica serves, nothing more."""
+
+    def mount_admin(self, prefix: str, handler: MountedHandler) -> None:
+        if self._admin is None:
+            raise RuntimeError("Interceptor.start() has not been called")
+        self._admin.mount(prefix, handler)
+
+
 def default_interceptor(settings: InterceptorSettings) -> LocalInterceptor:
-    return Interceptor(settings)
+    return _Interceptor(settings)
 
 
 class LocalRunner:
@@ -84,6 +101,9 @@ class LocalRunner:
         # the routes, endpoints and wake listener are all in place.
         self.interceptor.set_routes([p.route for p in self.plans])
         self.autoscaler.start()
+        admin = LocalAdmin(self.autoscaler)
+        self.interceptor.mount_admin("/apps", admin.apps)
+        self.interceptor.mount_admin("/history", admin.history)
         host, port = self.interceptor.proxy_address
         admin_host, admin_port = self.interceptor.admin_address
         log.info(

@@ -12,6 +12,8 @@ Rules:
   resets once a replica has stayed ready for `stable_after` seconds.
 * Every replica has one owned lifecycle task; `close()` stops them all and awaits them, and
   `kill_all()` is the synchronous last resort for crash paths.
+* `on_running` hears every change of the number of running processes (spawned, not yet
+  reaped), whatever their state: what the app costs, for `/history`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class AppSupervisor:
         drain: Drainer,
         settings: SupervisorSettings = SupervisorSettings(),
         on_ready: Callable[[Replica], None] | None = None,
+        on_running: Callable[[int], None] | None = None,
     ) -> None:
         self.app = app
         self.spec = spec
@@ -64,6 +67,8 @@ class AppSupervisor:
         self._publish = publish
         self._drain = drain
         self._on_ready = on_ready
+        self._on_running = on_running
+        self.running = 0  # processes spawned and not yet reaped
         self._replicas: dict[Replica, asyncio.Task[None]] = {}
         self._published: frozenset[Endpoint] = frozenset()
         self._not_before = 0.0  # monotonic time before which no replica may start (backoff)
@@ -168,6 +173,11 @@ class AppSupervisor:
             self._published = ready
             self._publish(ready)
 
+    def _count_running(self, delta: int) -> None:
+        self.running += delta
+        if self._on_running is not None:
+            self._on_running(self.running)
+
     def _record_failure(self, replica: Replica, what: str) -> None:
         now = time.monotonic()
         if replica.ready_at is not None and now - replica.ready_at >= self.settings.stable_after:
@@ -187,12 +197,15 @@ class AppSupervisor:
 
     async def _lifecycle(self, replica: Replica) -> None:
         exit_task: asyncio.Task[int] | None = None
+        spawned = False
         try:
             try:
                 await replica.spawn()
             except OSError as exc:
                 self._record_failure(replica, f"could not start ({exc})")
                 return
+            spawned = True
+            self._count_running(+1)
             log.info(
                 "app %s: started %s pid %s port %d",
                 self.app,
@@ -230,6 +243,8 @@ class AppSupervisor:
                 del self._replicas[replica]
                 self._update_endpoints()
                 self._changed.set()
+                if spawned:
+                    self._count_running(-1)
 
     async def _await_ready(self, replica: Replica, exit_task: asyncio.Task[int]) -> bool:
         probe = asyncio.create_task(replica.probe_until_ready(), name=f"probe {replica.name}")

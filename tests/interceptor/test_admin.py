@@ -181,3 +181,13 @@ async def test_readyz_503_while_draining(backends, make_interceptor):
         await busy.aclose()
         if stopping is not None:
             await stopping
+
+
+async def test_wrong_method_is_405_and_unknown_path_404(make_interceptor):
+    # The admin server has a catch-all for mounted routes (local mode's /apps, /history):
+    # it must not turn a wrong method on a known path into "not found".
+    ic = await make_interceptor(routes=[])
+    host = f"{ic.admin_address[0]}:{ic.admin_address[1]}"
+    wrong = await get(ic.admin_address, "/status", host=host, method="POST")
+    assert wrong.status == 405
+    assert (await admin_get(ic.admin_address, "/nothing-here")).status == 404
