@@ -105,10 +105,10 @@ def report_command() -> None:
         help="Cluster: a Prometheus with kube-state-metrics and httpscale's metrics; "
         "targets from the cluster's HTTPScaledObjects.")
 @option("--record", default=None,
-        help="Cluster without Prometheus: sample each target's /scale for this long "
-        "(30s, 10m, 1h; Ctrl-C reports early), then report.")
+        help="Cluster without Prometheus: sample each target's /scale and its pods for "
+        "this long (30s, 10m, 1h; Ctrl-C reports early), then report.")
 @option("--interval", type=float, default=CostSettings().interval,
-        help="Seconds between /scale samples with --record.")
+        help="Seconds between samples with --record.")
 @option("--since", default=None,
         help="The period: the last this long (e.g. 1h). Default: all of local mode's "
         "history; 24h with --prometheus.")

@@ -4,8 +4,8 @@ Sources, by what the settings name:
 
 * `prometheus`: a Prometheus URL; targets (workload, bounds, requests) from the cluster's
   HTTPScaledObjects, history from Prometheus over the last `since` seconds.
-* `record`: a cluster without Prometheus: each target's `/scale` sampled for `record`
-  seconds, then reported.
+* `record`: a cluster without Prometheus: each target's `/scale` (and its pods) sampled for
+  `record` seconds, then reported; refused at once when there is no target to sample.
 * otherwise local mode: `<admin>/history` of `httpscale local`.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from httpscale.kube.config import KubeSettings, connect
 from httpscale.report.cost import DEFAULT_PRICES, CostReport, Prices, Requests, cost_report
-from httpscale.report.localsource import fetch_history, parse_history
+from httpscale.report.localsource import SourceError, fetch_history, parse_history
 from httpscale.report.promsource import prometheus_timelines
 from httpscale.report.recordsource import Recording, record
 from httpscale.report.targets import list_targets
@@ -73,6 +73,13 @@ async def collect(
             source = f"Prometheus {settings.prometheus_url} and {kube.source}"
             return cost_report(timelines, start, end, settings.prices, source), notes + more
         assert settings.record is not None
+        if not targets:
+            # Sampling nothing for the whole period would only delay saying so.
+            where = (f"namespace {settings.namespace}" if settings.namespace
+                     else "any namespace")
+            found = " has a workload to sample: " + "; ".join(notes) if notes else ""
+            raise SourceError(f"nothing to record: no HTTPScaledObject in {where}{found} "
+                              f"({kube.source})")
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         timer = loop.call_later(settings.record, stop.set)
@@ -81,7 +88,7 @@ async def collect(
                                      on_sample=on_sample)
         finally:
             timer.cancel()
-        source = (f"/scale of each target sampled every {settings.interval:g}s "
+        source = (f"/scale and pods of each target sampled every {settings.interval:g}s "
                   f"({recording.samples} samples), {kube.source}")
         report = cost_report(recording.timelines(), recording.start, recording.end,
                              settings.prices, source)

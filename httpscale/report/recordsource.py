@@ -1,8 +1,17 @@
 """Timelines recorded live on a cluster without Prometheus: each target's `/scale`, sampled.
 
 `/scale` is the one interface every scalable kind has (what KEDA and the HPA write), so it is
-what is read: `status.replicas` (pods that exist, so pods that reserve their requests) for
-the cost, and `spec.replicas` going from 0 to more for a cold start (the moment KEDA woke it).
+what is read: `spec.replicas` going from 0 to more is a cold start (the moment KEDA woke it),
+and `status.selector` finds the pods. The cost counts the pods that exist and have not ended
+(not Succeeded, not Failed), stopping ones included: a pod that drains after SIGTERM holds its
+requests until it is gone, while `status.replicas` drops the moment it is told to stop (a
+controller counts only pods without a deletionTimestamp). Without a selector, or without the
+right to list pods, `status.replicas` is counted instead, and a note says so.
+
+A workload deleted while recorded is counted through its last selector until its pods are
+gone (garbage collection stops them), then at zero (at once where pods cannot be listed); the
+failed samples are noted.
+
 A cold start's wait ends at the first sample whose workload reports a ready replica; only
 apps/v1 kinds say that (`status.readyReplicas`), for others the wait is unknown. Waits are as
 fine as the sampling interval.
@@ -16,12 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from httpscale.kube.api import ApiError, Kube, Obj
+from httpscale.kube.resources import Resource
 from httpscale.report.cost import RouteTimeline
 from httpscale.report.targets import Target
 
 __all__ = ["Recording", "record"]
 
 _READY_KINDS = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "ReplicaSet")}
+_PODS = Resource("", "v1", "pods", "Pod")
+_ENDED = {"Succeeded", "Failed"}  # phases whose pods no longer hold their requests
 
 
 @dataclass
@@ -33,12 +45,16 @@ class _Track:
     woken_at: float | None = None  # a cold start waiting for its first ready replica
     errors: int = 0
     last_error: str = ""
+    selector: str | None = None  # /scale's status.selector at the last sample that had one
+    pods_denied: str = ""  # why pods cannot be listed (then status.replicas is counted)
 
-    def observe(self, now: float, scale: Obj) -> bool:
-        """Take one /scale answer in; True when a cold start now waits for readiness."""
-        spec, status = scale.get("spec") or {}, scale.get("status") or {}
-        desired = int(spec.get("replicas") or 0)
-        running = float(status.get("replicas") or 0)
+    def failed(self, exc: ApiError) -> None:
+        self.errors += 1
+        self.last_error = str(exc)
+
+    def observe(self, now: float, desired: int, running: float) -> bool:
+        """Take one sample in (spec.replicas, pods running); True when a cold start now
+        waits for readiness."""
         if not self.replicas or self.replicas[-1][1] != running:
             self.replicas.append((now, running))
         woke = self.desired == 0 and desired > 0
@@ -82,20 +98,53 @@ class Recording:
         ]
 
     def notes(self) -> list[str]:
-        return [f"{tr.target.route}: {tr.errors} failed samples, last: {tr.last_error}"
-                for tr in self.tracks if tr.errors]
+        notes = []
+        for tr in self.tracks:
+            if tr.pods_denied:
+                notes.append(f"{tr.target.route}: counted status.replicas of /scale, which "
+                             f"leaves out stopping pods: cannot list pods: {tr.pods_denied}")
+            if tr.errors:
+                notes.append(f"{tr.target.route}: {tr.errors} failed samples, "
+                             f"last: {tr.last_error}")
+        return notes
+
+
+async def _running_pods(kube: Kube, namespace: str, selector: str) -> int:
+    listing = await kube.request("GET", _PODS.path(namespace),
+                                 query=[("labelSelector", selector)])
+    return sum(1 for pod in listing.get("items") or ()
+               if (pod.get("status") or {}).get("phase") not in _ENDED)
 
 
 async def _sample(kube: Kube, track: _Track) -> None:
     t = track.target
     try:
-        scale = await kube.request("GET", t.workload.path(t.namespace, t.workload_name, "scale"))
-        if track.observe(time.time(), scale):
+        try:
+            scale = await kube.request(
+                "GET", t.workload.path(t.namespace, t.workload_name, "scale"))
+        except ApiError as exc:
+            if not exc.not_found or not track.replicas:
+                raise
+            # Deleted: nothing wants replicas any more, but its pods may still be stopping.
+            track.failed(exc)
+            scale = {"spec": {"replicas": 0}, "status": {"selector": track.selector}}
+        spec, status = scale.get("spec") or {}, scale.get("status") or {}
+        desired = int(spec.get("replicas") or 0)
+        running = float(status.get("replicas") or 0)
+        if status.get("selector"):
+            track.selector = str(status["selector"])
+        if track.selector and not track.pods_denied:
+            try:
+                running = float(await _running_pods(kube, t.namespace, track.selector))
+            except ApiError as exc:
+                if exc.status not in (401, 403):
+                    raise
+                track.pods_denied = str(exc)
+        if track.observe(time.time(), desired, running):
             workload = await kube.request("GET", t.workload.path(t.namespace, t.workload_name))
             track.ready(time.time(), workload)
     except ApiError as exc:
-        track.errors += 1
-        track.last_error = str(exc)
+        track.failed(exc)
 
 
 async def record(

@@ -73,7 +73,14 @@ async def list_targets(
     """Every valid HTTPScaledObject's target (in `namespace`, or all), and notes on the ones
     left out. `override` replaces the pod template's requests; `fallback` is used where the
     template requests nothing."""
-    listing = await kube.request("GET", HTTPSCALEDOBJECTS.path(namespace))
+    try:
+        listing = await kube.request("GET", HTTPSCALEDOBJECTS.path(namespace))
+    except ApiError as exc:
+        if exc.status == 404:  # the bare "could not find the requested resource" otherwise
+            raise ApiError(404, "NotFound", "no HTTPScaledObject CRD on this cluster "
+                           "(httpscaledobjects.http.keda.sh): is httpscale installed? "
+                           "`httpscale doctor` checks the install") from None
+        raise
     targets: list[Target] = []
     notes: list[str] = []
     kinds: dict[tuple[str, str], Resource | None] = {}
