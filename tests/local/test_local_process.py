@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -183,17 +182,19 @@ async def test_second_signal_forces_a_quick_exit(local_process: LocalProcess, ma
     in_flight = asyncio.create_task(local_process.get("slow.localhost"))
     await local_process.wait_for_line("ready after")
     await asyncio.sleep(0.2)  # the request is in the replica for another ~2.8 s
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     local_process.proc.send_signal(signal.SIGTERM)
     await local_process.wait_for_line("shutting down")
     local_process.proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(10):
         assert await local_process.proc.wait() == 130
-    assert loop.time() - started < 2.0  # did not wait for the in-flight request (~2.8 s)
     assert wait_gone(mark, timeout=2) == []
-    with contextlib.suppress(Exception):
-        await in_flight  # cut off: any outcome but a hang is fine here
+    # It did not wait for the in-flight request: a graceful stop answers it with the app's
+    # 200 once its 3 s are up; the forced one killed the app first, so it got anything else.
+    try:
+        status: int | None = (await in_flight)[0]
+    except (OSError, IndexError, ValueError):
+        status = None  # the connection closed without a response
+    assert status != 200
 
 
 def test_example_config_is_valid() -> None:
