@@ -7,47 +7,19 @@ Every process a test starts carries `HTTPSCALE_TEST_MARK=<unique>` in its enviro
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from localrun import communicate
 
-MARK_VAR = "HTTPSCALE_TEST_MARK"
 LIMITED_BACKEND = Path(__file__).resolve().parent / "limited_backend.py"
 # The command as the lead wires it (`httpscale capacity`), without depending on that wiring.
 CAPACITY = (
     "import sys; from httpscale.capacity.cli import capacity_command; "
     "capacity_command(prog_name='httpscale capacity')"
 )
-
-
-def marked_pids(mark: str) -> list[int]:
-    needle = f"{MARK_VAR}={mark}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and needle in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def wait_gone(mark: str, timeout: float = 10.0) -> list[int]:
-    """Pids with `mark` still alive after `timeout` (the test process's own are skipped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in marked_pids(mark) if p != os.getpid()]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
 
 
 def limited_app(
@@ -80,12 +52,5 @@ async def capacity(*args: str) -> tuple[int, str, str]:
         sys.executable, "-c", CAPACITY, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        async with asyncio.timeout(90):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    status, out, err = await communicate(proc, 90)
+    return status, out.decode(), err.decode()

@@ -26,6 +26,7 @@ from aiohttp import web
 from components import app_deployment
 from keda import Keda
 from kubetools import until
+from localrun import communicate
 from testcluster import Cluster
 
 from httpscale.capacity.clusterhold import PAUSED_REPLICAS
@@ -133,15 +134,8 @@ async def start(cluster: Cluster, *args: str) -> asyncio.subprocess.Process:
 
 
 async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
-    try:
-        async with asyncio.timeout(120):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    status, out, err = await communicate(proc, 120)
+    return status, out.decode(), err.decode()
 
 
 async def annotation(kube: Kube, ns: str) -> str | None:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from components import app_deployment, kubeconfig_for_token, scale
 from kubetools import deployment, until
+from localrun import communicate
 from testcluster import Cluster, service_account_token
 
 from httpscale.kube.api import Kube, Obj
@@ -228,15 +229,8 @@ async def run_cli(cluster: Cluster, *args: str,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        async with asyncio.timeout(30):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    status, out, err = await communicate(proc, 30)
+    return status, out.decode(), err.decode()
 
 
 async def test_record_leaves_out_what_it_cannot_find_and_says_which(

@@ -1,31 +1,14 @@
-"""Fixtures for local-mode tests: no process may outlive its test."""
+"""Fixtures for local-mode tests (`mark` and `local` are tests/conftest.py's)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from localkit import MARK_VAR, hello_command, wait_gone
+from localkit import hello_command
+from localrun import MARK_VAR
 
 from httpscale.local.replica import ProcessSpec
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    """A unique value for HTTPSCALE_TEST_MARK; the test fails if a process carrying it is
-    still alive after the test (after a grace period for orderly exits)."""
-    value = uuid.uuid4().hex
-    yield value
-    alive = wait_gone(value)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert not alive, f"processes outlived the test: {alive}"
 
 
 @pytest.fixture

@@ -7,40 +7,9 @@ inherit it), so that `marked_pids` finds whatever is left of it, grandchildren i
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 from httpscale.routing.spec import Endpoint
-
-MARK_VAR = "HTTPSCALE_TEST_MARK"
-
-
-def marked_pids(mark: str) -> list[int]:
-    needle = f"{MARK_VAR}={mark}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and needle in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def wait_gone(mark: str, timeout: float = 10.0) -> list[int]:
-    """Pids with `mark` still alive after `timeout` (the test process's own are skipped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in marked_pids(mark) if p != os.getpid()]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
 
 
 def hello_command(*args: str) -> tuple[str, ...]:

@@ -7,19 +7,15 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from localkit import MARK_VAR, eventually, hello_command, http_get, marked_pids
+from localkit import eventually, hello_command, http_get
+from localrun import marked_pids
 
-from httpscale.config.local_file import parse_local_config
-from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
-from httpscale.local.autoscaler import AutoscalerSettings
-from httpscale.local.plan import plan_apps
-from httpscale.local.runner import LocalRunner, LocalSettings
-from httpscale.local.supervisor import SupervisorSettings
+from httpscale.local.runner import LocalRunner
 from httpscale.routing.spec import Endpoint
 
 Runner = Callable[..., Any]
@@ -34,34 +30,6 @@ def app(name: str, *hello_args: str, **fields: Any) -> dict[str, Any]:
         "stopGracePeriod": 5,
     }
     return {"name": name, "hosts": [f"{name}.localhost"], "run": run, **fields}
-
-
-@pytest.fixture
-async def local(mark: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runner]:
-    """Start `httpscale local` in-process on ephemeral ports; stop it in order afterwards."""
-    monkeypatch.setenv(MARK_VAR, mark)  # replicas inherit it: the leak check finds them
-    runners: list[LocalRunner] = []
-
-    async def start(*apps: dict[str, Any], sync_interval: float = 0.1) -> LocalRunner:
-        config = parse_local_config({"apps": list(apps)}, source="test.yaml")
-        settings = LocalSettings(
-            interceptor=InterceptorSettings(
-                listen=Listen(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0),
-                shutdown=ShutdownSettings(readiness_delay=0, drain_timeout=5),
-            ),
-            autoscaler=AutoscalerSettings(
-                sync_interval=sync_interval,
-                supervisor=SupervisorSettings(drain_timeout=5, backoff_initial=0.1),
-            ),
-        )
-        runner = LocalRunner(plan_apps(config.apps), settings)
-        runners.append(runner)
-        await runner.start()
-        return runner
-
-    yield start
-    for runner in runners:
-        await runner.close()
 
 
 async def request(

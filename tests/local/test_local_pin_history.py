@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
-from localkit import MARK_VAR, eventually, hello_command, http_get
+from localkit import eventually, hello_command, http_get
 
-from httpscale.config.local_file import parse_local_config
-from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
-from httpscale.local.autoscaler import AutoscalerSettings
 from httpscale.local.history import AppHistory
-from httpscale.local.plan import plan_apps
-from httpscale.local.runner import LocalRunner, LocalSettings
-from httpscale.local.supervisor import SupervisorSettings
+from httpscale.local.runner import LocalRunner
 from httpscale.routing.spec import Endpoint
 
 Runner = Callable[..., Any]
@@ -34,32 +28,6 @@ def app(name: str, *hello_args: str, **fields: Any) -> dict[str, Any]:
 
 
 UPSTREAM = {"name": "fixed", "hosts": ["fixed.localhost"], "run": {"upstream": "http://127.0.0.1:1"}}
-
-
-@pytest.fixture
-async def local(mark: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Runner]:
-    monkeypatch.setenv(MARK_VAR, mark)  # replicas inherit it: the leak check finds them
-    runners: list[LocalRunner] = []
-
-    async def start(*apps: dict[str, Any]) -> LocalRunner:
-        config = parse_local_config({"apps": list(apps)}, source="test.yaml")
-        settings = LocalSettings(
-            interceptor=InterceptorSettings(
-                listen=Listen(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0),
-                shutdown=ShutdownSettings(readiness_delay=0, drain_timeout=5),
-            ),
-            autoscaler=AutoscalerSettings(
-                sync_interval=0.1, supervisor=SupervisorSettings(drain_timeout=5)
-            ),
-        )
-        runner = LocalRunner(plan_apps(config.apps), settings)
-        runners.append(runner)
-        await runner.start()
-        return runner
-
-    yield start
-    for runner in runners:
-        await runner.close()
 
 
 async def call(runner: LocalRunner, method: str, path: str, body: object = None,

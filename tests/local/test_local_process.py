@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from localkit import MARK_VAR, marked_pids, wait_gone
+from localrun import MARK_VAR, marked_pids, wait_gone
 
 from httpscale.config.local_file import load_local_config
 from httpscale.local.cli import local_command, status_command

@@ -10,7 +10,8 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-from localkit import FakeSink, eventually, http_get, marked_pids, wait_gone
+from localkit import FakeSink, eventually, http_get
+from localrun import marked_pids, wait_gone
 
 from httpscale.local.replica import ProcessSpec, ReplicaState
 from httpscale.local.supervisor import AppSupervisor, SupervisorSettings

@@ -14,7 +14,6 @@ import os
 import struct
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -134,35 +133,8 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
 
 # Local mode runs: every process a test starts carries HTTPSCALE_TEST_MARK=<unique> in its
 # environment (children inherit it), so that `marked_pids` finds whatever is left of it.
-MARK_VAR = "HTTPSCALE_TEST_MARK"
 ROOT = Path(__file__).resolve().parents[2]
 LOADTESTS = ROOT / "loadtests"
-
-
-def marked_pids(mark: str) -> list[int]:
-    needle = f"{MARK_VAR}={mark}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and needle in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def wait_gone(mark: str, timeout: float = 10.0) -> list[int]:
-    """Pids with `mark` still alive after `timeout` (the test process's own are skipped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in marked_pids(mark) if p != os.getpid()]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
 
 
 def hello_app(name: str, *hello_args: str, **fields: Any) -> dict[str, Any]:

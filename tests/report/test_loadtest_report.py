@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from localrun import communicate
 from reportkit import DATA, LOADTESTS, hello_app, load_module
 
 report = load_module("loadtest_report", LOADTESTS / "report.py")
@@ -121,15 +122,8 @@ async def test_short_locust_run_is_recorded_and_reported(
         env={**os.environ, "HTTPSCALE_HOST": "hello.localhost"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    try:
-        async with asyncio.timeout(60):
-            output, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, output.decode()[-3000:]
-
+    status, output, _ = await communicate(proc, 60)
+    assert status == 0, output.decode()[-3000:]
     run = report.load_run(prefix)
     (meta,) = run.kind("meta")
     assert (meta["scenario"], meta["users"], meta["admin"]) == ("spike", 4, admin)
