@@ -252,15 +252,30 @@ def _service(snap: ClusterSnapshot, app: App, target: Target) -> Finding:
     return Finding(check, app.subject, Status.OK, f"{target.role} {target}: {state}")
 
 
-def _triggers_naming(snap: ClusterSnapshot, app: App, field_name: str) -> list[tuple[str, Obj]]:
+def _names(so_name: str, metadata: Mapping[str, Any]) -> tuple[Kind | None, str]:
+    """The object a trigger's metadata names, by the scaler's own rule (`resolve_ref` in
+    httpscale/scaler/service.py): `interceptorRoute` names an InterceptorRoute only; the fleet
+    key names no app; else `httpScaledObject`, or without it the ScaledObject's own name, names
+    the route of that key whichever kind it came from (None)."""
+    if "interceptorRoute" in metadata:
+        return "InterceptorRoute", str(metadata["interceptorRoute"])
+    if "interceptorTargetPendingRequests" in metadata:
+        return None, ""  # the interceptor fleet's trigger: no app's
+    return None, str(metadata.get("httpScaledObject", so_name))
+
+
+def _triggers_naming(snap: ClusterSnapshot, app: App) -> list[tuple[str, Obj]]:
     """ScaledObjects of the app's namespace with an external(-push) trigger naming it."""
     out = []
     for key, so in sorted(snap.scaled_objects.items()):
-        if key.partition("/")[0] != app.namespace:
+        namespace, _, so_name = key.partition("/")
+        if namespace != app.namespace:
             continue
         for trigger in (so.get("spec") or {}).get("triggers") or ():
-            if (trigger.get("type") in _TRIGGER_TYPES
-                    and (trigger.get("metadata") or {}).get(field_name) == app.name):
+            if trigger.get("type") not in _TRIGGER_TYPES:
+                continue
+            kind, name = _names(so_name, trigger.get("metadata") or {})
+            if name == app.name and kind in (None, app.kind):
                 out.append((key, so))
                 break
     return out
@@ -278,7 +293,7 @@ def _scaling(snap: ClusterSnapshot, app: App) -> Iterator[Finding]:
     if not own:
         # The user writes the ScaledObject: find it by its trigger.
         field_name = "httpScaledObject" if app.kind == "HTTPScaledObject" else "interceptorRoute"
-        naming = _triggers_naming(snap, app, field_name)
+        naming = _triggers_naming(snap, app)
         if not naming:
             why = (f"{SKIP_ANNOTATION} is set, and" if app.kind == "HTTPScaledObject" and
                    annotations.get(SKIP_ANNOTATION) == "true" else

@@ -46,6 +46,7 @@ from httpscale.kube.resources import (
     CRDS,
     DEPLOYMENTS,
     HTTPSCALEDOBJECTS,
+    INTERCEPTORROUTES,
     SCALEDOBJECTS,
     SERVICES,
     Resource,
@@ -150,15 +151,16 @@ async def _so_ready(kube: Kube, ns: str, name: str, status: str = "True") -> Non
     await until(kube, SCALEDOBJECTS, ns, done, timeout_s=60)
 
 
-async def _reported(kube: Kube, ns: str, name: str, reason: str) -> None:
-    """Until the operator has reported `reason` on the HTTPSO's latest generation."""
+async def _reported(kube: Kube, ns: str, name: str, reason: str,
+                    resource: Resource = HTTPSCALEDOBJECTS) -> None:
+    """Until the operator has reported `reason` on the object's latest generation."""
     def done(objs: Mapping[str, Obj]) -> bool:
         o = objs.get(f"{ns}/{name}")
         return o is not None and any(
             c.get("type") == "Ready" and c.get("reason") == reason
             and c.get("observedGeneration") == o["metadata"]["generation"]
             for c in (o.get("status") or {}).get("conditions") or ())
-    await until(kube, HTTPSCALEDOBJECTS, ns, done, timeout_s=30)
+    await until(kube, resource, ns, done, timeout_s=30)
 
 
 def _httpso(name: str, hosts: list[str], *, service: str | None = None, port: int = 80,
@@ -170,6 +172,30 @@ def _httpso(name: str, hosts: list[str], *, service: str | None = None, port: in
     body.update(spec)
     return {"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
             "metadata": {"name": name, "annotations": annotations or {}}, "spec": body}
+
+
+def _route(name: str, hosts: list[str], *, service: str | None = None, port: int = 80) -> Obj:
+    """An InterceptorRoute, as examples/kubernetes/interceptor-route.yaml writes one."""
+    return {"apiVersion": "http.keda.sh/v1beta1", "kind": "InterceptorRoute",
+            "metadata": {"name": name},
+            "spec": {"target": {"service": service or name, "port": port},
+                     "rules": [{"hosts": hosts}],
+                     "scalingMetric": {"concurrency": {"targetValue": 10}}}}
+
+
+async def _user_scaled_object(kube: Kube, ns: str, name: str, *, min_replicas: int = 0,
+                              **names: str) -> None:
+    """The ScaledObject a user writes for an InterceptorRoute: scaling Deployment `name`, its
+    external-push trigger naming the route with `names` (`interceptorRoute=...`), and asking
+    the installed scaler (its address copied from the fleet's ScaledObject)."""
+    fleet = await kube.request("GET", SCALEDOBJECTS.path(NAMESPACE, "httpscale-interceptor"))
+    scaler = fleet["spec"]["triggers"][0]["metadata"]["scalerAddress"]
+    await kube.request("POST", SCALEDOBJECTS.path(ns), body={
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name},
+        "spec": {"scaleTargetRef": {"name": name}, "minReplicaCount": min_replicas,
+                 "maxReplicaCount": 2,
+                 "triggers": [{"type": "external-push",
+                               "metadata": {"scalerAddress": scaler, **names}}]}})
 
 
 def _ingress(name: str, host: str, *paths: tuple[str, str, int]) -> Obj:
@@ -414,6 +440,99 @@ async def test_two_objects_claiming_one_host(
     assert lost.message == (f"host same.doctor path / goes to the older HTTPScaledObject "
                             f"{ns}/first")
     _one(findings, "apps.routes", f"HTTPScaledObject {ns}/first", status=Status.OK)
+    assert _failures(findings) == [("apps.routes", lost.subject, lost.message)]
+
+
+# -- InterceptorRoutes ---------------------------------------------------------------------------
+
+
+async def test_a_healthy_interceptor_route_with_the_scaled_object_its_user_writes(
+    installed: str, k8s_cluster: Cluster, kube: Kube, ns: str
+) -> None:
+    """As examples/kubernetes/interceptor-route.yaml: an InterceptorRoute, and the ScaledObject
+    its user writes naming it with `interceptorRoute`; beside it one whose ScaledObject (of
+    another name) names it with `httpScaledObject`, which the scaler also takes for the route.
+    Nothing fails, both are found scaled, and the one that is up answers the live request."""
+    await _post(kube, DEPLOYMENTS, ns, app_deployment("orders", replicas=1), deployment("legacy"))
+    await _post(kube, SERVICES, ns, app_service("orders"), service("legacy", ("http", 80)))
+    await _post(kube, INTERCEPTORROUTES, ns, _route("orders", ["orders.doctor"]),
+                _route("legacy-route", ["legacy.doctor"], service="legacy"))
+    await _user_scaled_object(kube, ns, "orders", min_replicas=1, interceptorRoute="orders")
+    await _user_scaled_object(kube, ns, "legacy", httpScaledObject="legacy-route")
+    await until(kube, DEPLOYMENTS, ns, lambda d: (d.get(f"{ns}/orders", {}).get("status") or {})
+                .get("readyReplicas") == 1, timeout_s=60)
+    for so, route in (("orders", "orders"), ("legacy", "legacy-route")):
+        await _so_ready(kube, ns, so)
+        await _reported(kube, ns, route, "Reconciled", INTERCEPTORROUTES)
+
+    findings = await _doctor(k8s_cluster, ns)
+    assert _failures(findings) == []
+    for so, route, host in (("orders", "orders", "orders.doctor"),
+                            ("legacy", "legacy-route", "legacy.doctor")):
+        subject = f"InterceptorRoute {ns}/{route}"
+        scaled = _one(findings, "apps.scaledobject", subject, status=Status.OK)
+        assert scaled.message.startswith(f"ScaledObject {ns}/{so}: ")
+        _one(findings, "apps.service", subject, status=Status.OK, contains=f"Service {ns}/{so}:80")
+        _one(findings, "apps.routes", subject, status=Status.OK, contains=f"routes {host} ")
+        _one(findings, "apps.operator", subject, status=Status.OK, contains="Reconciled")
+    live = _one(findings, "live.request", f"InterceptorRoute {ns}/orders", status=Status.OK)
+    assert "GET http://orders.doctor/" in live.message and "200 from the app" in live.message
+    _one(findings, "live.request", f"InterceptorRoute {ns}/legacy-route", status=Status.INFO,
+         contains="at zero, not tried")
+
+
+async def test_an_interceptor_route_without_its_service_or_without_a_scaled_object(
+    installed: str, k8s_cluster: Cluster, kube: Kube, ns: str
+) -> None:
+    """`lost` routes to a Service that does not exist (its ScaledObject is there, and Ready);
+    `unscaled` has its Service, but no ScaledObject names it: nothing would ever wake it."""
+    await _post(kube, DEPLOYMENTS, ns, deployment("lost"), deployment("unscaled"))
+    await _post(kube, SERVICES, ns, service("unscaled", ("http", 80)))
+    await _post(kube, INTERCEPTORROUTES, ns, _route("lost", ["lost.doctor"]),
+                _route("unscaled", ["unscaled.doctor"]))
+    await _user_scaled_object(kube, ns, "lost", interceptorRoute="lost")
+    await _reported(kube, ns, "lost", "ServiceNotFound", INTERCEPTORROUTES)
+    await _reported(kube, ns, "unscaled", "Reconciled", INTERCEPTORROUTES)
+    await _so_ready(kube, ns, "lost")
+
+    findings = await _doctor(k8s_cluster, ns, live=False)
+    lost = _one(findings, "apps.service", f"InterceptorRoute {ns}/lost")
+    assert lost.status is Status.FAIL
+    assert lost.message == f"Service {ns}/lost not found"
+    assert "kubectl edit interceptorroute" in lost.fix
+    _one(findings, "apps.scaledobject", f"InterceptorRoute {ns}/lost", status=Status.OK)
+    unscaled = _one(findings, "apps.scaledobject", f"InterceptorRoute {ns}/unscaled")
+    assert unscaled.status is Status.FAIL
+    assert unscaled.message == (
+        f"you write the ScaledObject for an InterceptorRoute, and no ScaledObject in {ns} has "
+        "an external-push trigger with interceptorRoute: unscaled: nothing scales it")
+    assert "interceptor-route.yaml" in unscaled.fix
+    assert {(c, s.rpartition("/")[2]) for c, s, _ in _failures(findings)} == {
+        ("apps.service", "lost"), ("apps.scaledobject", "unscaled")}
+
+
+async def test_an_interceptor_route_and_an_httpso_claiming_one_host(
+    installed: str, k8s_cluster: Cluster, kube: Kube, ns: str
+) -> None:
+    """The InterceptorRoute is created first, so it keeps the host whatever the clock says (at
+    the same second an InterceptorRoute goes first); the HTTPScaledObject loses it."""
+    for name in ("ir-first", "httpso-second"):
+        await kube.request("POST", DEPLOYMENTS.path(ns), body=deployment(name))
+        await kube.request("POST", SERVICES.path(ns), body=service(name, ("http", 80)))
+    await _post(kube, INTERCEPTORROUTES, ns, _route("ir-first", ["both.doctor"]))
+    await _user_scaled_object(kube, ns, "ir-first", interceptorRoute="ir-first")
+    await _post(kube, HTTPSCALEDOBJECTS, ns, _httpso("httpso-second", ["both.doctor"]))
+    await _reported(kube, ns, "httpso-second", "RouteConflict")
+    await _reported(kube, ns, "ir-first", "Reconciled", INTERCEPTORROUTES)
+    for name in ("ir-first", "httpso-second"):
+        await _so_ready(kube, ns, name)
+
+    findings = await _doctor(k8s_cluster, ns, live=False)
+    lost = _one(findings, "apps.routes", f"HTTPScaledObject {ns}/httpso-second")
+    assert lost.status is Status.FAIL
+    assert lost.message == (f"host both.doctor path / goes to the older InterceptorRoute "
+                            f"{ns}/ir-first")
+    _one(findings, "apps.routes", f"InterceptorRoute {ns}/ir-first", status=Status.OK)
     assert _failures(findings) == [("apps.routes", lost.subject, lost.message)]
 
 
