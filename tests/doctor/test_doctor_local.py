@@ -113,6 +113,16 @@ def test_an_upstream_that_refuses_is_a_warning(tmp_path: Path, refused: int,
     assert exit_code(findings) == 0
 
 
+def test_an_upstream_that_is_local_modes_own_admin_is_not_a_warning(tmp_path: Path) -> None:
+    # As examples/local.yaml routes its status page: that server listens once local mode
+    # runs, so before that a refused connect is no problem.
+    admin = f"127.0.0.1:{_free_port()}"
+    path = _write(tmp_path, admin=admin, apps=[_app("status", {"upstream": f"http://{admin}"})])
+    findings, _ = run_local(path)
+    own = _by(findings, "local.upstream", "app status")
+    assert own.status is Status.OK and "httpscale local's own server" in own.message
+
+
 def test_a_listen_port_held_by_another_program(tmp_path: Path,
                                                listening: socket.socket) -> None:
     port = listening.getsockname()[1]
