@@ -13,7 +13,7 @@ import yaml
 
 from httpscale.kube.api import APPLY_PATCH, MERGE_PATCH, ApiError, Kube, Obj
 from httpscale.kube.cache import Informer
-from httpscale.kube.resources import DEPLOYMENTS, SERVICES, Resource
+from httpscale.kube.resources import DEPLOYMENTS, SCALEDOBJECTS, SERVICES, Resource
 
 __all__ = [
     "MANIFESTS",
@@ -24,6 +24,7 @@ __all__ = [
     "merge_patch",
     "service",
     "temporary_namespace",
+    "uninstall",
     "until",
 ]
 
@@ -172,6 +173,20 @@ def service(name: str, *ports: tuple[str, int]) -> Obj:
         "spec": {"selector": {"app": name},
                  "ports": [{"name": n, "port": p, "targetPort": p} for n, p in ports]},
     }
+
+
+async def uninstall(kube: Kube, namespace: str) -> None:
+    """Take an httpscale install out of `namespace` as docs/kubernetes.md's Uninstall does:
+    its ScaledObjects first, while the scaler still answers (deleting the namespace at once
+    takes the scaler and the HPA down under live ScaledObjects, which the session's KEDA then
+    retries against a scaler that is gone), then the namespace, until it is gone (its pods
+    are local processes: the kubelet has stopped them all by then)."""
+    with contextlib.suppress(ApiError):
+        await kube.request("DELETE", SCALEDOBJECTS.path(namespace))
+    await until(kube, SCALEDOBJECTS, namespace, lambda so: not so, timeout_s=60)
+    with contextlib.suppress(ApiError):
+        await kube.request("DELETE", NAMESPACES.path(name=namespace))
+    await until(kube, NAMESPACES, None, lambda n: namespace not in n, timeout_s=120)
 
 
 async def create_app(kube: Kube, namespace: str, name: str, *ports: tuple[str, int]) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from components import app_deployment, app_service
-from kubetools import deployment, service, until
+from kubetools import create_app, deployment, service, uninstall, until
 from test_e2e import _apply, _overlay
 from testcluster import REQUIRE_ENV, Cluster, kustomize_build
 
@@ -113,15 +113,7 @@ async def _install(cluster: Cluster, directory: Path) -> None:
 
 async def _uninstall(cluster: Cluster) -> None:
     async with cluster.client() as api:
-        kube = Kube(api)
-        # As docs/kubernetes.md's Uninstall: the fleet's ScaledObject first, while the scaler
-        # still answers (else the session's KEDA keeps retrying it against a scaler gone).
-        with contextlib.suppress(ApiError):
-            await kube.request("DELETE", SCALEDOBJECTS.path(NAMESPACE))
-        await until(kube, SCALEDOBJECTS, NAMESPACE, lambda so: not so, timeout_s=60)
-        with contextlib.suppress(ApiError):
-            await kube.request("DELETE", NAMESPACES.path(name=NAMESPACE))
-        await until(kube, NAMESPACES, None, lambda n: NAMESPACE not in n, timeout_s=120)
+        await uninstall(Kube(api), NAMESPACE)
 
 
 @pytest.fixture(scope="module")
@@ -389,8 +381,7 @@ async def test_a_scaled_object_missing_not_ready_or_someone_elses(
     find (KEDA itself says not Ready); one of that name that another owner holds."""
     skip = {"httpscaledobject.keda.sh/skip-scaledobject-creation": "true"}
     for name in ("unscaled", "broken", "taken"):
-        await kube.request("POST", DEPLOYMENTS.path(ns), body=deployment(name))
-        await kube.request("POST", SERVICES.path(ns), body=service(name, ("http", 80)))
+        await create_app(kube, ns, name, ("http", 80))
     installed_so = await kube.request("GET", SCALEDOBJECTS.path(NAMESPACE,
                                                                 "httpscale-interceptor"))
     scaler = installed_so["spec"]["triggers"][0]["metadata"]["scalerAddress"]
@@ -425,8 +416,7 @@ async def test_two_objects_claiming_one_host(
     installed: str, k8s_cluster: Cluster, kube: Kube, ns: str
 ) -> None:
     for name in ("first", "second"):
-        await kube.request("POST", DEPLOYMENTS.path(ns), body=deployment(name))
-        await kube.request("POST", SERVICES.path(ns), body=service(name, ("http", 80)))
+        await create_app(kube, ns, name, ("http", 80))
     # Created one after the other: at the same second the key decides ("first" < "second").
     await _post(kube, HTTPSCALEDOBJECTS, ns, _httpso("first", ["same.doctor"]))
     await _post(kube, HTTPSCALEDOBJECTS, ns, _httpso("second", ["same.doctor", "own.doctor"]))
@@ -517,8 +507,7 @@ async def test_an_interceptor_route_and_an_httpso_claiming_one_host(
     """The InterceptorRoute is created first, so it keeps the host whatever the clock says (at
     the same second an InterceptorRoute goes first); the HTTPScaledObject loses it."""
     for name in ("ir-first", "httpso-second"):
-        await kube.request("POST", DEPLOYMENTS.path(ns), body=deployment(name))
-        await kube.request("POST", SERVICES.path(ns), body=service(name, ("http", 80)))
+        await create_app(kube, ns, name, ("http", 80))
     await _post(kube, INTERCEPTORROUTES, ns, _route("ir-first", ["both.doctor"]))
     await _user_scaled_object(kube, ns, "ir-first", interceptorRoute="ir-first")
     await _post(kube, HTTPSCALEDOBJECTS, ns, _httpso("httpso-second", ["both.doctor"]))
@@ -541,8 +530,7 @@ async def test_keda_crds_missing_on_a_snapshot_of_this_cluster(
 ) -> None:
     """KEDA cannot be uninstalled from the session's cluster: its CRDs and metrics API are
     taken out of a snapshot read from it instead."""
-    await kube.request("POST", DEPLOYMENTS.path(ns), body=deployment("app"))
-    await kube.request("POST", SERVICES.path(ns), body=service("app", ("http", 80)))
+    await create_app(kube, ns, "app", ("http", 80))
     await _post(kube, HTTPSCALEDOBJECTS, ns, _httpso("app", ["app.doctor"]))
     await _so_ready(kube, ns, "app")
     snap = await gather(kube, NAMESPACE, ns)
@@ -684,8 +672,7 @@ async def test_http_routes_to_the_app_or_across_namespaces_without_a_grant(
     installed: str, gateway_crds: list[str], k8s_cluster: Cluster, kube: Kube, ns: str
 ) -> None:
     for name in ("gw-app", "gw-direct"):
-        await kube.request("POST", DEPLOYMENTS.path(ns), body=deployment(name))
-        await kube.request("POST", SERVICES.path(ns), body=service(name, ("http", 80)))
+        await create_app(kube, ns, name, ("http", 80))
     await _post(kube, HTTPSCALEDOBJECTS, ns, _httpso("gw-app", ["gw.doctor"]),
                 _httpso("gw-direct", ["direct.doctor"]))
     proxy = {"name": "httpscale-interceptor-proxy", "namespace": NAMESPACE, "port": 8080}

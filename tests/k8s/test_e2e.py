@@ -38,7 +38,7 @@ import aiohttp
 import pytest
 import yaml
 from components import app_deployment, app_service
-from kubetools import MANIFESTS, merge_patch, until
+from kubetools import MANIFESTS, merge_patch, uninstall, until
 from testcluster import Cluster, kustomize_build
 
 from httpscale.kube.api import APPLY_PATCH, ApiError, Kube, Obj
@@ -183,18 +183,7 @@ async def _install(cluster: Cluster, directory: Path) -> Installed:
 
 async def _uninstall(cluster: Cluster) -> None:
     async with cluster.client() as api:
-        kube = Kube(api)
-        # As docs/kubernetes.md's Uninstall says: the ScaledObjects go first, while the scaler
-        # still answers. Deleting the namespace at once takes the scaler and the HPA down
-        # under a live ScaledObject, which KEDA then retries against a scaler that is gone
-        # (seen in CI: the session's KEDA slow to reconcile the next module's ScaledObject).
-        with contextlib.suppress(ApiError):
-            await kube.request("DELETE", SCALEDOBJECTS.path(E2E_NAMESPACE))
-        await until(kube, SCALEDOBJECTS, E2E_NAMESPACE, lambda so: not so, timeout_s=60)
-        with contextlib.suppress(ApiError):
-            await kube.request("DELETE", NAMESPACES.path(name=E2E_NAMESPACE))
-        # Its pods are local processes: wait until the kubelet has stopped them all.
-        await until(kube, NAMESPACES, None, lambda n: E2E_NAMESPACE not in n, timeout_s=120)
+        await uninstall(Kube(api), E2E_NAMESPACE)
 
 
 @pytest.fixture(scope="module")
