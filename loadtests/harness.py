@@ -36,7 +36,7 @@ import uvloop
 from held import raise_nofile
 
 from httpscale.interceptor.app import Interceptor
-from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
+from httpscale.interceptor.settings import InterceptorSettings, InterceptorShutdown, Listen
 from httpscale.routing.spec import Endpoint, RouteMatch, RouteSpec
 from httpscale.runtime import tune_gc_for_serving
 
@@ -127,7 +127,7 @@ async def _run(args: argparse.Namespace) -> None:
     settings = InterceptorSettings(
         listen=Listen(host="127.0.0.1", port=args.port, admin_host="127.0.0.1", admin_port=0),
         # No load balancer to warn on exit; the benchmark wants the process gone promptly.
-        shutdown=ShutdownSettings(readiness_delay=0.0, drain_timeout=1.0),
+        shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=1.0),
     )
     ic = Interceptor(settings)
     await ic.start()

@@ -30,8 +30,8 @@ from httpscale import dataplane  # (after the sys.path line: the checkout, not a
 from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import (
     InterceptorSettings,
+    InterceptorShutdown,
     Listen,
-    ShutdownSettings,
 )
 from httpscale.routing.spec import Endpoint, RouteMatch, RouteSpec
 
@@ -155,7 +155,7 @@ async def _run(requests: int) -> int:
     interceptor = Interceptor(
         InterceptorSettings(
             listen=Listen(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0),
-            shutdown=ShutdownSettings(readiness_delay=0.0, drain_timeout=1.0),
+            shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=1.0),
         )
     )
     await interceptor.start()

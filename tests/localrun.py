@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from httpscale.config.local_file import parse_local_config
-from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
+from httpscale.interceptor.settings import InterceptorSettings, InterceptorShutdown, Listen
 from httpscale.local.autoscaler import AutoscalerSettings
 from httpscale.local.plan import plan_apps
 from httpscale.local.runner import LocalRunner, LocalSettings
@@ -71,7 +71,7 @@ def local_runner(*apps: dict[str, Any], sync_interval: float = 0.1) -> LocalRunn
     settings = LocalSettings(
         interceptor=InterceptorSettings(
             listen=Listen(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0),
-            shutdown=ShutdownSettings(readiness_delay=0, drain_timeout=5),
+            shutdown=InterceptorShutdown(readiness_delay=0, drain_timeout=5),
         ),
         autoscaler=AutoscalerSettings(
             sync_interval=sync_interval,

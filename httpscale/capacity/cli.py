@@ -35,6 +35,7 @@ from httpscale.clikit import option
 from httpscale.kube.config import KubeSettings
 from httpscale.model.durations import parse_duration
 from httpscale.model.errors import ConfigError
+from httpscale.runtime import StopSignals
 
 __all__ = ["capacity_command"]
 
@@ -191,19 +192,10 @@ def capacity_command(
 
 
 async def _main(settings: CapacitySettings, progress: Progress) -> tuple[Outcome, bool]:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-
     def on_signal(sig: signal.Signals) -> None:
         progress.note(f"{sig.name}: stopping after the current measurement window...")
-        stop.set()
 
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        outcome = await find_capacity(settings, progress, stop)
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-    return outcome, stop.is_set()
+    with StopSignals((signal.SIGINT, signal.SIGTERM), on_stop=on_signal,
+                     on_again=on_signal) as signals:
+        outcome = await find_capacity(settings, progress, signals.stopped)
+    return outcome, signals.stopped.is_set()

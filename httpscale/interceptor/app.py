@@ -3,6 +3,10 @@
 Shutdown order (uvicorn's): /readyz turns 503 -> wait `readiness_delay` so load balancers stop
 sending -> stop accepting -> close idle keep-alive connections, let busy ones finish their
 current response (up to `drain_timeout`) -> abort the rest -> stop the admin server.
+
+Tasks beside the proxy (a route source: `tasks.spawn(source.run(...), "route source")`) are
+owned by `tasks`: one dying makes `wait()` raise. They keep running through the drain (an
+endpoint may still move while in-flight requests finish) and are cancelled after it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, Wa
 from httpscale.interceptor.proxy import Proxy
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.routing.spec import Endpoint, RouteSpec
+from httpscale.runtime import TaskSupervisor
 
 __all__ = ["Interceptor"]
 
@@ -34,6 +39,7 @@ class Interceptor:
         self.proxy_address: tuple[str, int] = ("", 0)
         self.admin_address: tuple[str, int] = ("", 0)
         self._stopped = asyncio.Event()
+        self.tasks = TaskSupervisor(log)
 
     @property
     def proxy(self) -> Proxy:
@@ -56,12 +62,17 @@ class Interceptor:
                  *self.proxy_address, *self.admin_address,
                  dataplane.active().name, dataplane.active().reason)
 
+    async def wait(self) -> None:
+        """Return never; raise if a task of `tasks` dies (the caller then shuts down)."""
+        await self.tasks.wait()
+
     async def shutdown(self) -> None:
         proxy = self.proxy
         if proxy.draining:
             await self._stopped.wait()
             return
         proxy.draining = True  # /readyz answers 503 from now on
+        self.tasks.begin_shutdown()
         delay = self.settings.shutdown.readiness_delay
         if delay > 0:
             # A deliberate grace period, not synchronisation: load balancers and kube-proxy
@@ -70,6 +81,7 @@ class Interceptor:
         if self._server is not None:
             self._server.close()
         await proxy.drain(self.settings.shutdown.drain_timeout)
+        await self.tasks.close()
         if self._admin is not None:
             await self._admin.stop()
         self._stopped.set()

@@ -7,7 +7,6 @@ upstreams. Every option is also an environment variable `HTTPSCALE_<OPTION>`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import click
 from httpscale.clikit import option
 from httpscale.interceptor.app import Interceptor
 from httpscale.interceptor.settings import interceptor_options, settings_from_options
-from httpscale.runtime import configure_logging, run, tune_gc_for_serving, wait_for_stop_signal
+from httpscale.runtime import configure_logging, run, serve_until_signal, tune_gc_for_serving
 
 __all__ = ["interceptor_command"]
 
@@ -93,18 +92,10 @@ async def _serve(interceptor: Interceptor, feed: Any) -> None:
     while in-flight requests finish."""
     await interceptor.start()
     tune_gc_for_serving()
-    routes = asyncio.create_task(feed(interceptor), name="route-source")
-    stop = asyncio.create_task(wait_for_stop_signal(), name="stop-signal")
     try:
-        done, _ = await asyncio.wait({routes, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if routes in done:  # a route source must not end: that is a failure
-            stop.cancel()
-            routes.result()
-            raise RuntimeError("the route source stopped")
-        log.info("received %s, draining", stop.result().name)
-        await interceptor.shutdown()
+        # A route source must not end: its returning is a failure too.
+        interceptor.tasks.spawn(feed(interceptor), "route source")
+        received = await serve_until_signal(interceptor.wait())
+        log.info("received %s, draining", received.name)
     finally:
-        for task in (routes, stop):
-            task.cancel()
-        await asyncio.gather(routes, stop, return_exceptions=True)
         await interceptor.shutdown()

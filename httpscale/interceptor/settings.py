@@ -19,9 +19,9 @@ def _f(default: Any, help_text: str) -> Any:
 
 __all__ = [
     "InterceptorSettings",
+    "InterceptorShutdown",
     "Limits",
     "Listen",
-    "ShutdownSettings",
     "Timeouts",
     "interceptor_options",
     "settings_from_options",
@@ -67,7 +67,7 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class ShutdownSettings:
+class InterceptorShutdown:
     """Seconds, on SIGTERM/SIGINT: readyz 503 -> delay -> stop accepting -> drain -> exit."""
 
     readiness_delay: float = _f(2.0, "keep serving after /readyz turns 503, so LBs notice")
@@ -79,14 +79,14 @@ class InterceptorSettings:
     listen: Listen = field(default_factory=Listen)
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
-    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+    shutdown: InterceptorShutdown = field(default_factory=InterceptorShutdown)
 
 
 _GROUPS: tuple[tuple[str, type[Any]], ...] = (
     ("listen", Listen),
     ("timeouts", Timeouts),
     ("limits", Limits),
-    ("shutdown", ShutdownSettings),
+    ("shutdown", InterceptorShutdown),
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -28,8 +28,7 @@ from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.local.admin import LocalAdmin
 from httpscale.local.autoscaler import AutoscalerSettings, LocalAutoscaler
 from httpscale.local.plan import AppPlan
-from httpscale.local.supervisor import cancel_and_wait
-from httpscale.runtime import tune_gc_for_serving
+from httpscale.runtime import StopSignals, cancel_and_wait, tune_gc_for_serving
 
 __all__ = ["LocalInterceptor", "LocalRunner", "LocalSettings"]
 
@@ -143,15 +142,12 @@ class LocalRunner:
 
     async def run(self) -> None:
         """Start, serve until a signal, stop in order. Children never outlive this call."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
         main = asyncio.current_task()
 
-        def on_signal(sig: signal.Signals) -> None:
-            if not stop.is_set():
-                log.info("httpscale local: %s, shutting down (again to force)", sig.name)
-                stop.set()
-                return
+        def on_stop(sig: signal.Signals) -> None:
+            log.info("httpscale local: %s, shutting down (again to force)", sig.name)
+
+        def on_again(sig: signal.Signals) -> None:
             if self.forced:
                 return
             log.warning("httpscale local: %s again, killing every app process now", sig.name)
@@ -160,21 +156,18 @@ class LocalRunner:
             if main is not None:
                 main.cancel()
 
-        for sig in _SIGNALS:
-            loop.add_signal_handler(sig, on_signal, sig)
-        try:
+        with StopSignals(_SIGNALS, on_stop=on_stop, on_again=on_again) as signals:
             try:
-                await self.start()
-                tune_gc_for_serving()
-                await self.serve(stop)
+                try:
+                    await self.start()
+                    tune_gc_for_serving()
+                    await self.serve(signals.stopped)
+                finally:
+                    await self.close()
+            except asyncio.CancelledError:
+                if not self.forced or main is None:
+                    raise
+                main.uncancel()  # the cancellation was our own forced stop: end normally
             finally:
-                await self.close()
-        except asyncio.CancelledError:
-            if not self.forced or main is None:
-                raise
-            main.uncancel()  # the cancellation was our own forced stop: end normally
-        finally:
-            self.autoscaler.kill_all()
-            for sig in _SIGNALS:
-                loop.remove_signal_handler(sig)
+                self.autoscaler.kill_all()
         log.info("httpscale local: stopped%s", " (forced)" if self.forced else "")

@@ -10,8 +10,10 @@ Rules:
   Starting replicas are stopped before ready ones, the youngest first.
 * A replica that exits on its own is logged and replaced after an exponential backoff, which
   resets once a replica has stayed ready for `stable_after` seconds.
-* Every replica has one owned lifecycle task; `close()` stops them all and awaits them, and
-  `kill_all()` is the synchronous last resort for crash paths.
+* Every replica has one owned lifecycle task (a `TaskSupervisor`, beside the reconcile loop,
+  whose death the runner hears of); `close()` stops them all and awaits them, and `kill_all()`
+  is the synchronous last resort for crash paths. A lifecycle that fails is logged at once;
+  its `finally` already killed the process and freed the slot, so the app recovers.
 * `on_running` hears every change of the number of running processes (spawned, not yet
   reaped), whatever their state: what the app costs, for `/history`.
 """
@@ -24,11 +26,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from httpscale.local.replica import ProcessSpec, Replica, ReplicaState
 from httpscale.routing.spec import Endpoint
+from httpscale.runtime import TaskSupervisor, cancel_and_wait
 
+# `cancel_and_wait` lives in httpscale.runtime; re-exported for the autoscaler's import.
 __all__ = ["AppSupervisor", "SupervisorSettings", "cancel_and_wait"]
 
 log = logging.getLogger("httpscale.local")
@@ -75,11 +78,12 @@ class AppSupervisor:
         self._changed = asyncio.Event()
         self._next_index = 1
         self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskSupervisor(log, owner=f"app {app}")
 
     # -- driven by the autoscaler -------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._reconcile_loop(), name=f"supervise {self.app}")
+        self._task = self._tasks.spawn(self._reconcile_loop(), f"supervise {self.app}")
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -100,16 +104,20 @@ class AppSupervisor:
     async def close(self) -> None:
         """Stop every replica in order (drain, SIGTERM, SIGKILL) and end the supervisor."""
         self.desired = 0
+        self._tasks.begin_shutdown()
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait(task)
-            if not task.cancelled() and task.exception() is not None:
-                log.debug("app %s: reconcile loop had failed", self.app, exc_info=task.exception())
+        # Replicas stop on their own, in order (drain, SIGTERM, SIGKILL), not by cancellation.
         for replica in self._replicas:
             replica.stop_requested.set()
         tasks = list(self._replicas.values())
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            if tasks:
+                await asyncio.wait(tasks)
+        finally:
+            # Cancelled meanwhile (a forced stop): cancelling the lifecycles kills the processes.
+            await self._tasks.close()
 
     def kill_all(self) -> None:
         """SIGKILL every process group now; for paths where awaiting is no longer possible."""
@@ -157,15 +165,9 @@ class AppSupervisor:
             self._changed.set()
             return
         self._next_index += 1
-        task = asyncio.create_task(self._lifecycle(replica), name=f"replica {replica.name}")
-        task.add_done_callback(self._lifecycle_done)
-        self._replicas[replica] = task
-
-    def _lifecycle_done(self, task: asyncio.Task[None]) -> None:
-        # A bug in a lifecycle must be seen now, not when the task is garbage-collected; its
-        # `finally` already killed the process and freed the slot, so the app recovers.
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("app %s: %s failed", self.app, task.get_name(), exc_info=exc)
+        self._replicas[replica] = self._tasks.spawn(
+            self._lifecycle(replica), f"replica {replica.name}", critical=False
+        )
 
     def _update_endpoints(self) -> None:
         ready = frozenset(r.endpoint for r in self._replicas if r.state is ReplicaState.READY)
@@ -294,12 +296,3 @@ async def _first(*aws: Awaitable[object]) -> None:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         await cancel_and_wait(*owned)
-
-
-async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel `tasks` and wait until they are done, without swallowing a cancellation of the
-    caller itself (which `suppress(CancelledError)` around `await task` would do)."""
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)

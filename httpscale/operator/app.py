@@ -10,18 +10,18 @@ Established and stops if it is deleted; either way every HTTPSO is looked at aga
 Shutdown, in order: /readyz says 503; the queue closes; reconciles in progress get
 `stop_grace`, then are cancelled; the Lease is released (a standby takes over at once);
 watches stop; the event queue gets a last moment to drain; the admin server goes last.
-Every task is owned and named; one dying makes `wait()` raise, so the command exits non-zero.
+Every task is owned (a `TaskSupervisor`) and named; one dying makes `wait()` raise, so the
+command exits non-zero.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import socket
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from httpscale.kube.api import Kube, Obj
@@ -51,6 +51,7 @@ from httpscale.operator.settings import OperatorSettings
 from httpscale.operator.status import current_ready
 from httpscale.operator.targets import Workloads
 from httpscale.operator.workqueue import QueueClosed, WorkQueue
+from httpscale.runtime import TaskSupervisor, cancel_and_wait
 
 __all__ = ["Operator"]
 
@@ -142,9 +143,9 @@ class Operator:
         self._by_service: dict[str, set[Key]] = {}
         self._by_workload: dict[tuple[str, str], set[Key]] = {}
         self._refs: dict[Key, tuple[list[str], list[tuple[str, str]]]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._retired: set[asyncio.Task[None]] = set()  # cancelled, awaited at stop
-        self._failure: asyncio.Future[None] | None = None
+        # A cancelled ScaledObject watch stays owned until done: stop() awaits it too.
+        self._tasks = TaskSupervisor(log)
+        self._leadership: asyncio.Task[None] | None = None
         self._stopping = False
         self._started = False
         self.leading = False
@@ -152,18 +153,19 @@ class Operator:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._failure = asyncio.get_running_loop().create_future()
         await self.admin.start(self.settings.admin.host, self.settings.admin.port)
         self.httpsos.subscribe(self._httpsos_changed)
         self.routes.subscribe(self._routes_changed)
         self.services.subscribe(self._services_changed)
         self.crds.subscribe(self._crds_changed)
+        # Shutdown cancels them in reverse: leadership, the election (the Lease is released),
+        # the event recorder, then the watches.
         for informer in (self.httpsos, self.routes, self.services, self.crds):
-            self._spawn(informer.run(), f"watch {informer.name}")
-        self._spawn(self.events.run(), "event recorder")
+            self._tasks.spawn(informer.run(), f"watch {informer.name}")
+        self._tasks.spawn(self.events.run(), "event recorder")
         if self.elector is not None:
-            self._spawn(self.elector.run(), "leader election")
-        self._spawn(self._lead(), "leadership")
+            self._tasks.spawn(self.elector.run(), "leader election")
+        self._leadership = self._tasks.spawn(self._lead(), "leadership")
         self._started = True
         where = self.settings.watch_namespace or "all namespaces"
         log.info(
@@ -173,29 +175,19 @@ class Operator:
 
     async def wait(self) -> None:
         """Return never; raise if an owned task dies (the caller then stops the operator)."""
-        assert self._failure is not None
-        await asyncio.shield(self._failure)
+        await self._tasks.wait()
 
     async def stop(self) -> None:
         if self._stopping or not self._started:
             return
         self._stopping = True
+        self._tasks.begin_shutdown()
         self.queue.close()
-        lead = next((t for t in self._tasks if t.get_name() == "leadership"), None)
-        if lead is not None:
-            lead.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lead
+        if self._leadership is not None:
+            await cancel_and_wait(self._leadership)
         # Events of the last reconciles still go out (bounded), then the watches stop.
         await self.events.flush(self.settings.admin.grace)
-        tasks = [*self._tasks, *([self.keda.task] if self.keda.task else []), *self._retired]
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for task, result in zip(tasks, results, strict=True):
-            if isinstance(result, Exception):
-                log.error("%s failed during shutdown", task.get_name(), exc_info=result)
-        self._tasks.clear()
+        await self._tasks.close()
         await self.workloads.close()
         await self.admin.stop(self.settings.admin.grace)
         log.info("operator stopped")
@@ -399,14 +391,12 @@ class Operator:
             )
             informer.subscribe(self._scaled_objects_changed)
             self.keda.informer = informer
-            self.keda.task = self._spawn(self._watch_scaled_objects(informer),
-                                         "watch scaledobjects", track=False)
+            self.keda.task = self._tasks.spawn(self._watch_scaled_objects(informer),
+                                               "watch scaledobjects")
         else:
             log.warning("KEDA's ScaledObject CRD is gone: HTTPScaledObjects cannot scale")
             if self.keda.task is not None:
-                self.keda.task.cancel()
-                self._retired.add(self.keda.task)
-                self.keda.task.add_done_callback(self._retired.discard)
+                self.keda.task.cancel()  # still owned by `_tasks` until it is done
             self.keda.informer = None
             self.keda.task = None
             self._add(_keys("HTTPScaledObject", self.httpsos.snapshot().raw))
@@ -431,7 +421,7 @@ class Operator:
         return found
 
     def _health_problem(self) -> str | None:
-        if self._failure is not None and self._failure.done():
+        if self._tasks.failure is not None:
             return "an operator task died"
         return None
 
@@ -492,26 +482,6 @@ class Operator:
         for kind, counts in self._objects_by_reason().items():
             for reason, n in counts.items():
                 m.objects.labels(kind, reason).set(n)
-
-    # -- task ownership ------------------------------------------------------------------------
-
-    def _spawn(
-        self, coro: Coroutine[Any, Any, None], name: str, *, track: bool = True
-    ) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        if track:
-            self._tasks.append(task)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if self._stopping or task.cancelled():
-            return
-        exc = task.exception()
-        error = exc or RuntimeError(f"{task.get_name()} returned unexpectedly")
-        log.error("%s died", task.get_name(), exc_info=error)
-        if self._failure is not None and not self._failure.done():
-            self._failure.set_exception(error)
 
 
 def _discard(index: dict[Any, set[Key]], at: Any, key: Key) -> None:

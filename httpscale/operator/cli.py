@@ -7,7 +7,6 @@ add-on keeps its meaning.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
@@ -19,7 +18,7 @@ from httpscale.kube.config import KubeConfigError, KubeSettings, connect
 from httpscale.kube.leader import LeaderElectionSettings
 from httpscale.operator.app import Operator
 from httpscale.operator.settings import AdminSettings, OperatorSettings, ScalerRef
-from httpscale.runtime import configure_logging, run, wait_for_stop_signal
+from httpscale.runtime import configure_logging, run, serve_until_signal
 
 __all__ = ["operator_command", "serve"]
 
@@ -39,17 +38,12 @@ async def serve(settings: OperatorSettings) -> None:
     operator = Operator(settings, kube)
     try:
         await operator.start()
-        failed = asyncio.create_task(operator.wait(), name="operator failure watch")
-        stop = asyncio.create_task(wait_for_stop_signal(), name="stop signal")
         try:
-            await asyncio.wait({failed, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await serve_until_signal(operator.wait())
+        except Exception as exc:
+            raise click.ClickException(f"operator failed: {exc!r}") from exc
         finally:
-            for task in (failed, stop):
-                task.cancel()
-            await asyncio.gather(failed, stop, return_exceptions=True)
             await operator.stop()
-        if failed.done() and not failed.cancelled() and failed.exception() is not None:
-            raise click.ClickException(f"operator failed: {failed.exception()!r}")
     finally:
         await kube.close()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from httpscale.report.localsource import SourceError, fetch_history, parse_histo
 from httpscale.report.promsource import prometheus_timelines
 from httpscale.report.recordsource import Recording, record
 from httpscale.report.targets import list_targets
+from httpscale.runtime import StopSignals
 
 __all__ = ["DEFAULT_REQUESTS", "CostSettings", "collect", "stop_on_interrupt"]
 
@@ -112,12 +112,5 @@ def stop_on_interrupt(stop: asyncio.Event) -> Iterator[None]:
 
     Only the main thread gets signals; elsewhere (a caller's worker thread) nothing changes.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with StopSignals((signal.SIGINT,), on_stop=lambda _: stop.set()):
         yield
-        return
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)

@@ -1,7 +1,7 @@
 """The scaler process: gRPC server, admin server, collector and sources, with ordered shutdown.
 
-Every long-lived task is owned here, named, and watched: if one dies, `wait()` raises so the
-command exits non-zero instead of serving stale numbers.
+Every long-lived task is owned here (a `TaskSupervisor`), named, and watched: if one dies,
+`wait()` raises so the command exits non-zero instead of serving stale numbers.
 
 gRPC health, for Kubernetes `grpc:` probes and KEDA: `liveness` and `""` (a probe that names
 no service) are SERVING from start to shutdown (a task that dies ends the process, through
@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from httpscale.runtime import TaskSupervisor
 from httpscale.scaler.activity import ActivityBoard
 from httpscale.scaler.admin import AdminServer
 from httpscale.scaler.collector import Collector
@@ -70,8 +71,7 @@ class Scaler:
         self.settings = settings
         self._route_source = routes
         self._discovery = discovery
-        self._tasks: list[asyncio.Task[None]] = []
-        self._failure: asyncio.Future[None] | None = None
+        self._tasks = TaskSupervisor(log)
         self._server: grpc.aio.Server | None = None
         self._grpc_port: int | None = None
         self._stopping = False
@@ -93,8 +93,6 @@ class Scaler:
 
     async def start(self) -> None:
         listen = self.settings.listen
-        loop = asyncio.get_running_loop()
-        self._failure = loop.create_future()
         self.metrics = ScalerMetrics()
         self.table = RouteTable()
         self.board = ActivityBoard(self.settings.wake.hold)
@@ -124,10 +122,11 @@ class Scaler:
         except BaseException:
             await server.stop(None)
             raise
-        self._spawn(self.collector.run(), "collector")
-        self._spawn(self._route_source.run(self.table), "route source")
-        self._spawn(self._discovery.run(self.collector), "interceptor discovery")
-        self._spawn(self._sync_health(), "health sync")
+        # Shutdown cancels them in reverse: the health sync and the sources before the collector.
+        self._tasks.spawn(self.collector.run(), "collector")
+        self._tasks.spawn(self._route_source.run(self.table), "route source")
+        self._tasks.spawn(self._discovery.run(self.collector), "interceptor discovery")
+        self._tasks.spawn(self._sync_health(), "health sync")
         self._started = True
         log.info(
             "scaler serving gRPC on %s, admin on %s",
@@ -137,13 +136,13 @@ class Scaler:
 
     async def wait(self) -> None:
         """Return never; raise if an owned task dies (the caller then stops the scaler)."""
-        assert self._failure is not None
-        await asyncio.shield(self._failure)
+        await self._tasks.wait()
 
     async def stop(self) -> None:
         if self._stopping or not self._started:
             return
         self._stopping = True
+        self._tasks.begin_shutdown()
         shutdown = self.settings.shutdown
         await self.health.enter_graceful_shutdown()
         self.service.close()
@@ -159,31 +158,11 @@ class Scaler:
             log.warning(
                 "%d gRPC call(s) still running after shutdown", self.service.calls_in_progress
             )
-        for task in self._tasks:
-            task.cancel()
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for task, result in zip(self._tasks, results, strict=True):
-            if isinstance(result, Exception):
-                log.error("%s failed during shutdown", task.get_name(), exc_info=result)
-        self._tasks.clear()
+        await self._tasks.close()
         await self.admin.stop(shutdown.admin_grace)
         log.info("scaler stopped")
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if self._stopping or task.cancelled():
-            return
-        exc = task.exception()
-        error = exc or RuntimeError(f"{task.get_name()} returned unexpectedly")
-        log.error("%s died", task.get_name(), exc_info=error)
-        if self._failure is not None and not self._failure.done():
-            self._failure.set_exception(error)
 
     def _sources_status(self) -> dict[str, object]:
         out: dict[str, object] = {}

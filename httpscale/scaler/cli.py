@@ -14,11 +14,9 @@ Deployment written for it keeps its meaning.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING
 import click
 
 from httpscale.clikit import option
-from httpscale.runtime import run
+from httpscale.runtime import run, serve_until_signal
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import InterceptorDiscovery, StaticDiscovery, parse_admin_port
 from httpscale.scaler.routes import (
@@ -40,7 +38,7 @@ from httpscale.scaler.settings import (
     CollectorSettings,
     ListenSettings,
     ScalerSettings,
-    ShutdownSettings,
+    ScalerShutdown,
     WakeSettings,
 )
 
@@ -54,33 +52,21 @@ log = logging.getLogger("httpscale.scaler")
 _D_LISTEN = ListenSettings()
 _D_COLLECTOR = CollectorSettings()
 _D_WAKE = WakeSettings()
-_D_SHUTDOWN = ShutdownSettings()
+_D_SHUTDOWN = ScalerShutdown()
 
 
 async def serve(
     settings: ScalerSettings, routes: ScalerRouteSource, discovery: InterceptorDiscovery
 ) -> None:
     """Run a scaler until SIGTERM/SIGINT (clean exit) or until one of its tasks dies (raise)."""
-    loop = asyncio.get_running_loop()
     scaler = Scaler(settings, routes, discovery)
     await scaler.start()
-    stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    failed = asyncio.create_task(scaler.wait(), name="scaler failure watch")
-    stopped = asyncio.create_task(stop.wait(), name="signal watch")
     try:
-        await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await serve_until_signal(scaler.wait())
+    except Exception as exc:
+        raise click.ClickException(f"scaler failed: {exc!r}") from exc
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        for task in (failed, stopped):
-            task.cancel()
-        await asyncio.gather(failed, stopped, return_exceptions=True)
         await scaler.stop()
-    if failed.done() and not failed.cancelled() and failed.exception() is not None:
-        raise click.ClickException(f"scaler failed: {failed.exception()!r}")
 
 
 async def serve_cluster(settings: ScalerSettings, cluster: ClusterSettings) -> None:
@@ -229,7 +215,7 @@ def scaler_command(
                 poll_interval=poll_interval, poll_timeout=poll_timeout, stale_grace=stale_grace
             ),
             wake=WakeSettings(enabled=wake, hold=wake_hold),
-            shutdown=ShutdownSettings(grpc_grace=grpc_grace),
+            shutdown=ScalerShutdown(grpc_grace=grpc_grace),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

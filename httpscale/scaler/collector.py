@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from httpscale.runtime import TaskSupervisor
 from httpscale.scaler.activity import ActivityBoard, RouteLoad
 from httpscale.scaler.discovery import normalize_admin_url
 from httpscale.scaler.metrics import ScalerMetrics
@@ -128,7 +129,9 @@ class Collector:
         self._healthy = False
         self._health_changed = asyncio.Event()
         self._gauged_routes: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Polls and wake streams handle network errors themselves, and a poll returns: none
+        # is critical, and an exception (a bug) is logged without stopping the collector.
+        self._tasks = TaskSupervisor(log)
 
     # -- discovery sink ----------------------------------------------------------------------
 
@@ -214,9 +217,7 @@ class Collector:
                         delay = 0.0
                     await asyncio.sleep(delay)
             finally:
-                for task in self._tasks:
-                    task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await self._tasks.close()
                 self._session = None
 
     async def _poll(self, replica: ReplicaState) -> None:
@@ -325,16 +326,7 @@ class Collector:
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A task owned by the collector: tracked until done, cancelled and awaited by run()."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        # Polls and wake streams handle network errors themselves; anything else is a bug.
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s died", task.get_name(), exc_info=task.exception())
+        return self._tasks.spawn(coro, name, critical=False)
 
     def _start_wake(self, replica: ReplicaState) -> None:
         if not self._settings.wake.enabled:

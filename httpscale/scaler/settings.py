@@ -13,7 +13,7 @@ __all__ = [
     "CollectorSettings",
     "ListenSettings",
     "ScalerSettings",
-    "ShutdownSettings",
+    "ScalerShutdown",
     "WakeSettings",
 ]
 
@@ -59,7 +59,7 @@ class WakeSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class ShutdownSettings:
+class ScalerShutdown:
     """Seconds, on SIGTERM/SIGINT: health NOT_SERVING -> end streams -> stop gRPC -> stop polls."""
 
     grpc_grace: float = 5.0  # unary RPCs in progress may finish within this
@@ -71,4 +71,4 @@ class ScalerSettings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     wake: WakeSettings = field(default_factory=WakeSettings)
-    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+    shutdown: ScalerShutdown = field(default_factory=ScalerShutdown)

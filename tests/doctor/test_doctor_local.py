@@ -20,7 +20,7 @@ from httpscale.config.local_file import parse_local_config
 from httpscale.doctor.cli import doctor_command
 from httpscale.doctor.findings import Finding, Status, exit_code
 from httpscale.doctor.local import run_local
-from httpscale.interceptor.settings import InterceptorSettings, Listen, ShutdownSettings
+from httpscale.interceptor.settings import InterceptorSettings, InterceptorShutdown, Listen
 from httpscale.local.plan import plan_apps
 from httpscale.local.runner import LocalRunner, LocalSettings
 
@@ -167,7 +167,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
     ]}, source="test.yaml")
     settings = LocalSettings(interceptor=InterceptorSettings(
         listen=Listen(host="127.0.0.1", port=0, admin_host="127.0.0.1", admin_port=0),
-        shutdown=ShutdownSettings(readiness_delay=0, drain_timeout=5)))
+        shutdown=InterceptorShutdown(readiness_delay=0, drain_timeout=5)))
     runner = LocalRunner(plan_apps(config.apps), settings)
     await runner.start()
     try:

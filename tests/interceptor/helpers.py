@@ -12,9 +12,9 @@ from typing import Any
 
 from httpscale.interceptor.settings import (
     InterceptorSettings,
+    InterceptorShutdown,
     Limits,
     Listen,
-    ShutdownSettings,
     Timeouts,
 )
 from httpscale.routing.spec import Endpoint, RouteMatch, RouteSpec
@@ -47,7 +47,7 @@ FAST_TIMEOUTS = Timeouts(
     upstream_response_header=5.0,
     upstream_idle=5.0,
 )
-FAST_SHUTDOWN = ShutdownSettings(readiness_delay=0.0, drain_timeout=3.0)
+FAST_SHUTDOWN = InterceptorShutdown(readiness_delay=0.0, drain_timeout=3.0)
 
 APP_KEY = "default/app"
 APP_HOST = "app.test"
@@ -74,7 +74,7 @@ def settings(
     *,
     timeouts: Timeouts | None = None,
     limits: Limits | None = None,
-    shutdown: ShutdownSettings | None = None,
+    shutdown: InterceptorShutdown | None = None,
     **timeout_overrides: float,
 ) -> InterceptorSettings:
     t = dataclasses.replace(timeouts or FAST_TIMEOUTS, **timeout_overrides)

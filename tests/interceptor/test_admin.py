@@ -7,7 +7,7 @@ import asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from httpscale import dataplane
-from httpscale.interceptor.settings import ShutdownSettings
+from httpscale.interceptor.settings import InterceptorShutdown
 from httpscale.routing.spec import Endpoint
 
 from .backends import BackendConn, Request, free_port, http_app
@@ -156,7 +156,7 @@ async def test_readyz_503_while_draining(backends, make_interceptor):
     b = await backends(http_app(app))
     ic = await make_interceptor(
         routes=[app_route(b.endpoint)],
-        shutdown=ShutdownSettings(readiness_delay=0.3, drain_timeout=5.0),
+        shutdown=InterceptorShutdown(readiness_delay=0.3, drain_timeout=5.0),
     )
     assert (await admin_get(ic.admin_address, "/readyz")).status == 200
     busy = await Conn.open(ic.proxy_address)

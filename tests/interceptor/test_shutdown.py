@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from httpscale.interceptor.settings import ShutdownSettings
+from httpscale.interceptor.settings import InterceptorShutdown
 
 from .backends import BackendConn, Request, http_app
 from .client import Conn, build_request
@@ -30,7 +30,7 @@ async def test_in_flight_requests_complete_and_new_connections_refused(
     b = await backends(http_app(_holding_app(entered, release)))
     ic = await make_interceptor(
         routes=[app_route(b.endpoint)],
-        shutdown=ShutdownSettings(readiness_delay=0.0, drain_timeout=5.0),
+        shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=5.0),
     )
     addr, admin = ic.proxy_address, ic.admin_address
     busy = await clients(addr)
@@ -57,7 +57,7 @@ async def test_idle_keepalive_connections_closed_at_shutdown(backends, make_inte
     ic = await make_interceptor(
         routes=[app_route(b.endpoint)],
         keepalive_idle=60.0,
-        shutdown=ShutdownSettings(readiness_delay=0.0, drain_timeout=5.0),
+        shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=5.0),
     )
     idle = await clients(ic.proxy_address)
     assert (await idle.request("GET", "/")).status == 200
@@ -74,7 +74,7 @@ async def test_connection_mid_head_at_shutdown_is_closed(backends, make_intercep
     ic = await make_interceptor(
         routes=[app_route(b.endpoint)],
         request_head=30.0,
-        shutdown=ShutdownSettings(readiness_delay=0.0, drain_timeout=0.5),
+        shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=0.5),
     )
     conn = await clients(ic.proxy_address)
     await conn.send(b"GET / HTTP/1.1\r\nHost: app")
@@ -97,7 +97,7 @@ async def test_drain_timeout_bounds_shutdown(backends, make_interceptor, clients
     ic = await make_interceptor(
         routes=[app_route(b.endpoint)],
         upstream_response_header=60.0,
-        shutdown=ShutdownSettings(readiness_delay=0.0, drain_timeout=0.4),
+        shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=0.4),
     )
     conn = await clients(ic.proxy_address)
     await conn.send(build_request("GET", "/"))
@@ -117,7 +117,7 @@ async def test_readiness_delay_then_stop_accepting(backends, make_interceptor, c
     b = await backends()
     ic = await make_interceptor(
         routes=[app_route(b.endpoint)],
-        shutdown=ShutdownSettings(readiness_delay=0.4, drain_timeout=2.0),
+        shutdown=InterceptorShutdown(readiness_delay=0.4, drain_timeout=2.0),
     )
     addr, admin = ic.proxy_address, ic.admin_address
     t0 = time.monotonic()

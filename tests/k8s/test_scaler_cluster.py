@@ -49,7 +49,7 @@ from httpscale.scaler.settings import (
     CollectorSettings,
     ListenSettings,
     ScalerSettings,
-    ShutdownSettings,
+    ScalerShutdown,
     WakeSettings,
 )
 
@@ -171,7 +171,7 @@ def settings() -> ScalerSettings:
         listen=ListenSettings(host="127.0.0.1", grpc_port=0, admin_port=0),
         collector=CollectorSettings(poll_interval=0.1, poll_timeout=1.0, stale_grace=1.0),
         wake=WakeSettings(backoff_initial=0.05, backoff_max=0.5),
-        shutdown=ShutdownSettings(grpc_grace=0.5, admin_grace=0.5),
+        shutdown=ScalerShutdown(grpc_grace=0.5, admin_grace=0.5),
     )
 
 

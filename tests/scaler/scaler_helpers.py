@@ -35,7 +35,7 @@ from httpscale.scaler.settings import (
     CollectorSettings,
     ListenSettings,
     ScalerSettings,
-    ShutdownSettings,
+    ScalerShutdown,
     WakeSettings,
 )
 
@@ -128,7 +128,7 @@ def fast_settings(**collector: float) -> ScalerSettings:
             stale_grace=collector.get("stale_grace", 0.6),
         ),
         wake=WakeSettings(hold=collector.get("hold", 2.0), backoff_initial=0.05, backoff_max=0.2),
-        shutdown=ShutdownSettings(grpc_grace=0.5, admin_grace=0.5),
+        shutdown=ScalerShutdown(grpc_grace=0.5, admin_grace=0.5),
     )
 
 
