@@ -103,9 +103,9 @@ class TaskSupervisor:
     """The owned tasks of one component (see the module's docstring for the rules).
 
     `owner` prefixes the log records ("app web: replica web-1 died"); `stop_timeout` bounds
-    `close()`. Nothing is reported as a
-    death once `begin_shutdown()` (or `close()`) was called: a task ending then is the shutdown
-    at work, and an exception it raises is logged as a failure during shutdown.
+    `close()`. Nothing is reported as a death once `begin_shutdown()` (or `close()`) was
+    called: a task ending then is the shutdown at work, and an exception it raises is logged
+    as a failure during shutdown.
     """
 
     def __init__(
