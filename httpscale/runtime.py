@@ -88,8 +88,6 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(young, middle, 100)
 
 
-
-
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
     """Cancel `tasks` and wait until they are done, without swallowing a cancellation of the
     caller itself (which `suppress(CancelledError)` around `await task` would do)."""
