@@ -18,7 +18,9 @@ import httptools
 from httpscale.interceptor import http1
 from httpscale.interceptor.deadline import Deadline
 from httpscale.interceptor.exchange import Exchange
+from httpscale.interceptor.heads import read_request
 from httpscale.interceptor.http1 import Headers
+from httpscale.interceptor.splice import SplicedRequest, splice_request
 
 if TYPE_CHECKING:
     from httpscale.interceptor.proxy import Proxy
@@ -59,7 +61,7 @@ class ClientConnection(asyncio.Protocol):
     parser calls back only for the end of the head, body bytes and the end of the message
     (this object has no on_url/on_header); the full parser (`_FullRequests`) also collects the
     target and every header field. A read that starts a request picks one
-    (`http1.splice_request`): a whole request in one read (nearly every GET, most small POSTs)
+    (`splice.splice_request`): a whole request in one read (nearly every GET, most small POSTs)
     is spliced: forwarded with its header lines as received, minus the hop-by-hop ones.
     """
 
@@ -113,7 +115,7 @@ class ClientConnection(asyncio.Protocol):
         self._feed: Callable[[bytes], None] = self._splice_feed  # parser in use
         self._transport_write: Callable[[bytes], object] = _ignore
         self._transport_closing: Callable[[], bool] = _closed
-        self._spliced: http1.SplicedRequest | None = None
+        self._spliced: SplicedRequest | None = None
         self._msg_open = False  # the full parser is inside a request (maybe a partial method)
         self._last_request = False  # a request was not keep-alive: nothing after it is read
         self.pipeline: deque[Exchange] = deque()  # this one object for the connection's life
@@ -170,7 +172,7 @@ class ClientConnection(asyncio.Protocol):
             proxy = self.proxy
             spliced = None
             if not proxy.registry.needs_headers:
-                spliced = http1.splice_request(
+                spliced = splice_request(
                     data, proxy.max_request_line, proxy.max_header_bytes, proxy.max_headers
                 )
             self._spliced = spliced
@@ -287,8 +289,8 @@ class ClientConnection(asyncio.Protocol):
             )
         )
 
-    def _whole_request(self, spliced: http1.SplicedRequest, data: bytes) -> None:
-        """A request the scan checked whole (`http1.splice_request`): llhttp is not run on
+    def _whole_request(self, spliced: SplicedRequest, data: bytes) -> None:
+        """A request the scan checked whole (`splice.splice_request`): llhttp is not run on
         it; its callbacks are made here, as llhttp would make them. (Its parser is left
         between messages, where it was.)"""
         self.on_headers_complete()
@@ -334,7 +336,7 @@ class ClientConnection(asyncio.Protocol):
         if method == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported")
         try:
-            info = http1.RequestInfo(headers)
+            info = read_request(headers)
         except http1.FramingError as exc:
             raise _Reject(400, str(exc)) from None
         keep_alive = parser.should_keep_alive()
@@ -343,6 +345,11 @@ class ClientConnection(asyncio.Protocol):
         # HTTP/1.0 request is keep-alive only with a Connection header, so without one a
         # keep-alive request is HTTP/1.1 and the version need not be asked.
         version_11 = (keep_alive and not info.connection) or parser.get_http_version() == "1.1"
+        if version_11 and not info.has_host:
+            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+            # HTTP/1.0 (RFC 1945) has no Host requirement: such a request is routed with an
+            # empty host, so only a catch-all route can take it, as before.
+            raise _Reject(400, "missing Host header (HTTP/1.1 requires one, RFC 9112 section 3.2)")
         self._begin(
             Exchange(
                 self.proxy,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from httpscale.interceptor import http1
+from httpscale.interceptor.heads import RequestInfo, ResponseInfo, read_response
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.placeholder import (
     canned_response,
@@ -72,7 +73,7 @@ class Exchange:
     _body: list[bytes] | None = None  # request bytes kept until an upstream is bound
     _body_size = 0
     _head_waiting: bytes | None = None  # the request head, to leave with the body (`_bind`)
-    _head_out: http1.ResponseInfo | None = None  # the response head, sent with the body
+    _head_out: ResponseInfo | None = None  # the response head, sent with the body
     _hold_timer: asyncio.TimerHandle | None = None
     _request_timer: asyncio.TimerHandle | None = None  # the route's `request_timeout`
     _head_due = False  # waiting for the response head (the deadline is on the connection)
@@ -90,7 +91,7 @@ class Exchange:
         client: ClientConnection,
         method: bytes,
         target: bytes,
-        info: http1.RequestInfo,
+        info: RequestInfo,
         *,
         version_11: bool,
         keep_alive: bool,
@@ -484,7 +485,7 @@ class Exchange:
     # -- response from the upstream ------------------------------------------------------------
 
     def response_head(
-        self, status: int, reason: bytes, info: http1.ResponseInfo, keep: bool
+        self, status: int, reason: bytes, info: ResponseInfo, keep: bool
     ) -> None:
         if self.finished:
             return
@@ -651,7 +652,7 @@ class Exchange:
             self._request_timer = None
         headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
         self.client.write(
-            http1.ResponseInfo(headers).head(
+            read_response(headers).head(
                 101, conn._reason, chunked=False, keep_alive=True,
                 cold_start=self.cold_start, upgrade=self.upgrade,
             )

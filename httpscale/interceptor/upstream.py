@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
-from httpscale.interceptor import http1
 from httpscale.interceptor.deadline import Deadline
+from httpscale.interceptor.heads import read_response
 from httpscale.interceptor.http1 import Headers
+from httpscale.interceptor.splice import SplicedResponse, splice_response
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
     parser calls back only for the end of the head, body bytes and the end of the message
     (this object has no on_status/on_header); the full parser (`_FullResponse`) also collects
     the reason and every header field. The first read of each response picks one
-    (`http1.splice_response`): nearly every response is spliced, forwarded with its header
+    (`splice.splice_response`): nearly every response is spliced, forwarded with its header
     lines as received minus the hop-by-hop ones.
     """
 
@@ -100,7 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._full_feed: Callable[[bytes], None] = self._full.feed_data
         self._feed: Callable[[bytes], None] = self._splice_feed  # parser in use
         self._transport_write: Callable[[bytes], object] = _ignore
-        self._spliced: http1.SplicedResponse | None = None
+        self._spliced: SplicedResponse | None = None
         self._at_start = False  # the next read starts a response
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
@@ -167,12 +168,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             exchange.tunnel_from_upstream(data)
             return
-        whole: http1.SplicedResponse | None = None
+        whole: SplicedResponse | None = None
         if self._at_start:
             # The read that starts a response (connections are not pipelined, so it starts
             # at its first byte): choose the parser for the whole response.
             self._at_start = False
-            spliced = self._spliced = http1.splice_response(data)
+            spliced = self._spliced = splice_response(data)
             if spliced is None:
                 self.parser = self._full
                 self._feed = self._full_feed
@@ -258,8 +259,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._splice_keep_alive = self._splice.should_keep_alive
             exchange.response_complete([])
 
-    def _whole_response(self, spliced: http1.SplicedResponse, data: bytes) -> None:
-        """A response the scan checked whole (`http1.splice_response`): llhttp is not run on
+    def _whole_response(self, spliced: SplicedResponse, data: bytes) -> None:
+        """A response the scan checked whole (`splice.splice_response`): llhttp is not run on
         it; its callbacks are made here, as llhttp would make them, with keep-alive as the
         scan read it. (The parser stays between messages, where it was.)"""
         exchange = self.exchange
@@ -285,7 +286,7 @@ class UpstreamConnection(asyncio.Protocol):
         if status == 101:
             return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
         exchange.response_head(
-            status, self._reason, http1.ResponseInfo(self._headers),
+            status, self._reason, read_response(self._headers),
             self.parser.should_keep_alive(),
         )
         if self._head_only and status >= 200:
