@@ -47,6 +47,7 @@ HOT_MODULES = (
     "httpscale.interceptor.deadline",
     "httpscale.interceptor.downstream",
     "httpscale.interceptor.exchange",
+    "httpscale.interceptor.flow",
     "httpscale.interceptor.heads",
     "httpscale.interceptor.http1",
     "httpscale.interceptor.metrics",

@@ -14,7 +14,7 @@ Beside the phase, flags for what is independent of it: how far each message got
 (`request_done`, `response_started`, `response_done`), and how the response is framed.
 
 - Bodies stream both ways without being gathered; a side stops reading while the other side's
-  write buffer is over its high-water mark (flow control lives in the two protocols).
+  write buffer is over its high-water mark (each connection's `flow.Flow`, coupled here).
 - `_finish` runs exactly once on every path (success, error answer, client gone, timeout): it
   gives back the endpoint slot, the route's concurrency, and records metrics. Counters that
   drift would make the autoscaler lie, so every exit goes through it.
@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from httpscale.interceptor import http1
+from httpscale.interceptor.flow import CLIENT_FULL, PENDING_BODY, UPSTREAM_FULL
 from httpscale.interceptor.heads import RequestInfo, ResponseInfo, read_response
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.placeholder import (
@@ -470,15 +471,15 @@ class Exchange:
         # client's next HTTP request, not tunnel data.
         if head:
             conn.write(head)
-        self.client.resume_reading("pending-body")
+        self.client.flow.resume_reading(PENDING_BODY)
         if self.request_done:
             self._send_request_end()
         elif self.upgrade is None and self.has_body:
             # The client still uploads: watch for it stalling. (A bodiless request ends in the
             # same parser run as its head: request_complete sets the head deadline then.)
             conn.deadline.set(self.proxy.time() + self.proxy.body_idle)
-        if self.client.write_paused and conn.transport is not None:
-            conn.transport.pause_reading()
+        if self.client.flow.write_paused:
+            conn.flow.pause_reading(CLIENT_FULL)
 
     # -- request body from the client ----------------------------------------------------------
 
@@ -498,7 +499,7 @@ class Exchange:
             self._body.append(data)
         self._body_size += len(data)
         if self._body_size > _PENDING_BODY_LIMIT:
-            self.client.pause_reading("pending-body")
+            self.client.flow.pause_reading(PENDING_BODY)
 
     def request_complete(self, trailers: Sequence[tuple[bytes, bytes]]) -> None:
         self.request_done = True
@@ -611,6 +612,8 @@ class Exchange:
                 conn.pool.give_back(conn)
             else:
                 conn.close()
+            # Paused while this upstream's buffer was full: the next request is not its concern.
+            self.client.flow.resume_reading(UPSTREAM_FULL)
         self._finish()
         self.client.exchange_done(self, keep_alive=self.keep_alive and self._request_over())
 
@@ -625,6 +628,7 @@ class Exchange:
         if self.phase == FINISHED or conn is not self.upstream:
             return
         self.upstream = None
+        self.client.flow.resume_reading(UPSTREAM_FULL)  # its buffer went with it
         if self.response_started and self.response_unframed and self.upgrade is None:
             self.response_complete([])  # a read-until-close body ends with the connection
             return
@@ -707,10 +711,10 @@ class Exchange:
         if timer is not None:  # nor does the route's request timeout bound a tunnel
             timer.cancel()
             self._request_timer = None
-        headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
+        headers, reason = conn.interim_head()  # the 101's own (Sec-WebSocket-Accept, ...)
         self.client.write(
             read_response(headers).head(
-                101, conn._reason, chunked=False, keep_alive=True,
+                101, reason, chunked=False, keep_alive=True,
                 cold_start=self.cold_start, upgrade=self.upgrade,
             )
         )
@@ -739,19 +743,19 @@ class Exchange:
 
     # -- flow control between the two sides ------------------------------------------------------
 
-    def client_pause(self, reason: str) -> None:
-        self.client.pause_reading(reason)
+    def upstream_write_paused(self) -> None:
+        self.client.flow.pause_reading(UPSTREAM_FULL)
 
-    def client_resume(self, reason: str) -> None:
-        self.client.resume_reading(reason)
+    def upstream_write_resumed(self) -> None:
+        self.client.flow.resume_reading(UPSTREAM_FULL)
 
     def client_write_paused(self) -> None:
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.pause_reading()
+        if self.upstream is not None:
+            self.upstream.flow.pause_reading(CLIENT_FULL)
 
     def client_write_resumed(self) -> None:
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.resume_reading()
+        if self.upstream is not None:
+            self.upstream.flow.resume_reading(CLIENT_FULL)
 
     # -- endings ---------------------------------------------------------------------------------
 
@@ -782,6 +786,7 @@ class Exchange:
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.close()
+            self.client.flow.resume_reading(UPSTREAM_FULL)
         if self.response_started:
             self._finish()
             self.client.abort()

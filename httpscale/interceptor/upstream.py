@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 import httptools
 
 from httpscale.interceptor.deadline import Deadline
+from httpscale.interceptor.flow import CLIENT_FULL, Flow
 from httpscale.interceptor.heads import read_response
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.splice import SplicedResponse, splice_response
@@ -80,6 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_transport_write",
         "deadline",
         "exchange",
+        "flow",
         "idle_since",
         "lost",
         "parser",
@@ -104,6 +106,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._spliced: SplicedResponse | None = None
         self._at_start = False  # the next read starts a response
         self.exchange: Exchange | None = None
+        self.flow = Flow()  # reading paused while the client's write buffer is full
         self.idle_since = 0.0
         self.lost = False
         self.reused = False
@@ -138,6 +141,11 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self._transport_write(data)  # ignored once the connection is lost
 
+    def interim_head(self) -> tuple[Headers, bytes]:
+        """The header fields and reason of the response head just read (a 101's, when the
+        exchange switches to a tunnel)."""
+        return self._headers, self._reason
+
     def close(self) -> None:
         """Drop the connection for good (also when an exchange ends badly)."""
         self.exchange = None
@@ -155,6 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.flow.attach(transport)
         self._transport_write = transport.write
         limits = self.pool.limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
@@ -226,18 +235,21 @@ class UpstreamConnection(asyncio.Protocol):
         # Break the cycles through the transport and the parsers, as ClientConnection does
         # (see its `_release`): freed at once, not by the cyclic GC.
         self.transport = None
+        self.flow.lost()
         self._transport_write = _ignore
         self.parser = self._splice = self._full = _SPENT_PARSER
         self._feed = self._splice_feed = self._full_feed = _ignore
         self._splice_keep_alive = _keep_nothing
 
     def pause_writing(self) -> None:
+        self.flow.write_paused = True
         if self.exchange is not None:
-            self.exchange.client_pause("upstream")
+            self.exchange.upstream_write_paused()
 
     def resume_writing(self) -> None:
+        self.flow.write_paused = False
         if self.exchange is not None:
-            self.exchange.client_resume("upstream")
+            self.exchange.upstream_write_resumed()
 
     # -- httptools callbacks (both parsers) ----------------------------------------------------
 
@@ -461,6 +473,9 @@ class EndpointPool:
     def give_back(self, conn: UpstreamConnection) -> None:
         conn.exchange = None
         conn.deadline.clear()
+        # Paused for the client it served (its last read filled that client's buffer): that
+        # client is no concern of the next exchange, which would otherwise never be answered.
+        conn.flow.resume_reading(CLIENT_FULL)
         if conn.lost or conn.tunnel:
             conn.close()
             return
