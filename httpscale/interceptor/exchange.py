@@ -79,8 +79,9 @@ _NEXT: Final = (
 )
 
 
-class PhaseError(RuntimeError):
-    """An exchange was asked to move to a phase its current one does not lead to."""
+class PhaseError(Exception):
+    """An exchange was asked to move to a phase its current one does not lead to (a bug in
+    the proxy, never the client's doing). (Exception: mypyc compiles no RuntimeError subclass.)"""
 
 
 def next_phase(current: int, new: int) -> int:
