@@ -1,6 +1,6 @@
 """One request/response passing through the proxy, from the client's head to the last byte.
 
-The life of an exchange is its `phase` (the moves `_NEXT` allows; any other raises PhaseError):
+The life of an exchange is its `phase` (the moves `_MOVES` allows; any other raises PhaseError):
     start -> (held) -> connecting -> streaming -> finished
 - start: the head is read; `start` finds the route, counts the request and takes an endpoint
   slot (connecting), holds (held), or answers itself (finished: 404, 503, a placeholder).
@@ -68,14 +68,21 @@ CONNECTING: Final = 2
 STREAMING: Final = 3
 FINISHED: Final = 4
 PHASES: Final = ("start", "held", "connecting", "streaming", "finished")
-# The phases each phase may move to, as bits (1 << phase). connecting -> connecting: another
-# endpoint after a failed connect; connecting -> held: the endpoint left before the connect.
-_NEXT: Final = (
-    1 << HELD | 1 << CONNECTING | 1 << FINISHED,  # start
-    1 << CONNECTING | 1 << FINISHED,  # held
-    1 << HELD | 1 << CONNECTING | 1 << STREAMING | 1 << FINISHED,  # connecting
-    1 << CONNECTING | 1 << FINISHED,  # streaming
-    0,  # finished
+# The moves allowed, as one int: bit `current * 8 + new` is set when a move from `current`
+# to `new` is. (One int, not a tuple of them: compiled, indexing a constant tuple by a variable
+# boxes the whole tuple first, hundreds of instructions a move; this is a shift and a mask.)
+# connecting -> connecting: another endpoint after a failed connect; connecting -> held: the
+# endpoint left before the connect; streaming -> connecting: the upstream closed without
+# answering and the request goes again.
+_MOVES: Final = sum(
+    1 << (current * 8 + new)
+    for current, new in (
+        (START, HELD), (START, CONNECTING), (START, FINISHED),
+        (HELD, CONNECTING), (HELD, FINISHED),
+        (CONNECTING, HELD), (CONNECTING, CONNECTING), (CONNECTING, STREAMING),
+        (CONNECTING, FINISHED),
+        (STREAMING, CONNECTING), (STREAMING, FINISHED),
+    )
 )
 
 
@@ -86,9 +93,10 @@ class PhaseError(Exception):
 
 def next_phase(current: int, new: int) -> int:
     """`new`, when an exchange in phase `current` may move to it; else PhaseError."""
-    if not (_NEXT[current] >> new) & 1:
+    if not (_MOVES >> (current * 8 + new)) & 1:
         raise PhaseError(f"an exchange cannot move from {PHASES[current]} to {PHASES[new]}")
     return new
+
 
 # Bytes of request body kept while no upstream connection is bound yet; past it the client
 # is paused, so a held upload costs at most this much memory.
