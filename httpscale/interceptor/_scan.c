@@ -1,5 +1,5 @@
-/* The head scans of the splice path, in C: `http1.scan_response_head` and
- * `http1.scan_request_head`, line for line.
+/* The head scans of the splice path, in C: `scan.scan_response_head` and
+ * `scan.scan_request_head`, line for line.
  *
  * Why C: each runs once per proxied request or response, and in Python (compiled by mypyc
  * or not) a scan must split the head into one bytes object per line to look at their first
@@ -12,15 +12,16 @@
  * Each scan also says whether the message is whole and checked (see "the strict check"
  * below): such a message skips llhttp altogether.
  *
- * Built by scripts/compile next to the mypyc modules; no state but constant tables made at
- * import, no GIL release, no Python calls: it reads one immutable bytes object and returns a
- * new tuple or None.
+ * Built by scripts/compile next to the mypyc modules; no state but constant tables and the
+ * two result types (`scan.RequestScan`, `scan.ResponseScan`, named tuples) taken at import,
+ * no GIL release, no Python calls: it reads one immutable bytes object and returns a new
+ * named tuple or None.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 
-/* Reads up to this size are scanned whole, as http1._SPLIT_WHOLE. */
+/* Reads up to this size are scanned whole, as scan._SPLIT_WHOLE. */
 #define SPLIT_WHOLE 2048
 
 static inline unsigned char lower(unsigned char c) {
@@ -40,7 +41,7 @@ static int equal_lower(const unsigned char *s, Py_ssize_t n, const char *name, P
     return 1;
 }
 
-/* http1._named: the line (length n) is the field `name` (lower-case, length k). */
+/* scan._named: the line (length n) is the field `name` (lower-case, length k). */
 static int named(const unsigned char *line, Py_ssize_t n, const char *name, Py_ssize_t k) {
     return n > k && line[k] == ':' && equal_lower(line, k, name, k);
 }
@@ -175,16 +176,22 @@ static long long plain_length(const unsigned char *d, Py_ssize_t a, Py_ssize_t b
     return length;
 }
 
-/* A tuple of `items`, whose references it takes over; when one of them is NULL (it failed,
- * with an exception set) or the tuple cannot be made, all are released and NULL returned. */
-static PyObject *steal_into_tuple(PyObject **items, Py_ssize_t n) {
+/* scan.RequestScan and scan.ResponseScan: tuple subclasses (NamedTuple) without fields of
+ * their own, so an instance is made as CPython's tuple.__new__ makes one for a subclass. */
+static PyTypeObject *request_scan_type;
+static PyTypeObject *response_scan_type;
+
+/* A `type` (a tuple subclass) of `items`, whose references it takes over; when one of them
+ * is NULL (it failed, with an exception set) or the tuple cannot be made, all are released
+ * and NULL returned. */
+static PyObject *steal_into_tuple(PyTypeObject *type, PyObject **items, Py_ssize_t n) {
     PyObject *out = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (items[i] == NULL) {
             goto failed;
         }
     }
-    out = PyTuple_New(n);
+    out = type->tp_alloc(type, n);
     if (out == NULL) {
         goto failed;
     }
@@ -207,7 +214,7 @@ static PyObject *answer(Py_ssize_t end, long status, int content_length, Py_ssiz
         PyLong_FromSsize_t(cut1), PyLong_FromSsize_t(cut1_end), PyLong_FromSsize_t(cut2),
         PyLong_FromSsize_t(cut2_end), PyBool_FromLong(close), PyLong_FromSsize_t(body_at),
     };
-    return steal_into_tuple(items, 9);
+    return steal_into_tuple(response_scan_type, items, 9);
 }
 
 static PyObject *scan_response(PyObject *module, PyObject *arg) {
@@ -299,7 +306,7 @@ static PyObject *scan_response(PyObject *module, PyObject *arg) {
     return answer(at, status, content_length, cut1, cut1_end, cut2, cut2_end, close, body_at);
 }
 
-/* The fields that keep a request off the splice path (http1._UNSPLICED_REQUEST_FIELDS). */
+/* The fields that keep a request off the splice path (scan._UNSPLICED_REQUEST_FIELDS). */
 static const char *const UNSPLICED_REQUEST_FIELDS[] = {
     "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "proxy-authenticate",
     "proxy-authorization", "expect",
@@ -336,7 +343,7 @@ static const char *const METHODS[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "O
 static PyObject *method_objects[METHOD_COUNT];
 static PyObject *no_method;
 
-/* http1.scan_request_head, line for line (see there for what is spliced and why). */
+/* scan.scan_request_head, line for line (see there for what is spliced and why). */
 static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 4) {
@@ -503,7 +510,7 @@ static PyObject *scan_request(PyObject *module, PyObject *const *args, Py_ssize_
         PyLong_FromLongLong(length), Py_NewRef(method >= 0 ? method_objects[method] : no_method),
         PyBool_FromLong(whole),
     };
-    return steal_into_tuple(items, 11);
+    return steal_into_tuple(request_scan_type, items, 11);
 spliced_not:
     Py_DECREF(parts);
     Py_RETURN_NONE;
@@ -514,23 +521,50 @@ failed:
 
 static PyMethodDef methods[] = {
     {"scan_response", scan_response, METH_O,
-     "scan_response(data) -> (end, status, content_length, cut1, cut1_end, cut2, cut2_end, "
-     "close, body_at) or None: http1.scan_response_head in C."},
+     "scan_response(data) -> scan.ResponseScan or None: scan.scan_response_head in C."},
     {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
-     "scan_request(data, max_line, max_fields_bytes, max_fields) -> (head_end, line_end, "
-     "parts, host, xff, xfp, xfh, keep_alive, length, method, whole) or None: "
-     "http1.scan_request_head in C."},
+     "scan_request(data, max_line, max_fields_bytes, max_fields) -> scan.RequestScan or "
+     "None: scan.scan_request_head in C."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "httpscale.interceptor._scan",
-    "The splice path's head scans in C (see http1.scan_response_head, scan_request_head).", -1, methods,
+    "The splice path's head scans in C (see scan.scan_response_head, scan_request_head).", -1,
+    methods,
     NULL, NULL, NULL, NULL,
 };
 
+/* The named tuple class `name` of httpscale.interceptor.scan (a new reference), or NULL. */
+static PyTypeObject *scan_type(PyObject *scan, const char *name) {
+    PyObject *type = PyObject_GetAttrString(scan, name);
+    if (type == NULL) {
+        return NULL;
+    }
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type)) {
+        PyErr_Format(PyExc_TypeError, "httpscale.interceptor.scan.%s is not a tuple type", name);
+        Py_DECREF(type);
+        return NULL;
+    }
+    return (PyTypeObject *)type;
+}
+
 PyMODINIT_FUNC PyInit__scan(void) {
     init_classes();
+    if (request_scan_type == NULL) {
+        PyObject *scan = PyImport_ImportModule("httpscale.interceptor.scan");
+        if (scan == NULL) {
+            return NULL;
+        }
+        request_scan_type = scan_type(scan, "RequestScan");
+        response_scan_type = scan_type(scan, "ResponseScan");
+        Py_DECREF(scan);
+        if (request_scan_type == NULL || response_scan_type == NULL) {
+            Py_CLEAR(request_scan_type);
+            Py_CLEAR(response_scan_type);
+            return NULL;
+        }
+    }
     if (no_method == NULL) {
         no_method = PyBytes_FromStringAndSize("", 0);
         if (no_method == NULL) {

@@ -3,7 +3,8 @@
 Pipelined requests are answered in order: only the first exchange of `pipeline` runs; once a
 second request head arrives, reading pauses until the first is answered, so at most one read's
 worth of a pipelined request is ever buffered. Reading is paused for independent reasons
-(pipelining, a full upstream write buffer, a held body) and resumes only when none is left.
+(pipelining, a full upstream write buffer, a held body; `flow.Flow`) and resumes only when
+none is left.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import httptools
 from httpscale.interceptor import http1
 from httpscale.interceptor.deadline import Deadline
 from httpscale.interceptor.exchange import Exchange
+from httpscale.interceptor.flow import CLOSING, ERROR, PIPELINE, Flow
+from httpscale.interceptor.heads import read_request
 from httpscale.interceptor.http1 import Headers
+from httpscale.interceptor.splice import SplicedRequest, splice_request
 
 if TYPE_CHECKING:
     from httpscale.interceptor.proxy import Proxy
@@ -59,7 +63,7 @@ class ClientConnection(asyncio.Protocol):
     parser calls back only for the end of the head, body bytes and the end of the message
     (this object has no on_url/on_header); the full parser (`_FullRequests`) also collects the
     target and every header field. A read that starts a request picks one
-    (`http1.splice_request`): a whole request in one read (nearly every GET, most small POSTs)
+    (`splice.splice_request`): a whole request in one read (nearly every GET, most small POSTs)
     is spliced: forwarded with its header lines as received, minus the hop-by-hop ones.
     """
 
@@ -76,7 +80,6 @@ class ClientConnection(asyncio.Protocol):
         "_last_request",
         "_msg_open",
         "_parsing",
-        "_paused_for",
         "_pending_error",
         "_pipeline_append",
         "_pipeline_popleft",
@@ -89,12 +92,12 @@ class ClientConnection(asyncio.Protocol):
         "_url",
         "client_ip",
         "client_ip_bytes",
+        "flow",
         "parser",
         "pipeline",
         "proxy",
         "transport",
         "tunnel",
-        "write_paused",
     )
 
     def __init__(self, proxy: Proxy) -> None:
@@ -113,7 +116,7 @@ class ClientConnection(asyncio.Protocol):
         self._feed: Callable[[bytes], None] = self._splice_feed  # parser in use
         self._transport_write: Callable[[bytes], object] = _ignore
         self._transport_closing: Callable[[], bool] = _closed
-        self._spliced: http1.SplicedRequest | None = None
+        self._spliced: SplicedRequest | None = None
         self._msg_open = False  # the full parser is inside a request (maybe a partial method)
         self._last_request = False  # a request was not keep-alive: nothing after it is read
         self.pipeline: deque[Exchange] = deque()  # this one object for the connection's life
@@ -123,8 +126,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip_bytes = b""  # for X-Forwarded-For, encoded once per connection
         self.tunnel: Exchange | None = None
         self._upgrading: Exchange | None = None  # upgrade asked, upstream has not answered
-        self.write_paused = False
-        self._paused_for: set[str] = set()
+        self.flow = Flow()  # reading paused, and why; the write buffer over its high-water mark
         self._parsing: Exchange | None = None  # the exchange whose request is being read
         self._url = b""
         self._headers: Headers = []
@@ -143,6 +145,7 @@ class ClientConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.flow.attach(transport)
         self._transport_write = transport.write
         self._transport_closing = transport.is_closing
         peer = transport.get_extra_info("peername")
@@ -164,13 +167,13 @@ class ClientConnection(asyncio.Protocol):
             if self._last_request:
                 # Bytes after a request that closes the connection (RFC 9112 §9.6). Each
                 # parser refuses them itself, but only if it read that request.
-                self.pause_reading("closing")
+                self.flow.pause_reading(CLOSING)
                 return
             # A read that starts a request: choose the parser for it.
             proxy = self.proxy
             spliced = None
             if not proxy.registry.needs_headers:
-                spliced = http1.splice_request(
+                spliced = splice_request(
                     data, proxy.max_request_line, proxy.max_header_bytes, proxy.max_headers
                 )
             self._spliced = spliced
@@ -211,8 +214,11 @@ class ClientConnection(asyncio.Protocol):
             if self._parsing is None and self.pipeline:
                 # Bad bytes *after* complete requests: answer those first, then refuse and
                 # close. Data after "Connection: close" is ignored, as RFC 9112 §9.6 says.
-                self.pause_reading("error")
-                closing = b"Connection: close" in str(exc).encode()
+                self.flow.pause_reading(ERROR)
+                # After a request that closes the connection, llhttp refuses whatever
+                # follows (HPE_CLOSED_CONNECTION): no error to answer, those bytes are ignored.
+                # Known from that request itself, rather than from llhttp's error text.
+                closing = self._last_request
                 self._pending_error = None if closing else (400, f"malformed request: {exc}")
                 self._close_when_done = True
                 return
@@ -243,6 +249,7 @@ class ClientConnection(asyncio.Protocol):
         cyclic GC, a burst of closed connections (a cold start's release) made full
         collections that stopped the loop for 50-150 ms."""
         self.transport = None
+        self.flow.lost()
         self._transport_write = _ignore
         self._transport_closing = _closed
         self.parser = self._splice = _SPENT_PARSER
@@ -251,14 +258,14 @@ class ClientConnection(asyncio.Protocol):
         self._parsing = self._upgrading = None
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.write_paused = True
         if self.tunnel is not None:
             self.tunnel.client_write_paused()
         elif self.pipeline:
             self.pipeline[0].client_write_paused()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
+        self.flow.write_paused = False
         if self.tunnel is not None:
             self.tunnel.client_write_resumed()
         elif self.pipeline:
@@ -287,8 +294,8 @@ class ClientConnection(asyncio.Protocol):
             )
         )
 
-    def _whole_request(self, spliced: http1.SplicedRequest, data: bytes) -> None:
-        """A request the scan checked whole (`http1.splice_request`): llhttp is not run on
+    def _whole_request(self, spliced: SplicedRequest, data: bytes) -> None:
+        """A request the scan checked whole (`splice.splice_request`): llhttp is not run on
         it; its callbacks are made here, as llhttp would make them. (Its parser is left
         between messages, where it was.)"""
         self.on_headers_complete()
@@ -334,7 +341,7 @@ class ClientConnection(asyncio.Protocol):
         if method == b"CONNECT":
             raise _Reject(405, "CONNECT is not supported")
         try:
-            info = http1.RequestInfo(headers)
+            info = read_request(headers)
         except http1.FramingError as exc:
             raise _Reject(400, str(exc)) from None
         keep_alive = parser.should_keep_alive()
@@ -343,6 +350,11 @@ class ClientConnection(asyncio.Protocol):
         # HTTP/1.0 request is keep-alive only with a Connection header, so without one a
         # keep-alive request is HTTP/1.1 and the version need not be asked.
         version_11 = (keep_alive and not info.connection) or parser.get_http_version() == "1.1"
+        if version_11 and not info.has_host:
+            # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+            # HTTP/1.0 (RFC 1945) has no Host requirement: such a request is routed with an
+            # empty host, so only a catch-all route can take it, as before.
+            raise _Reject(400, "missing Host header (HTTP/1.1 requires one, RFC 9112 section 3.2)")
         self._begin(
             Exchange(
                 self.proxy,
@@ -365,7 +377,7 @@ class ClientConnection(asyncio.Protocol):
         if len(self.pipeline) == 1:
             exchange.start()
         else:
-            self.pause_reading("pipeline")
+            self.flow.pause_reading(PIPELINE)
 
     # -- used by exchanges -------------------------------------------------------------------
 
@@ -395,7 +407,7 @@ class ClientConnection(asyncio.Protocol):
         if not keep_alive or (self.proxy.draining and not self.pipeline):
             self.close()
             return
-        self.resume_reading("pipeline")
+        self.flow.resume_reading(PIPELINE)
         if self.pipeline:
             self.pipeline[0].start()
         elif self._parsing is None:
@@ -409,18 +421,7 @@ class ClientConnection(asyncio.Protocol):
         self._upgrading = None
         self.tunnel = exchange
         self.pipeline.clear()  # the tunnel is counted by its exchange until either side closes
-        self.resume_reading("pipeline")
-
-    def pause_reading(self, reason: str) -> None:
-        if not self._paused_for and self.transport is not None:
-            self.transport.pause_reading()
-        self._paused_for.add(reason)
-
-    def resume_reading(self, reason: str) -> None:
-        if reason in self._paused_for:
-            self._paused_for.discard(reason)
-            if not self._paused_for and self.transport is not None:
-                self.transport.resume_reading()
+        self.flow.resume_reading(PIPELINE)
 
     def close(self) -> None:
         """Close after what is buffered has been written."""

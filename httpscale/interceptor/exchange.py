@@ -1,9 +1,20 @@
 """One request/response passing through the proxy, from the client's head to the last byte.
 
-The life of an exchange:  start -> (held) -> connecting -> streaming -> finished.
-- `start` finds the route, counts the request and takes an endpoint slot, or holds.
+The life of an exchange is its `phase` (the moves `_MOVES` allows; any other raises PhaseError):
+    start -> (held) -> connecting -> streaming -> finished
+- start: the head is read; `start` finds the route, counts the request and takes an endpoint
+  slot (connecting), holds (held), or answers itself (finished: 404, 503, a placeholder).
+- held: queued on its route for a ready endpoint; connecting once one is assigned.
+- connecting: it has a slot (or waits out a backoff to pick again) and waits for a pooled or
+  new upstream connection; a failed connect may go back to held or on to another endpoint.
+- streaming: bound to an upstream connection; the request and the response flow. A pooled
+  connection the upstream closed without answering may send it back to connecting (retry).
+- finished: `_finish` ran; nothing more happens to it.
+Beside the phase, flags for what is independent of it: how far each message got
+(`request_done`, `response_started`, `response_done`), and how the response is framed.
+
 - Bodies stream both ways without being gathered; a side stops reading while the other side's
-  write buffer is over its high-water mark (flow control lives in the two protocols).
+  write buffer is over its high-water mark (each connection's `flow.Flow`, coupled here).
 - `_finish` runs exactly once on every path (success, error answer, client gone, timeout): it
   gives back the endpoint slot, the route's concurrency, and records metrics. Counters that
   drift would make the autoscaler lie, so every exit goes through it.
@@ -21,6 +32,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from httpscale.interceptor import http1
+from httpscale.interceptor.flow import CLIENT_FULL, PENDING_BODY, UPSTREAM_FULL
+from httpscale.interceptor.heads import RequestInfo, ResponseInfo, read_response
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.placeholder import (
     canned_response,
@@ -35,7 +48,55 @@ if TYPE_CHECKING:
     from httpscale.interceptor.downstream import ClientConnection
     from httpscale.interceptor.proxy import Proxy
 
-__all__ = ["Exchange"]
+__all__ = [
+    "CONNECTING",
+    "FINISHED",
+    "HELD",
+    "PHASES",
+    "START",
+    "STREAMING",
+    "Exchange",
+    "PhaseError",
+    "next_phase",
+]
+
+# The phases (ints, not an Enum: compiled, a Final int is a C constant, an Enum member an
+# object compared by a Python call).
+START: Final = 0
+HELD: Final = 1
+CONNECTING: Final = 2
+STREAMING: Final = 3
+FINISHED: Final = 4
+PHASES: Final = ("start", "held", "connecting", "streaming", "finished")
+# The moves allowed, as one int: bit `current * 8 + new` is set when a move from `current`
+# to `new` is. (One int, not a tuple of them: compiled, indexing a constant tuple by a variable
+# boxes the whole tuple first, hundreds of instructions a move; this is a shift and a mask.)
+# connecting -> connecting: another endpoint after a failed connect; connecting -> held: the
+# endpoint left before the connect; streaming -> connecting: the upstream closed without
+# answering and the request goes again.
+_MOVES: Final = sum(
+    1 << (current * 8 + new)
+    for current, new in (
+        (START, HELD), (START, CONNECTING), (START, FINISHED),
+        (HELD, CONNECTING), (HELD, FINISHED),
+        (CONNECTING, HELD), (CONNECTING, CONNECTING), (CONNECTING, STREAMING),
+        (CONNECTING, FINISHED),
+        (STREAMING, CONNECTING), (STREAMING, FINISHED),
+    )
+)
+
+
+class PhaseError(Exception):
+    """An exchange was asked to move to a phase its current one does not lead to (a bug in
+    the proxy, never the client's doing). (Exception: mypyc compiles no RuntimeError subclass.)"""
+
+
+def next_phase(current: int, new: int) -> int:
+    """`new`, when an exchange in phase `current` may move to it; else PhaseError."""
+    if not (_MOVES >> (current * 8 + new)) & 1:
+        raise PhaseError(f"an exchange cannot move from {PHASES[current]} to {PHASES[new]}")
+    return new
+
 
 # Bytes of request body kept while no upstream connection is bound yet; past it the client
 # is paused, so a held upload costs at most this much memory.
@@ -60,7 +121,7 @@ class Exchange:
     response_done = False
     response_chunked_out = False
     response_unframed = False
-    finished = False
+    phase = START
     cold_start = False
     fallback = False
     status = 0
@@ -72,7 +133,7 @@ class Exchange:
     _body: list[bytes] | None = None  # request bytes kept until an upstream is bound
     _body_size = 0
     _head_waiting: bytes | None = None  # the request head, to leave with the body (`_bind`)
-    _head_out: http1.ResponseInfo | None = None  # the response head, sent with the body
+    _head_out: ResponseInfo | None = None  # the response head, sent with the body
     _hold_timer: asyncio.TimerHandle | None = None
     _request_timer: asyncio.TimerHandle | None = None  # the route's `request_timeout`
     _head_due = False  # waiting for the response head (the deadline is on the connection)
@@ -90,7 +151,7 @@ class Exchange:
         client: ClientConnection,
         method: bytes,
         target: bytes,
-        info: http1.RequestInfo,
+        info: RequestInfo,
         *,
         version_11: bool,
         keep_alive: bool,
@@ -161,6 +222,7 @@ class Exchange:
                 extra=[(b"Retry-After", b"1")],
             )
             return
+        self.phase = next_phase(self.phase, HELD)
         self.held_since = self.started
         self.cold_start = route.at_zero
         if self.cold_start:
@@ -190,7 +252,7 @@ class Exchange:
         """The route's `request_timeout` passed since the request arrived."""
         self._request_timer = None
         route = self.route
-        if self.finished or route is None:
+        if self.phase == FINISHED or route is None:
             return
         if route.unhold(self):
             self.proxy.metrics.held(route.key, _monotonic() - self.held_since)
@@ -273,6 +335,7 @@ class Exchange:
     # -- connecting --------------------------------------------------------------------------
 
     def _use(self, slot: EndpointSlot) -> None:
+        self.phase = next_phase(self.phase, CONNECTING)
         self.slot = slot
         pool = slot.pool
         if pool is None:
@@ -295,7 +358,7 @@ class Exchange:
     def pool_ready(self, conn: UpstreamConnection | None) -> None:
         """The pool hands us a connection, or a reserved attempt (None)."""
         pool, self._pool_wait = self._pool_wait, None
-        if pool is None or self.finished:
+        if pool is None or self.phase == FINISHED:
             if conn is not None:
                 conn.pool.give_back(conn)
             return
@@ -327,13 +390,13 @@ class Exchange:
             self._connect_failed("connect", f"cannot connect to {endpoint}: {exc.strerror}", 502)
             return
         self._connect_task = None
-        if self.finished:
+        if self.phase == FINISHED:
             pool.give_back(conn)
             return
         self._bind(conn)
 
     def _connect_failed(self, kind: str, message: str, status: int) -> None:
-        if self.finished:
+        if self.phase == FINISHED:
             return
         route = self.route
         assert route is not None
@@ -379,6 +442,7 @@ class Exchange:
         if slot is not None:
             self._use_after_retry(slot)
         elif route.hold(self):  # the endpoint left meanwhile: wait for another, same deadline
+            self.phase = next_phase(self.phase, HELD)
             if not self.cold_start and route.at_zero:
                 # The last replica went between the Host lookup and the connect (its pod was
                 # gone before its EndpointSlice said so): this request waits for a start too.
@@ -392,10 +456,12 @@ class Exchange:
             self._answer(503, f"too many requests waiting for {route.key}")
 
     def _use_after_retry(self, slot: EndpointSlot) -> None:
+        self.phase = next_phase(self.phase, CONNECTING)
         self.slot = slot
         self._connect(slot.endpoint)
 
     def _bind(self, conn: UpstreamConnection) -> None:
+        self.phase = next_phase(self.phase, STREAMING)
         self.upstream = conn
         conn.bind(self, head_only=self.head_only)
         head = self.info.head(self.method, self.target, self.client.client_ip_bytes)
@@ -414,27 +480,27 @@ class Exchange:
         # client's next HTTP request, not tunnel data.
         if head:
             conn.write(head)
-        self.client.resume_reading("pending-body")
+        self.client.flow.resume_reading(PENDING_BODY)
         if self.request_done:
             self._send_request_end()
         elif self.upgrade is None and self.has_body:
             # The client still uploads: watch for it stalling. (A bodiless request ends in the
             # same parser run as its head: request_complete sets the head deadline then.)
             conn.deadline.set(self.proxy.time() + self.proxy.body_idle)
-        if self.client.write_paused and conn.transport is not None:
-            conn.transport.pause_reading()
+        if self.client.flow.write_paused:
+            conn.flow.pause_reading(CLIENT_FULL)
 
     # -- request body from the client ----------------------------------------------------------
 
     def request_body(self, data: bytes) -> None:
         conn = self.upstream
-        if conn is not None and not self.finished:
+        if conn is not None and self.phase != FINISHED:
             conn.deadline.set(self.proxy.time() + self.proxy.body_idle)
             if self._head_waiting is not None:  # spliced, so never chunked
                 data, self._head_waiting = self._head_waiting + data, None
             conn.write(http1.chunk(data) if self.request_chunked else data)
             return
-        if self.finished:
+        if self.phase == FINISHED:
             return  # answered already (e.g. 404); the connection closes after the answer
         if self._body is None:
             self._body = [data]
@@ -442,12 +508,12 @@ class Exchange:
             self._body.append(data)
         self._body_size += len(data)
         if self._body_size > _PENDING_BODY_LIMIT:
-            self.client.pause_reading("pending-body")
+            self.client.flow.pause_reading(PENDING_BODY)
 
     def request_complete(self, trailers: Sequence[tuple[bytes, bytes]]) -> None:
         self.request_done = True
         self.request_trailers = trailers
-        if self.upstream is not None and not self.finished:
+        if self.upstream is not None and self.phase != FINISHED:
             self._send_request_end()
 
     def _send_request_end(self) -> None:
@@ -484,9 +550,9 @@ class Exchange:
     # -- response from the upstream ------------------------------------------------------------
 
     def response_head(
-        self, status: int, reason: bytes, info: http1.ResponseInfo, keep: bool
+        self, status: int, reason: bytes, info: ResponseInfo, keep: bool
     ) -> None:
-        if self.finished:
+        if self.phase == FINISHED:
             return
         if status < 200:
             # Interim (100 Continue, 103 Early Hints): relay to an HTTP/1.1 client only.
@@ -528,7 +594,7 @@ class Exchange:
         # read by UpstreamConnection.data_received while the response is unfinished.
 
     def response_body(self, data: bytes) -> None:
-        if self.finished or not data:
+        if self.phase == FINISHED or not data:
             return
         if self.response_chunked_out:
             data = http1.chunk(data)
@@ -539,7 +605,7 @@ class Exchange:
         self.client.write(data)
 
     def response_complete(self, trailers: Headers) -> None:
-        if self.finished:
+        if self.phase == FINISHED:
             return
         self.response_done = True
         end = http1.last_chunk(trailers) if self.response_chunked_out else b""
@@ -555,20 +621,23 @@ class Exchange:
                 conn.pool.give_back(conn)
             else:
                 conn.close()
+            # Paused while this upstream's buffer was full: the next request is not its concern.
+            self.client.flow.resume_reading(UPSTREAM_FULL)
         self._finish()
         self.client.exchange_done(self, keep_alive=self.keep_alive and self._request_over())
 
     def upstream_failed(self, kind: str, message: str) -> None:
-        if self.finished:
+        if self.phase == FINISHED:
             return
         assert self.route is not None
         self.proxy.metrics.upstream_error(self.route.key, kind)
         self._answer(502, message)
 
     def upstream_lost(self, conn: UpstreamConnection) -> None:
-        if self.finished or conn is not self.upstream:
+        if self.phase == FINISHED or conn is not self.upstream:
             return
         self.upstream = None
+        self.client.flow.resume_reading(UPSTREAM_FULL)  # its buffer went with it
         if self.response_started and self.response_unframed and self.upgrade is None:
             self.response_complete([])  # a read-until-close body ends with the connection
             return
@@ -583,6 +652,7 @@ class Exchange:
             self._retried = True
             self._head_due = False
             assert self.slot is not None
+            self.phase = next_phase(self.phase, CONNECTING)
             self._connect(self.slot.endpoint)
             return
         assert self.route is not None
@@ -609,6 +679,7 @@ class Exchange:
         """Another endpoint now, else a new pick after the connect-retry backoff (by then the
         dying endpoint has usually left the set, and the request waits for a ready one), for
         as long as the request's readiness deadline allows."""
+        self.phase = next_phase(self.phase, CONNECTING)
         route = self.route
         slot = self.slot
         assert route is not None and slot is not None
@@ -635,7 +706,7 @@ class Exchange:
     # -- upgrade tunnel --------------------------------------------------------------------------
 
     def upstream_upgraded(self, rest: bytes) -> None:
-        if self.finished or self.upgrade is None:
+        if self.phase == FINISHED or self.upgrade is None:
             if self.upstream is not None:
                 self.upstream.close()
             return
@@ -649,10 +720,10 @@ class Exchange:
         if timer is not None:  # nor does the route's request timeout bound a tunnel
             timer.cancel()
             self._request_timer = None
-        headers = conn._headers  # the 101's own headers (Sec-WebSocket-Accept, ...)
+        headers, reason = conn.interim_head()  # the 101's own (Sec-WebSocket-Accept, ...)
         self.client.write(
-            http1.ResponseInfo(headers).head(
-                101, conn._reason, chunked=False, keep_alive=True,
+            read_response(headers).head(
+                101, reason, chunked=False, keep_alive=True,
                 cold_start=self.cold_start, upgrade=self.upgrade,
             )
         )
@@ -681,25 +752,25 @@ class Exchange:
 
     # -- flow control between the two sides ------------------------------------------------------
 
-    def client_pause(self, reason: str) -> None:
-        self.client.pause_reading(reason)
+    def upstream_write_paused(self) -> None:
+        self.client.flow.pause_reading(UPSTREAM_FULL)
 
-    def client_resume(self, reason: str) -> None:
-        self.client.resume_reading(reason)
+    def upstream_write_resumed(self) -> None:
+        self.client.flow.resume_reading(UPSTREAM_FULL)
 
     def client_write_paused(self) -> None:
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.pause_reading()
+        if self.upstream is not None:
+            self.upstream.flow.pause_reading(CLIENT_FULL)
 
     def client_write_resumed(self) -> None:
-        if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.resume_reading()
+        if self.upstream is not None:
+            self.upstream.flow.resume_reading(CLIENT_FULL)
 
     # -- endings ---------------------------------------------------------------------------------
 
     def client_lost(self) -> None:
         """The client went away: drop the hold, the connect attempt and the upstream."""
-        if self.finished:
+        if self.phase == FINISHED:
             return
         if self.route is not None:
             self.route.unhold(self)
@@ -719,11 +790,12 @@ class Exchange:
 
     def _answer(self, status: int, message: str, extra: Headers | None = None) -> None:
         """The proxy's own answer; aborts the client if a response already started."""
-        if self.finished:
+        if self.phase == FINISHED:
             return
         conn, self.upstream = self.upstream, None
         if conn is not None:
             conn.close()
+            self.client.flow.resume_reading(UPSTREAM_FULL)
         if self.response_started:
             self._finish()
             self.client.abort()
@@ -752,9 +824,9 @@ class Exchange:
         self.client.exchange_done(self, keep_alive=self.keep_alive)
 
     def _finish(self) -> None:
-        if self.finished:
+        if self.phase == FINISHED:
             return
-        self.finished = True
+        self.phase = FINISHED  # (any phase may finish: no table look-up needed)
         if self._pool_wait is not None:
             self._pool_wait.unwait(self)
             self._pool_wait = None

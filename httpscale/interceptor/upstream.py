@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 import httptools
 
-from httpscale.interceptor import http1
 from httpscale.interceptor.deadline import Deadline
+from httpscale.interceptor.flow import CLIENT_FULL, Flow
+from httpscale.interceptor.heads import read_response
 from httpscale.interceptor.http1 import Headers
+from httpscale.interceptor.splice import SplicedResponse, splice_response
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ class UpstreamConnection(asyncio.Protocol):
     parser calls back only for the end of the head, body bytes and the end of the message
     (this object has no on_status/on_header); the full parser (`_FullResponse`) also collects
     the reason and every header field. The first read of each response picks one
-    (`http1.splice_response`): nearly every response is spliced, forwarded with its header
+    (`splice.splice_response`): nearly every response is spliced, forwarded with its header
     lines as received minus the hop-by-hop ones.
     """
 
@@ -79,6 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_transport_write",
         "deadline",
         "exchange",
+        "flow",
         "idle_since",
         "lost",
         "parser",
@@ -100,9 +103,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._full_feed: Callable[[bytes], None] = self._full.feed_data
         self._feed: Callable[[bytes], None] = self._splice_feed  # parser in use
         self._transport_write: Callable[[bytes], object] = _ignore
-        self._spliced: http1.SplicedResponse | None = None
+        self._spliced: SplicedResponse | None = None
         self._at_start = False  # the next read starts a response
         self.exchange: Exchange | None = None
+        self.flow = Flow()  # reading paused while the client's write buffer is full
         self.idle_since = 0.0
         self.lost = False
         self.reused = False
@@ -137,6 +141,11 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self._transport_write(data)  # ignored once the connection is lost
 
+    def interim_head(self) -> tuple[Headers, bytes]:
+        """The header fields and reason of the response head just read (a 101's, when the
+        exchange switches to a tunnel)."""
+        return self._headers, self._reason
+
     def close(self) -> None:
         """Drop the connection for good (also when an exchange ends badly)."""
         self.exchange = None
@@ -154,6 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.flow.attach(transport)
         self._transport_write = transport.write
         limits = self.pool.limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
@@ -167,12 +177,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             exchange.tunnel_from_upstream(data)
             return
-        whole: http1.SplicedResponse | None = None
+        whole: SplicedResponse | None = None
         if self._at_start:
             # The read that starts a response (connections are not pipelined, so it starts
             # at its first byte): choose the parser for the whole response.
             self._at_start = False
-            spliced = self._spliced = http1.splice_response(data)
+            spliced = self._spliced = splice_response(data)
             if spliced is None:
                 self.parser = self._full
                 self._feed = self._full_feed
@@ -225,18 +235,21 @@ class UpstreamConnection(asyncio.Protocol):
         # Break the cycles through the transport and the parsers, as ClientConnection does
         # (see its `_release`): freed at once, not by the cyclic GC.
         self.transport = None
+        self.flow.lost()
         self._transport_write = _ignore
         self.parser = self._splice = self._full = _SPENT_PARSER
         self._feed = self._splice_feed = self._full_feed = _ignore
         self._splice_keep_alive = _keep_nothing
 
     def pause_writing(self) -> None:
+        self.flow.write_paused = True
         if self.exchange is not None:
-            self.exchange.client_pause("upstream")
+            self.exchange.upstream_write_paused()
 
     def resume_writing(self) -> None:
+        self.flow.write_paused = False
         if self.exchange is not None:
-            self.exchange.client_resume("upstream")
+            self.exchange.upstream_write_resumed()
 
     # -- httptools callbacks (both parsers) ----------------------------------------------------
 
@@ -258,8 +271,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._splice_keep_alive = self._splice.should_keep_alive
             exchange.response_complete([])
 
-    def _whole_response(self, spliced: http1.SplicedResponse, data: bytes) -> None:
-        """A response the scan checked whole (`http1.splice_response`): llhttp is not run on
+    def _whole_response(self, spliced: SplicedResponse, data: bytes) -> None:
+        """A response the scan checked whole (`splice.splice_response`): llhttp is not run on
         it; its callbacks are made here, as llhttp would make them, with keep-alive as the
         scan read it. (The parser stays between messages, where it was.)"""
         exchange = self.exchange
@@ -285,7 +298,7 @@ class UpstreamConnection(asyncio.Protocol):
         if status == 101:
             return  # HttpParserUpgrade follows; the exchange switches to a tunnel then
         exchange.response_head(
-            status, self._reason, http1.ResponseInfo(self._headers),
+            status, self._reason, read_response(self._headers),
             self.parser.should_keep_alive(),
         )
         if self._head_only and status >= 200:
@@ -460,6 +473,9 @@ class EndpointPool:
     def give_back(self, conn: UpstreamConnection) -> None:
         conn.exchange = None
         conn.deadline.clear()
+        # Paused for the client it served (its last read filled that client's buffer): that
+        # client is no concern of the next exchange, which would otherwise never be answered.
+        conn.flow.resume_reading(CLIENT_FULL)
         if conn.lost or conn.tunnel:
             conn.close()
             return

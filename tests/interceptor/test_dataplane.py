@@ -17,7 +17,7 @@ PACKAGE = Path(dataplane.__file__).resolve().parent  # .../httpscale
 
 PROBE = (
     "import httpscale.interceptor.exchange as e, httpscale.interceptor.downstream as d;"
-    "import httpscale.interceptor.http1 as h;"
+    "import httpscale.interceptor.splice as h;"
     "from httpscale import dataplane;"
     "print(dataplane.active().name, e.__file__.rsplit('.', 1)[1], d.__file__.rsplit('.', 1)[1],"
     " 'c' if h._SCAN_RESPONSE.__module__ == 'httpscale.interceptor._scan' else 'py')"
@@ -94,7 +94,7 @@ def test_edited_source_runs_instead_of_a_stale_build(package_copy: Path) -> None
 
 def test_edited_c_source_runs_the_python_twin(package_copy: Path) -> None:
     # The hand-written C is part of the build: edited, it is stale like any hot module, and
-    # its Python twin (http1.scan_response_head) runs with the rest of the source.
+    # its Python twin (scan.scan_response_head) runs with the rest of the source.
     source = package_copy / "httpscale" / "interceptor" / "_scan.c"
     source.write_text(source.read_text() + "\n/* edited after the build */\n")
     out, err = _probe(package_copy)

@@ -1,4 +1,4 @@
-"""The header passes of http1 against a plain reference implementation.
+"""The header passes (`heads`, `splice`) against a plain reference implementation.
 
 The passes classify a name as it came and lower-case it only when the tables do not know that
 spelling, and rule names out by length first; whatever the spelling, the result must be what
@@ -13,14 +13,9 @@ import random
 import httptools
 import pytest
 
-from httpscale.interceptor.http1 import (
-    HOP_BY_HOP,
-    RequestInfo,
-    ResponseInfo,
-    SplicedResponse,
-    splice_request,
-    splice_response,
-)
+from httpscale.interceptor.heads import read_request, read_response
+from httpscale.interceptor.http1 import HOP_BY_HOP, FramingError
+from httpscale.interceptor.splice import SplicedResponse, splice_request, splice_response
 
 _SPECIAL = [
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
@@ -52,7 +47,7 @@ def test_response_pass_matches_reference_for_any_spelling(seed: int) -> None:
              if n not in (b"transfer-encoding", b"content-length", b"host")]
     headers = [(n, b"v%d" % i) for i, n in enumerate(rng.sample(names, 12))]
     headers = [(n, b"keep-alive" if n.lower() == b"connection" else v) for n, v in headers]
-    head = ResponseInfo(headers).head(200, b"OK", chunked=False, keep_alive=True,
+    head = read_response(headers).head(200, b"OK", chunked=False, keep_alive=True,
                                       cold_start=False)
     assert head == (b"HTTP/1.1 200 OK\r\n" + _response_reference(headers)
                     + b"X-HTTPScale-Cold-Start: false\r\n\r\n")
@@ -65,28 +60,32 @@ def test_request_pass_matches_reference_for_any_spelling(seed: int) -> None:
              if n not in (b"transfer-encoding", b"content-length", b"upgrade", b"connection",
                           b"x-forwarded-proto", b"x-forwarded-host")]
     headers = [(n, b"v%d" % i) for i, n in enumerate(rng.sample(names, 12))]
-    info = RequestInfo(headers)
+    hosts = [v for n, v in headers if n.lower() == b"host"]
+    if len(hosts) > 1:
+        with pytest.raises(FramingError, match="more than one Host"):
+            read_request(headers)
+        return
+    info = read_request(headers)
     head = info.head(b"GET", b"/x", b"10.0.0.1")
     block = head.split(b"\r\n", 1)[1]
     assert block.startswith(_request_reference(headers))
     xffs = [v for n, v in headers if n.lower() == b"x-forwarded-for"]
     assert b"X-Forwarded-For: " + b", ".join([*xffs, b"10.0.0.1"]) + b"\r\n" in block
-    hosts = [v for n, v in headers if n.lower() == b"host"]
-    assert info.host == (hosts[-1] if hosts else b"")
+    assert (info.host, info.has_host) == (hosts[0], True) if hosts else (b"", False)
 
 
 def test_framing_headers_found_in_any_spelling() -> None:
     for name in (b"Content-Length", b"content-length", b"CONTENT-LENGTH", b"cOnTeNt-LeNgTh"):
-        assert RequestInfo([(name, b"5")]).content_length == 5
-        assert ResponseInfo([(name, b"5")]).content_length
+        assert read_request([(name, b"5")]).content_length == 5
+        assert read_response([(name, b"5")]).content_length
     for name in (b"Transfer-Encoding", b"TRANSFER-ENCODING", b"tRaNsFeR-eNcOdInG"):
-        assert RequestInfo([(name, b"chunked")]).chunked
-        assert ResponseInfo([(name, b"chunked")]).chunked
+        assert read_request([(name, b"chunked")]).chunked
+        assert read_response([(name, b"chunked")]).chunked
 
 
 def test_connection_tokens_drop_named_headers() -> None:
     headers = [(b"X-Secret", b"1"), (b"CONNECTION", b"keep-alive, X-Secret"), (b"Date", b"d")]
-    head = ResponseInfo(headers).head(204, b"", chunked=False, keep_alive=False,
+    head = read_response(headers).head(204, b"", chunked=False, keep_alive=False,
                                       cold_start=True)
     assert head == (b"HTTP/1.1 204 No Content\r\nDate: d\r\n"
                     b"X-HTTPScale-Cold-Start: true\r\nConnection: close\r\n\r\n")
@@ -94,7 +93,7 @@ def test_connection_tokens_drop_named_headers() -> None:
 
 def test_request_head_is_built_once() -> None:
     # A retry on a fresh upstream connection sends the head again: it must be the same bytes.
-    info = RequestInfo([(b"Host", b"a.test"), (b"Accept", b"*/*")])
+    info = read_request([(b"Host", b"a.test"), (b"Accept", b"*/*")])
     first = info.head(b"POST", b"/p?q=1", b"127.0.0.1")
     assert info.head(b"POST", b"/p?q=1", b"127.0.0.1") == first
     assert first == (b"POST /p?q=1 HTTP/1.1\r\nHost: a.test\r\nAccept: */*\r\n"
@@ -106,7 +105,7 @@ def test_status_lines() -> None:
     defaults = {100: b"Continue", 101: b"Switching Protocols", 200: b"OK",
                 204: b"No Content", 404: b"Not Found", 599: b"Unknown", 999: b"Unknown"}
     for status, reason in itertools.product(defaults, (b"", b"Why")):
-        head = ResponseInfo([]).head(status, reason, chunked=False, keep_alive=True,
+        head = read_response([]).head(status, reason, chunked=False, keep_alive=True,
                                      cold_start=False)
         assert head.split(b"\r\n", 1)[0] == b"HTTP/1.1 %d %b" % (status, reason or defaults[status])
 
@@ -144,7 +143,7 @@ def _full_pass(raw: bytes, **kw: bool) -> bytes:
 
     httptools.HttpResponseParser(Collect()).feed_data(raw)
     reason = raw.split(b"\r\n", 1)[0].split(b" ", 2)[2]
-    return ResponseInfo(sink).head(status, reason, **kw)  # type: ignore[arg-type]
+    return read_response(sink).head(status, reason, **kw)  # type: ignore[arg-type]
 
 
 _SPLICEABLE_FIELDS = [
@@ -284,17 +283,17 @@ def test_spliced_request_reads_as_the_full_pass(seed: int) -> None:
     raw = method + b" " + target + b" HTTP/1.1\r\n" + b"".join(f + b"\r\n" for f in fields)
     raw += b"\r\n"
     spliced = splice_request(raw, 8192, 65536, 100)
-    if sum(f.lower().startswith(b"host:") for f in fields) > 1 or (
-        sum(f.lower().startswith(b"connection:") for f in fields) > 1
-    ):
-        assert spliced is None  # several Host or Connection fields: the full pass decides
+    hosts = sum(f.lower().startswith(b"host:") for f in fields)
+    if hosts != 1 or sum(f.lower().startswith(b"connection:") for f in fields) > 1:
+        # No Host, several Host or several Connection fields: the full pass decides.
+        assert spliced is None
         return
     assert spliced is not None, raw
     parsed_method, url, headers = _parse_request(raw)
     assert spliced.method in (parsed_method, b"")
     assert spliced.keep_alive == _keep_alive(raw)
     assert spliced.target(method) == url
-    full = RequestInfo(headers)
+    full = read_request(headers)
     # (llhttp keeps trailing whitespace in a value; the splice drops it, as RFC 9110 does.)
     assert (spliced.host, spliced.xff) == (full.host.rstrip(b" \t"), full.xff)
     assert spliced.fields() == [(n, v.strip(b" \t")) for n, v in headers]
@@ -316,7 +315,7 @@ def test_spliced_request_with_its_whole_body(body: bytes, name: bytes) -> None:
     assert spliced is not None
     assert spliced.content_length == len(body)
     _, url, headers = _parse_request(head + body)
-    full = RequestInfo(headers)
+    full = read_request(headers)
     assert full.content_length == spliced.content_length
     out = spliced.head(b"POST", url, b"127.0.0.1")
     assert out.endswith(b"\r\n\r\n"), "the head, without body bytes"
@@ -325,10 +324,12 @@ def test_spliced_request_with_its_whole_body(body: bytes, name: bytes) -> None:
 
 def test_spliced_request_host_in_any_form() -> None:
     for line, host in [(b"Host: a.test", b"a.test"), (b"host:a.test", b"a.test"),
-                       (b"HOST:\ta.test \t", b"a.test"), (b"Host:", b""), (b"Host: ", b""),
-                       (b"Host:  x", b"x"), (b"Host: x", b"x")]:
+                       (b"HOST:\ta.test \t", b"a.test"), (b"Host:  x", b"x"), (b"Host: x", b"x")]:
         spliced = splice_request(b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n", 8192, 65536, 100)
         assert spliced is not None and spliced.host == host, line
+    # An empty Host (allowed for a target without authority) is left to the full pass.
+    for line in (b"Host:", b"Host: ", b"Host: \t"):
+        assert splice_request(b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n", 8192, 65536, 100) is None
 
 
 @pytest.mark.parametrize(
@@ -350,6 +351,8 @@ def test_spliced_request_host_in_any_form() -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic x\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host: refused by the full pass (RFC 9112 §3.2)
+        b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n",
         b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n",
         b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
         b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -361,3 +364,11 @@ def test_spliced_request_host_in_any_form() -> None:
 )
 def test_requests_that_take_the_full_pass(raw: bytes) -> None:
     assert splice_request(raw, 8192, 65536, 100) is None
+
+
+def test_host_is_noted_and_a_second_one_refused() -> None:
+    assert read_request([(b"Accept", b"*/*")]).has_host is False
+    empty = read_request([(b"Host", b"")])
+    assert (empty.has_host, empty.host) == (True, b"")
+    with pytest.raises(FramingError, match="more than one Host"):
+        read_request([(b"Host", b"a.test"), (b"host", b"a.test")])

@@ -1,5 +1,5 @@
 """The head scans in C (`_scan.c`) answer exactly as their Python references,
-`http1.scan_response_head` and `http1.scan_request_head`, on valid heads, odd heads and heads
+`scan.scan_response_head` and `scan.scan_request_head`, on valid heads, odd heads and heads
 cut or mutated anywhere."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from httpscale.interceptor import http1
+from httpscale.interceptor import scan, splice
 
 from .c_scans import c_module
 
-Scan = Callable[[bytes], "http1.ResponseScan | None"]
-RequestScan = Callable[[bytes, int, int, int], "http1.RequestScan | None"]
+Scan = Callable[[bytes], "scan.ResponseScan | None"]
+RequestScan = Callable[[bytes, int, int, int], "scan.RequestScan | None"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_c_scan_answers_as_the_python_scan(native: Scan) -> None:
     compared = spliced = whole = 0
     for head in _heads(rng):
         for data in _mutations(rng, head):
-            expected = http1.scan_response_head(data)
+            expected = scan.scan_response_head(data)
             assert native(data) == expected, data
             compared += 1
             spliced += expected is not None
@@ -101,7 +101,7 @@ def test_c_scan_of_every_prefix(native: Scan) -> None:
     raw = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 6\r\nConnection: keep-alive"
            b"\r\nKeep-Alive: timeout=5\r\n\r\nhello\n")
     for end in range(len(raw) + 1):
-        assert native(raw[:end]) == http1.scan_response_head(raw[:end])
+        assert native(raw[:end]) == scan.scan_response_head(raw[:end])
     connection, keep_alive = raw.index(b"Connection:"), raw.index(b"Keep-Alive:")
     assert native(raw) == (
         len(raw) - 8, 200, True, connection, keep_alive, keep_alive, raw.index(b"\r\n\r\n") + 2,
@@ -113,12 +113,12 @@ def test_c_scan_of_a_large_read(native: Scan) -> None:
     # Past 2048 bytes only the head is looked at (the Python side splits data[:end + 4]).
     head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
     for body in (b"x" * 3000, b"\r\nConnection: close\r\n" * 200):
-        assert native(head + body) == http1.scan_response_head(head + body) == (
+        assert native(head + body) == scan.scan_response_head(head + body) == (
             len(head) - 2, 200, False, 17, 36, 0, 0, True, -1  # no Content-Length: not whole
         )
     framed = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n"
     for body, body_at in ((b"x" * 3000, len(framed)), (b"x" * 2999, -1), (b"x" * 3001, -1)):
-        assert native(framed + body) == http1.scan_response_head(framed + body) == (
+        assert native(framed + body) == scan.scan_response_head(framed + body) == (
             len(framed) - 2, 200, True, 0, 0, 0, 0, False, body_at
         )
     assert native(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 500) is None  # no blank line
@@ -132,8 +132,28 @@ def test_c_scan_wants_bytes(native: Scan) -> None:
 def test_the_build_in_use_scans_with_c(native: Scan, native_request: RequestScan) -> None:
     # What splice_response and splice_request call: the C scans whenever they are importable
     # (the compiled build; tests/interceptor/test_dataplane.py checks the Python source's).
-    assert http1._SCAN_RESPONSE is native
-    assert http1._SCAN_REQUEST is native_request
+    assert splice._SCAN_RESPONSE is native
+    assert splice._SCAN_REQUEST is native_request
+
+
+def test_both_scans_answer_the_same_named_tuples(
+    native: Scan, native_request: RequestScan
+) -> None:
+    # The splice path reads the results by name, whichever scan made them.
+    request = b"GET /a HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
+    for found in (native_request(request, 8192, 65536, 100),
+                  scan.scan_request_head(request, 8192, 65536, 100)):
+        assert type(found) is scan.RequestScan
+        assert (found.head_end, found.line_end) == (len(request), len(b"GET /a HTTP/1.1"))
+        assert (found.host, found.method, found.keep_alive, found.length, found.whole) == (
+            b"app.test", b"GET", False, -1, True
+        )
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    for answer in (native(response), scan.scan_response_head(response)):
+        assert type(answer) is scan.ResponseScan
+        assert (answer.status, answer.content_length, answer.close) == (200, True, True)
+        assert response[answer.cut1 : answer.cut1_end] == b"Connection: close\r\n"
+        assert response[answer.body_at :] == b"hi"
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -183,7 +203,7 @@ def test_c_request_scan_answers_as_the_python_scan(native_request: RequestScan) 
             # Limits drawn so that each of them sometimes decides.
             limits = (rng.choice([8192, 40, 14]), rng.choice([65536, 200, 60]),
                       rng.choice([100, 3, 0]))
-            expected = http1.scan_request_head(data, *limits)
+            expected = scan.scan_request_head(data, *limits)
             assert native_request(data, *limits) == expected, (data, limits)
             compared += 1
             spliced += expected is not None
@@ -196,7 +216,7 @@ def test_c_request_scan_parts(native_request: RequestScan) -> None:
     raw = (b"POST /api HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive\r\n"
            b"X-Forwarded-For: 10.0.0.1 \r\nKeep-Alive: 300\r\nContent-Length: 2\r\n\r\nhi")
     found = native_request(raw, 8192, 65536, 100)
-    assert found == http1.scan_request_head(raw, 8192, 65536, 100)
+    assert found == scan.scan_request_head(raw, 8192, 65536, 100)
     assert found == (
         len(raw) - 2, 18,
         [b"POST /api HTTP/1.1\r\nHost: app.test\r\n", b"", b"", b"Content-Length: 2\r\n"],

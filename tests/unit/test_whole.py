@@ -10,7 +10,7 @@ from typing import Any
 import httptools
 import pytest
 
-from httpscale.interceptor import http1
+from httpscale.interceptor import scan
 
 from .c_scans import c_module
 
@@ -23,18 +23,18 @@ WHOLE_METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATC
 
 @pytest.fixture(scope="module", params=["python", "c"])
 def scan_request(request: pytest.FixtureRequest) -> RequestScan:
-    scan: RequestScan = (
-        http1.scan_request_head if request.param == "python" else c_module().scan_request
+    found: RequestScan = (
+        scan.scan_request_head if request.param == "python" else c_module().scan_request
     )
-    return scan
+    return found
 
 
 @pytest.fixture(scope="module", params=["python", "c"])
 def scan_response(request: pytest.FixtureRequest) -> ResponseScan:
-    scan: ResponseScan = (
-        http1.scan_response_head if request.param == "python" else c_module().scan_response
+    found: ResponseScan = (
+        scan.scan_response_head if request.param == "python" else c_module().scan_response
     )
-    return scan
+    return found
 
 
 # -- llhttp's reading ---------------------------------------------------------------------------
