@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import click
 
 from httpscale.clikit import option
+from httpscale.model.errors import ConfigError
 from httpscale.runtime import run
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import InterceptorDiscovery, StaticDiscovery, parse_admin_port
@@ -248,7 +249,9 @@ def scaler_command(
     if config is not None:
         try:
             routes = routes_from_local_config(config)
-        except (OSError, ValueError) as exc:
+        except ConfigError as exc:  # names the file and the key already
+            raise click.ClickException(str(exc)) from exc
+        except ValueError as exc:  # a route the scaler cannot take, which does not
             raise click.ClickException(f"{config}: {exc}") from exc
     if not interceptors:
         log.warning("no --interceptor given: every route reads as idle, health NOT_SERVING")

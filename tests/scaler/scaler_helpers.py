@@ -25,12 +25,12 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from httpscale.model.httpso import ScalingMetric
+from httpscale.model.httpso import MetricKind, ScalingMetric
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import StaticDiscovery
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
-from httpscale.scaler.routes import MetricKind, ScalerRoute, StaticRouteSource, httpso_route
+from httpscale.scaler.routes import ScalerRoute, StaticRouteSource, httpso_route
 from httpscale.scaler.settings import (
     CollectorSettings,
     ListenSettings,
