@@ -62,7 +62,7 @@ __all__ = [
     "CommandRun",
     "HttpGetProbe",
     "LocalConfig",
-    "Probe",
+    "ReadinessProbe",
     "TcpSocketProbe",
     "UpstreamRun",
     "expand_placeholders",
@@ -108,7 +108,7 @@ class TcpSocketProbe:
     timeout: float = DEFAULT_PROBE_TIMEOUT
 
 
-Probe = HttpGetProbe | TcpSocketProbe
+ReadinessProbe = HttpGetProbe | TcpSocketProbe
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ class CommandRun:
 
     command: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
-    readiness: Probe = field(default_factory=TcpSocketProbe)
+    readiness: ReadinessProbe = field(default_factory=TcpSocketProbe)
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     stop_grace_period: float = DEFAULT_STOP_GRACE_PERIOD
 
@@ -260,7 +260,7 @@ def _run(f: Fields) -> CommandRun | UpstreamRun:
     )
 
 
-def _probe(f: Fields) -> Probe:
+def _probe(f: Fields) -> ReadinessProbe:
     f.allow("httpGet", "tcpSocket", "periodSeconds", "timeoutSeconds")
     http = f.sub("httpGet")
     tcp = f.sub("tcpSocket")

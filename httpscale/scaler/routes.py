@@ -33,10 +33,10 @@ from httpscale.model.httpso import (
 __all__ = [
     "RouteMetric",
     "RouteOrigin",
-    "RouteTable",
     "ScalerRoute",
     "ScalerRouteSink",
     "ScalerRouteSource",
+    "ScalerRouteTable",
     "StaticRouteSource",
     "fleet_metric_name",
     "httpso_route",
@@ -195,7 +195,7 @@ class StaticRouteSource:
         await asyncio.get_running_loop().create_future()
 
 
-class RouteTable:
+class ScalerRouteTable:
     """The current routes by key, with a change signal for long-lived RPCs (StreamMetricSpec)."""
 
     def __init__(self) -> None:
