@@ -86,7 +86,8 @@ async def serve(
 
 async def serve_cluster(settings: ScalerSettings, cluster: ClusterSettings) -> None:
     """Run a scaler fed by the cluster (routes and interceptors from watches) until a signal."""
-    # Imported here: only cluster mode needs the Kubernetes client.
+    # Imported here, not above: only cluster mode needs the Kubernetes client, which takes about
+    # half a second to import; a standalone scaler (--config, --interceptor) never does.
     from httpscale.kube.config import KubeConfigError, connect
     from httpscale.scaler.cluster import EndpointSliceDiscovery, ScalerRouteWatch
 
@@ -267,6 +268,7 @@ def _cluster_settings(
     interceptor_admin_port: str,
     activity_window: float | None,
 ) -> ClusterSettings:
+    # Here, not above: as in serve_cluster (the Kubernetes client, for cluster mode only).
     from httpscale.kube.config import KubeSettings
     from httpscale.scaler.cluster import DEFAULT_INTERCEPTOR_SERVICE, ClusterSettings
 
