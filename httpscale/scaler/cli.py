@@ -28,6 +28,7 @@ import click
 
 from httpscale.clikit import option
 from httpscale.model.errors import ConfigError
+from httpscale.model.httpso import DEFAULT_RATE_WINDOW
 from httpscale.runtime import run
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import InterceptorDiscovery, StaticDiscovery, parse_admin_port
@@ -157,7 +158,7 @@ async def serve_cluster(settings: ScalerSettings, cluster: ClusterSettings) -> N
         "the Service's slices.")
 @option("--activity-window", type=float, default=None,
         help="Cluster mode: seconds one request keeps an InterceptorRoute active "
-        "[default: its requestRate window, else 60].")
+        f"[default: its requestRate window, else {DEFAULT_RATE_WINDOW:g}].")
 @option("--host", default=_D_LISTEN.host, help="Bind address of the gRPC and admin servers.")
 @option("--grpc-port", type=int, default=_D_LISTEN.grpc_port, help="KEDA external scaler port.")
 @option("--admin-port", type=int, default=_D_LISTEN.admin_port, help="/metrics, /livez, /readyz.")
