@@ -12,7 +12,7 @@ other natively, so the set is never mixed.
 When: at the first import of a built module, not before. `import httpscale` only puts a gate
 first on `sys.meta_path` (`install_gate`, nothing read from disk); the gate runs the check when
 a built module is about to be found, so the choice is made before any of them is imported, and
-a process that imports none (the scaler, the operator, `httpscale status`) never pays for it.
+a process that imports none (the scaler, `httpscale status`) never pays for it.
 The hot modules are not all under one package (the route table is shared with config loading),
 so no package `__init__` could stand in for the gate. A build concern, not a component: this
 module imports nothing of httpscale, and is not compiled itself.
