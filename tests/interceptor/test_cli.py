@@ -116,4 +116,6 @@ async def test_interceptor_command_refuses_a_bad_file(tmp_path: Path) -> None:
     async with asyncio.timeout(20):
         _, err = await proc.communicate()
     assert proc.returncode != 0
-    assert str(config) in err.decode() and "apps[0].hostz" in err.decode(), err
+    assert err.decode().strip() == (
+        f"Error: {config}: apps[0].hostz: unknown key (did you mean 'host'?)"
+    ), err
