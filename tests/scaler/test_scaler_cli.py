@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -36,13 +35,7 @@ apps:
 
 
 def scaler_argv() -> list[str]:
-    if importlib.util.find_spec("httpscale.cli") is not None:
-        from httpscale.cli import main
-
-        if "scaler" in getattr(main, "commands", {}):
-            return [sys.executable, "-m", "httpscale", "scaler"]
-    code = "from httpscale.scaler.cli import scaler_command; scaler_command()"
-    return [sys.executable, "-c", code]
+    return [sys.executable, "-m", "httpscale", "scaler"]
 
 
 @pytest.fixture
