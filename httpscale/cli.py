@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
@@ -40,8 +41,8 @@ class _Commands(dict[str, click.Command]):
 
 
 class _LazyGroup(click.Group):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.commands = _Commands(self.commands)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
