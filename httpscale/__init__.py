@@ -8,8 +8,9 @@ Subpackages, by layer (imports go downward only):
 
 __version__ = "0.1.0"
 
-# Which build of the proxy's hot path to import (mypyc's or the source), decided before any of
-# it can be imported: see httpscale/dataplane.py.
+# Which build of the proxy's hot path to import (mypyc's or the source) is decided when the
+# first of its modules is imported, and before that import finds a file: see
+# httpscale/dataplane.py. Until then, nothing is checked (the scaler never imports one).
 from httpscale import dataplane as _dataplane
 
-_dataplane.active()
+_dataplane.install_gate()

@@ -9,9 +9,13 @@ this module checks those hashes once per process. When any differs, or `HTTPSCAL
 asks for it, *all* hot modules are loaded from source: mypyc modules of one build call each
 other natively, so the set is never mixed.
 
-`httpscale/__init__.py` runs the check, so it happens before any hot module can be imported
-(the route table is shared with config loading, which may come first). A build concern, not
-a component: this module imports nothing of httpscale, and is not compiled itself.
+When: at the first import of a built module, not before. `import httpscale` only puts a gate
+first on `sys.meta_path` (`install_gate`, nothing read from disk); the gate runs the check when
+a built module is about to be found, so the choice is made before any of them is imported, and
+a process that imports none (the scaler, `httpscale status`) never pays for it.
+The hot modules are not all under one package (the route table is shared with config loading),
+so no package `__init__` could stand in for the gate. A build concern, not a component: this
+module imports nothing of httpscale, and is not compiled itself.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "active",
     "build_problem",
     "extension_paths",
+    "install_gate",
     "source_hashes",
 ]
 
@@ -165,12 +170,42 @@ def _prefer_sources() -> None:
         sys.meta_path.insert(0, _SourceFinder())
 
 
+class _Gate:
+    """First on `sys.meta_path` until the build is decided: the import of a built module
+    decides it, then that module is found by whatever the decision left in place."""
+
+    @staticmethod
+    def find_spec(
+        name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name not in BUILT_MODULES:
+            return None
+        active()  # takes the gate away; puts _SourceFinder first when the source must run
+        # Search again from the start rather than letting the import system go on past this
+        # finder: the list changed under it, and the finder just put first must be asked.
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is not None and (spec := find_spec(name, path, target)) is not None:
+                assert isinstance(spec, importlib.machinery.ModuleSpec)
+                return spec
+        return None
+
+
 _active: Dataplane | None = None
 
 
+def install_gate() -> None:
+    """Have the first import of a built module decide the build (`import httpscale` does this).
+    Cheap: nothing is read until a built module is imported."""
+    if _active is None and not any(isinstance(f, _Gate) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Gate())
+
+
 def active() -> Dataplane:
-    """The build this process runs (decided once, when httpscale is first imported)."""
+    """The build this process runs: decided once, at the first import of a built module or
+    at the first call, whichever comes first."""
     global _active
     if _active is None:
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Gate)]
         _active = check()
     return _active

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 from httpscale.capacity.core import StepStats
 
-__all__ = ["DEFAULT_HEADROOM", "Recommendation", "Target", "recommend"]
+__all__ = ["DEFAULT_HEADROOM", "Recommendation", "RecommendedTarget", "recommend"]
 
 DEFAULT_HEADROOM = 0.25
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class RecommendedTarget:
     metric: str  # "concurrency" or "requestRate"
     unit: str  # for the arithmetic text
     measured: float  # at the knee, all replicas together
@@ -60,8 +60,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    concurrency: Target
-    request_rate: Target
+    concurrency: RecommendedTarget
+    request_rate: RecommendedTarget
 
     def yaml(self, indent: str = "") -> str:
         """Both choices, ready to paste into an HTTPScaledObject's spec (one of them)."""
@@ -85,8 +85,10 @@ def recommend(knee: StepStats, replicas: int, headroom: float = DEFAULT_HEADROOM
     if not 0 <= headroom < 1:
         raise ValueError(f"headroom must be within [0, 1), not {headroom}")
     return Recommendation(
-        concurrency=Target("concurrency", "in flight", knee.concurrency, replicas, headroom),
-        request_rate=Target("requestRate", "requests/s", knee.rps, replicas, headroom),
+        concurrency=RecommendedTarget(
+            "concurrency", "in flight", knee.concurrency, replicas, headroom
+        ),
+        request_rate=RecommendedTarget("requestRate", "requests/s", knee.rps, replicas, headroom),
     )
 
 

@@ -1,4 +1,5 @@
-"""Configuration files: the local-mode YAML (`httpscale local -c FILE`)."""
+"""Configuration files: the local-mode YAML (`httpscale local -c FILE`), and the interceptor's
+route source that reads it (`httpscale interceptor --config FILE`)."""
 
 from httpscale.config.local_file import (
     DEFAULT_ADMIN,
@@ -7,12 +8,13 @@ from httpscale.config.local_file import (
     CommandRun,
     HttpGetProbe,
     LocalConfig,
-    Probe,
+    ReadinessProbe,
     TcpSocketProbe,
     UpstreamRun,
     load_local_config,
     parse_local_config,
 )
+from httpscale.config.route_source import FileRouteSource
 from httpscale.model.errors import ConfigError
 
 __all__ = [
@@ -21,9 +23,10 @@ __all__ = [
     "AppConfig",
     "CommandRun",
     "ConfigError",
+    "FileRouteSource",
     "HttpGetProbe",
     "LocalConfig",
-    "Probe",
+    "ReadinessProbe",
     "TcpSocketProbe",
     "UpstreamRun",
     "load_local_config",

@@ -14,7 +14,7 @@
           env: {KEY: value}
       - name: api
         hosts: [api.localhost]
-        run: {upstream: "http://127.0.0.1:9001"}   # a fixed upstream, never scaled
+        run: {upstream: "http://127.0.0.1:9001"}   # a fixed upstream, never started
 
 Each replica gets a free port: the literal text `{port}` in `command` and in `env` values is
 replaced by it, and `PORT` is set in the environment either way (the Heroku/Cloud Run
@@ -22,6 +22,9 @@ convention), so `{port}` is optional. `{python}` is replaced by the interpreter 
 httpscale, so Python apps run in the same virtualenv without an absolute path.
 Readiness defaults to a TCP connect to that port: it works for every server, while an HTTP
 GET of `/` fails on apps that have no root page.
+A fixed upstream is routed to, never started or scaled by local mode; its scaling fields
+(`scalingMetric`, `replicas`, ...) are still read, because a standalone scaler
+(`httpscale scaler --config FILE`) learns each route's target for KEDA from them.
 Errors name the file and the key (`local.yaml: apps[1].run.upstrem: unknown key`).
 """
 
@@ -50,11 +53,16 @@ from httpscale.routing.table import RouteTable
 __all__ = [
     "DEFAULT_ADMIN",
     "DEFAULT_LISTEN",
+    "DEFAULT_PROBE_PERIOD",
+    "DEFAULT_PROBE_TIMEOUT",
+    "DEFAULT_STARTUP_TIMEOUT",
+    "DEFAULT_STOP_GRACE_PERIOD",
+    "SCALING_KEYS",
     "AppConfig",
     "CommandRun",
     "HttpGetProbe",
     "LocalConfig",
-    "Probe",
+    "ReadinessProbe",
     "TcpSocketProbe",
     "UpstreamRun",
     "expand_placeholders",
@@ -66,12 +74,15 @@ DEFAULT_LISTEN = ("127.0.0.1", 8080)
 DEFAULT_ADMIN = ("127.0.0.1", 9090)
 DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_STOP_GRACE_PERIOD = 10.0
+DEFAULT_PROBE_PERIOD = 0.25  # seconds between readiness attempts (`periodSeconds`)
+DEFAULT_PROBE_TIMEOUT = 1.0  # seconds per attempt (`timeoutSeconds`)
 PORT_PLACEHOLDER = "{port}"
 PYTHON_PLACEHOLDER = "{python}"
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# Spec fields that only steer scaling; meaningless for a fixed upstream, so refused there.
-_SCALING_KEYS = (
+# Spec fields that only steer scaling: local mode does nothing with them on a fixed upstream
+# (it says so once, httpscale/local/plan.py), a standalone scaler serves them to KEDA.
+SCALING_KEYS = (
     "replicas",
     "scaledownPeriod",
     "initialCooldownPeriod",
@@ -85,19 +96,19 @@ class HttpGetProbe:
     """Ready when `GET path` on the replica's port answers 200-399."""
 
     path: str = "/"
-    period: float = 0.25  # seconds between attempts (`periodSeconds`)
-    timeout: float = 1.0  # seconds per attempt (`timeoutSeconds`)
+    period: float = DEFAULT_PROBE_PERIOD
+    timeout: float = DEFAULT_PROBE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
 class TcpSocketProbe:
     """Ready when a TCP connect to the replica's port succeeds."""
 
-    period: float = 0.25
-    timeout: float = 1.0
+    period: float = DEFAULT_PROBE_PERIOD
+    timeout: float = DEFAULT_PROBE_TIMEOUT
 
 
-Probe = HttpGetProbe | TcpSocketProbe
+ReadinessProbe = HttpGetProbe | TcpSocketProbe
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +118,7 @@ class CommandRun:
 
     command: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
-    readiness: Probe = field(default_factory=TcpSocketProbe)
+    readiness: ReadinessProbe = field(default_factory=TcpSocketProbe)
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     stop_grace_period: float = DEFAULT_STOP_GRACE_PERIOD
 
@@ -140,6 +151,7 @@ class AppConfig:
     spec: HTTPScaledObjectSpec
     route: RouteSpec  # key "local/<name>"
     run: CommandRun | UpstreamRun
+    scaling_keys: tuple[str, ...] = ()  # the SCALING_KEYS the app writes, in that order
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +160,9 @@ class LocalConfig:
     listen: tuple[str, int] = DEFAULT_LISTEN
     admin: tuple[str, int] = DEFAULT_ADMIN
     apps: tuple[AppConfig, ...] = ()
+    # Which of "listen" and "admin" the file writes (the others hold the defaults above): the
+    # interceptor keeps its own defaults for an address the file leaves out.
+    given: frozenset[str] = frozenset()
 
 
 def load_local_config(path: str | Path) -> LocalConfig:
@@ -182,7 +197,8 @@ def parse_local_config(data: object, *, source: str, path: Path | None = None) -
         seen[app.name] = index
         apps.append(app)
     _check_overlaps(apps, source)
-    return LocalConfig(path=path, listen=listen, admin=admin, apps=tuple(apps))
+    given = frozenset(name for name in ("listen", "admin") if top.raw(name) is not None)
+    return LocalConfig(path=path, listen=listen, admin=admin, apps=tuple(apps), given=given)
 
 
 def _app(item: object, *, source: str, key: str) -> AppConfig:
@@ -199,15 +215,12 @@ def _app(item: object, *, source: str, key: str) -> AppConfig:
         raise f.error("run", "required: a command to start, or an upstream to route to")
     run = _run(run_fields)
     assert isinstance(item, Mapping)  # Fields() checked
-    if isinstance(run, UpstreamRun):
-        for scaling_key in _SCALING_KEYS:
-            if item.get(scaling_key) is not None:
-                raise f.error(scaling_key, "has no effect with run.upstream (it is never scaled)")
+    scaling_keys = tuple(k for k in SCALING_KEYS if item.get(k) is not None)
     spec_part = {k: v for k, v in item.items() if k not in ("name", "run")}
     spec = parse_httpso_spec(spec_part, source=source, key_prefix=key, local=True)
     static = (run.upstream,) if isinstance(run, UpstreamRun) else None
     route = to_route_spec(f"local/{name}", spec, static_endpoints=static)
-    return AppConfig(name=name, spec=spec, route=route, run=run)
+    return AppConfig(name=name, spec=spec, route=route, run=run, scaling_keys=scaling_keys)
 
 
 _COMMAND_KEYS = ("command", "readiness", "startupTimeout", "stopGracePeriod", "env")
@@ -247,12 +260,12 @@ def _run(f: Fields) -> CommandRun | UpstreamRun:
     )
 
 
-def _probe(f: Fields) -> Probe:
+def _probe(f: Fields) -> ReadinessProbe:
     f.allow("httpGet", "tcpSocket", "periodSeconds", "timeoutSeconds")
     http = f.sub("httpGet")
     tcp = f.sub("tcpSocket")
-    period = f.get_duration("periodSeconds", positive=True) or 0.25
-    timeout = f.get_duration("timeoutSeconds", positive=True) or 1.0
+    period = f.get_duration("periodSeconds", positive=True) or DEFAULT_PROBE_PERIOD
+    timeout = f.get_duration("timeoutSeconds", positive=True) or DEFAULT_PROBE_TIMEOUT
     f.finish()
     if (http is None) == (tcp is None):
         raise f.error(None, "set exactly one of httpGet or tcpSocket")

@@ -55,7 +55,7 @@ _EXPLAINED_HERE = {"InvalidSpec", "TargetNotFound", "ServiceNotFound", "PortNotF
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class ServiceTarget:
     """A Service an object sends requests to."""
 
     namespace: str
@@ -80,7 +80,7 @@ class App:
     parsed: HTTPScaledObject | InterceptorRoute | None = None
     error: str = ""  # why it does not parse
     routes: list[RouteSpec] = field(default_factory=list)
-    targets: list[Target] = field(default_factory=list)  # first: where requests go
+    targets: list[ServiceTarget] = field(default_factory=list)  # first: where requests go
 
     @property
     def subject(self) -> str:
@@ -120,21 +120,23 @@ def _parse(kind: Kind, key: str, raw: Obj) -> App:
             ref = httpso.spec.scale_target_ref
             assert ref is not None  # required for Kubernetes objects
             app.parsed, app.routes = httpso, [to_route_spec(httpso.key, httpso.spec)]
-            app.targets.append(Target(httpso.namespace, ref.service, ref.port, ref.port_name))
+            app.targets.append(
+                ServiceTarget(httpso.namespace, ref.service, ref.port, ref.port_name)
+            )
             failover = httpso.spec.cold_start_timeout_failover_ref
             if failover is not None:
-                app.targets.append(Target(httpso.namespace, failover.service, failover.port,
-                                          failover.port_name, "failover Service"))
+                app.targets.append(ServiceTarget(httpso.namespace, failover.service, failover.port,
+                                                 failover.port_name, "failover Service"))
         else:
             route = parse_interceptor_route(raw)
             target = route.spec.target
             app.parsed, app.routes = route, interceptor_route_specs(route, _no_bodies)
-            app.targets.append(Target(route.namespace, target.service, target.port,
-                                      target.port_name))
+            app.targets.append(ServiceTarget(route.namespace, target.service, target.port,
+                                             target.port_name))
             fallback = route.spec.cold_start.fallback if route.spec.cold_start else None
             if fallback is not None:
-                app.targets.append(Target(route.namespace, fallback.name, fallback.port,
-                                          fallback.port_name, "fallback Service"))
+                app.targets.append(ServiceTarget(route.namespace, fallback.name, fallback.port,
+                                                 fallback.port_name, "fallback Service"))
     except ConfigError as exc:
         app.error = f"{exc.key}: {exc.message}" if exc.key else exc.message
     return app
@@ -234,7 +236,7 @@ def _selector_mismatch(snap: ClusterSnapshot, app: App, workload: Obj) -> str:
             "the Service's endpoints, so held requests time out (504)")
 
 
-def _service(snap: ClusterSnapshot, app: App, target: Target) -> Finding:
+def _service(snap: ClusterSnapshot, app: App, target: ServiceTarget) -> Finding:
     check = "apps.service"
     fix = (f"create the Service, or correct the {app.kind}'s reference "
            f"(`kubectl edit {app.kind.lower()} -n {app.namespace} {app.name}`)")

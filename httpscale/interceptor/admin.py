@@ -20,14 +20,15 @@ from httpscale.interceptor.api import QueueEntry, StatusProvider
 from httpscale.interceptor.proxy import Proxy
 from httpscale.routing.spec import RouteMatch
 
-__all__ = ["WAKE_PING_INTERVAL", "AdminServer", "MountedHandler"]
+__all__ = ["WAKE_PING_INTERVAL", "InterceptorAdmin", "MountedHandler"]
 
 WAKE_PING_INTERVAL = 5.0  # seconds between ping lines on an idle /wake stream
 _WAKE_BUFFER = 1024  # wake lines kept per slow subscriber before the oldest are dropped
 
 _GET_ONLY = frozenset({"/queue", "/wake", "/livez", "/readyz", "/metrics", "/status"})
 
-#: Serves every method and sub-path under the prefix it is mounted at (see `AdminServer.mount`).
+#: Serves every method and sub-path under the prefix it is mounted at
+#: (see `InterceptorAdmin.mount`).
 MountedHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -39,7 +40,7 @@ def _match_json(match: RouteMatch) -> dict[str, object]:
     }
 
 
-class AdminServer:
+class InterceptorAdmin:
     def __init__(self, proxy: Proxy, queue: Callable[[], dict[str, QueueEntry]]) -> None:
         self._proxy = proxy
         self._queue = queue

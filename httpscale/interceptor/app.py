@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from httpscale import dataplane
-from httpscale.interceptor.admin import AdminServer
+from httpscale.interceptor.admin import InterceptorAdmin
 from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, WakeListener
 from httpscale.interceptor.proxy import Proxy
 from httpscale.interceptor.settings import InterceptorSettings
@@ -34,7 +34,7 @@ class Interceptor:
     def __init__(self, settings: InterceptorSettings | None = None) -> None:
         self.settings = settings or InterceptorSettings()
         self._proxy: Proxy | None = None
-        self._admin: AdminServer | None = None
+        self._admin: InterceptorAdmin | None = None
         self._server: asyncio.Server | None = None
         self.proxy_address: tuple[str, int] = ("", 0)
         self.admin_address: tuple[str, int] = ("", 0)
@@ -49,7 +49,7 @@ class Interceptor:
 
     async def start(self) -> None:
         proxy = self._proxy = Proxy(self.settings)
-        self._admin = AdminServer(proxy, self.queue)
+        self._admin = InterceptorAdmin(proxy, self.queue)
         proxy.wake_listeners.append(self._admin.wake)
         listen = self.settings.listen
         self.admin_address = await self._admin.start(listen.admin_host, listen.admin_port)

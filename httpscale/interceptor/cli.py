@@ -2,7 +2,8 @@
 
 Routes come from the cluster (HTTPScaledObjects, InterceptorRoutes, EndpointSlices: see
 httpscale/kube/routes.py) or, with `--config`, from a local-mode file whose apps have static
-upstreams. Every option is also an environment variable `HTTPSCALE_<OPTION>`.
+upstreams; the file's `listen` and `admin` addresses, where it writes them, are the defaults.
+Every option is also an environment variable `HTTPSCALE_<OPTION>`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from typing import Any
 import click
 
 from httpscale.clikit import option
+from httpscale.config.route_source import FileRouteSource
 from httpscale.interceptor.app import Interceptor
-from httpscale.interceptor.settings import interceptor_options, settings_from_options
+from httpscale.interceptor.settings import (
+    interceptor_options,
+    listen_from_file,
+    settings_from_options,
+)
+from httpscale.model.errors import ConfigError
 from httpscale.runtime import configure_logging, run, serve_until_signal, tune_gc_for_serving
 
 __all__ = ["interceptor_command"]
@@ -25,8 +32,9 @@ log = logging.getLogger(__name__)
 
 @click.command("interceptor")
 @option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-        help="Routes in the local-mode file format (its apps; listen/admin come from the "
-        "options here). Without it: routes and endpoints from the cluster.")
+        help="Routes from a local-mode file (its apps), and its listen/admin addresses unless "
+        "--host, --port, --admin-host or --admin-port (or their variables) are given. "
+        "Without it: routes and endpoints from the cluster.")
 @option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
         help="Cluster mode: kubeconfig file; default: $KUBECONFIG, then the pod's "
         "ServiceAccount, then ~/.kube/config.")
@@ -45,20 +53,26 @@ def interceptor_command(
 ) -> None:
     """Run the interceptor (proxy + admin server) until SIGTERM/SIGINT."""
     configure_logging(log_level)
-    settings = settings_from_options(options)
     if config_path is not None:
-        # Imported here: only file mode needs the local-mode config layer.
-        from httpscale.model.errors import ConfigError
-        from httpscale.routing.sources import FileRouteSource
-
         source = FileRouteSource(config_path)
         try:
-            source.load()
+            config = source.load()
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
+        # Only the addresses the file writes: one that leaves them out keeps the interceptor's
+        # defaults (all interfaces, as in a pod), not local mode's loopback.
+        listen = listen_from_file(
+            click.get_current_context(),
+            config.listen if "listen" in config.given else None,
+            config.admin if "admin" in config.given else None,
+        )
+        settings = settings_from_options(options, listen=listen)
         run(lambda: _serve(Interceptor(settings), source.run))
         return
 
+    settings = settings_from_options(options)
+    # Imported here, not above: the Kubernetes client takes about half a second to import,
+    # which file mode never needs.
     from httpscale.interceptor.cluster import attach
     from httpscale.kube.config import KubeConfigError, KubeSettings, connect
     from httpscale.kube.routes import ClusterRouteSource

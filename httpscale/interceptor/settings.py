@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+import click
+
 from httpscale.clikit import option
 
 
@@ -24,6 +26,7 @@ __all__ = [
     "Listen",
     "Timeouts",
     "interceptor_options",
+    "listen_from_file",
     "settings_from_options",
 ]
 
@@ -112,6 +115,26 @@ def interceptor_options(func: F) -> F:
                 help=f.metadata.get("help", f.name),
             )(func)
     return func
+
+
+def listen_from_file(
+    ctx: click.Context, listen: tuple[str, int] | None, admin: tuple[str, int] | None
+) -> dict[str, Any]:
+    """`Listen` fields from a config file's `listen` and `admin` addresses (None: the file has
+    none), for `settings_from_options(..., listen=...)`: each one the command line or its
+    environment variable gave is left out, so what the user typed wins over the file, and the
+    file over the defaults."""
+    from_file: dict[str, Any] = {}
+    if listen is not None:
+        from_file.update(host=listen[0], port=listen[1])
+    if admin is not None:
+        from_file.update(admin_host=admin[0], admin_port=admin[1])
+    return {
+        name: value
+        for name, value in from_file.items()
+        if ctx.get_parameter_source(f"interceptor__listen__{name}")
+        in (None, click.core.ParameterSource.DEFAULT)
+    }
 
 
 def settings_from_options(options: dict[str, Any], **overrides: Any) -> InterceptorSettings:

@@ -56,14 +56,14 @@ from httpscale.model import (
 from httpscale.model.routespecs import BODY_LABEL, Served, interceptor_route_specs, serving_order
 from httpscale.routing.spec import Endpoint, RouteSpec
 
-__all__ = ["CONFIGMAPS", "ClusterRouteSource", "RouteTarget"]
+__all__ = ["CONFIGMAPS", "ClusterRouteSink", "ClusterRouteSource"]
 
 log = logging.getLogger("httpscale.kube.routes")
 
 CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 
 
-class RouteTarget(Protocol):
+class ClusterRouteSink(Protocol):
     """What the source drives: the interceptor (`InterceptorControl` has all three)."""
 
     def set_routes(self, routes: Sequence[RouteSpec]) -> None: ...
@@ -128,7 +128,7 @@ class ClusterRouteSource:
         )
         self.synced = asyncio.Event()
         self.pushes = 0  # route lists pushed
-        self._target: RouteTarget | None = None
+        self._target: ClusterRouteSink | None = None
         self._objects: dict[tuple[str, str], _Object] = {}  # (kind, key) -> its routes
         self._table: dict[str, _Route] = {}  # route key -> the route now served
         self._by_service: dict[str, set[str]] = {}  # "<ns>/<svc>" -> route keys using it
@@ -142,7 +142,7 @@ class ClusterRouteSource:
     def informers(self) -> tuple[Informer[Any], ...]:
         return (self.httpsos, self.routes, self.services, self.slices, self.config_maps)
 
-    async def run(self, target: RouteTarget) -> None:
+    async def run(self, target: ClusterRouteSink) -> None:
         """Push routes and endpoints into `target` now and on every change, until cancelled."""
         self._target = target
         async with asyncio.TaskGroup() as group:

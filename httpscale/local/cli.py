@@ -1,12 +1,10 @@
-"""`httpscale local -c FILE` and `httpscale status`; `httpscale.cli` adds both to its group."""
+"""`httpscale local -c FILE` (`httpscale status`, which reads what it serves, is in `status.py`)."""
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +12,19 @@ import click
 
 from httpscale.clikit import option
 from httpscale.config.local_file import load_local_config
-from httpscale.interceptor.settings import interceptor_options, settings_from_options
+from httpscale.interceptor.settings import (
+    interceptor_options,
+    listen_from_file,
+    settings_from_options,
+)
 from httpscale.local.autoscaler import AutoscalerSettings
 from httpscale.local.plan import plan_apps
 from httpscale.local.runner import LocalRunner, LocalSettings
-from httpscale.local.status import StatusError, fetch_status, format_status
 from httpscale.local.supervisor import SupervisorSettings
 from httpscale.model.errors import ConfigError
 from httpscale.runtime import run
 
-__all__ = ["local_command", "status_command"]
+__all__ = ["local_command"]
 
 log = logging.getLogger("httpscale.local")
 
@@ -70,21 +71,9 @@ def local_command(
         plans = plan_apps(config.apps)
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    # The file's `listen`/`admin` addresses, unless the command line (or its environment
-    # twin) names one: what the user typed last wins over the file, as for every option.
-    ctx = click.get_current_context()
-    from_file = {
-        "host": config.listen[0],
-        "port": config.listen[1],
-        "admin_host": config.admin[0],
-        "admin_port": config.admin[1],
-    }
-    listen = {
-        key: value
-        for key, value in from_file.items()
-        if ctx.get_parameter_source(f"interceptor__listen__{key}")
-        in (None, click.core.ParameterSource.DEFAULT)
-    }
+    # The file's `listen`/`admin` addresses (its defaults included: local mode binds loopback),
+    # unless the command line or its environment twin names one.
+    listen = listen_from_file(click.get_current_context(), config.listen, config.admin)
     shutdown: dict[str, float] = {}
     source = click.get_current_context().get_parameter_source(_READINESS_DELAY)
     if source is click.core.ParameterSource.DEFAULT:
@@ -115,40 +104,3 @@ def local_command(
         sys.exit(1)
     if runner.forced:
         sys.exit(130)
-
-
-@click.command("status")
-@option(
-    "--admin",
-    "admin_url",
-    default="http://127.0.0.1:9090",
-    help="Base URL of the interceptor's admin server.",
-)
-@option("--json", "as_json", is_flag=True, default=False, help="Print the raw /status JSON.")
-@option(
-    "--watch",
-    type=float,
-    default=0.0,
-    help="Refresh every this many seconds (0: print once).",
-)
-def status_command(admin_url: str, as_json: bool, watch: float) -> None:
-    """Print what `httpscale local` runs: apps, replicas (pid, port, state, age), load."""
-    while True:
-        try:
-            doc = fetch_status(admin_url)
-        except StatusError as exc:
-            if not watch:
-                raise click.ClickException(str(exc)) from None
-            text = f"error: {exc}"
-        else:
-            text = json.dumps(doc, indent=2) if as_json else format_status(doc)
-        if not watch:
-            click.echo(text)
-            return
-        click.clear()
-        click.echo(f"{admin_url}/status  every {watch:g}s  {time.strftime('%H:%M:%S')}\n")
-        click.echo(text)
-        try:
-            time.sleep(watch)
-        except KeyboardInterrupt:
-            return

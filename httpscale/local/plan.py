@@ -8,17 +8,18 @@ this boundary means the policy and the supervisor are tested without any config 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Literal
 
 from httpscale.config.local_file import AppConfig, HttpGetProbe, UpstreamRun
 from httpscale.local.policy import ScalingParams
 from httpscale.local.replica import ProcessSpec
+from httpscale.model.httpso import DEFAULT_RATE_GRANULARITY, DEFAULT_RATE_WINDOW, MetricKind
 from httpscale.routing.spec import Endpoint, RouteSpec
 
-__all__ = ["AppPlan", "MetricKind", "plan_app", "plan_apps"]
+__all__ = ["AppPlan", "plan_app", "plan_apps"]
 
-MetricKind = Literal["concurrency", "requestRate"]
+log = logging.getLogger("httpscale.local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +28,8 @@ class AppPlan:
     route: RouteSpec  # key "local/<name>"
     scaling: ScalingParams
     metric: MetricKind = "concurrency"
-    rate_window: float = 60.0  # seconds (requestRate.window), also used for the status rate
-    rate_granularity: float = 1.0  # seconds (requestRate.granularity)
+    rate_window: float = DEFAULT_RATE_WINDOW  # seconds (requestRate.window), also the status rate
+    rate_granularity: float = DEFAULT_RATE_GRANULARITY  # seconds (requestRate.granularity)
     process: ProcessSpec | None = None  # a command app; None for a fixed upstream
     upstream: Endpoint | None = None  # `run.upstream`: always there, never scaled
 
@@ -51,6 +52,12 @@ def plan_app(app: AppConfig) -> AppPlan:
         metric_name="concurrency" if metric.kind == "concurrency" else "rate",
     )
     if isinstance(app.run, UpstreamRun):
+        if app.scaling_keys:
+            # Accepted, not refused: the same file feeds a standalone scaler, which serves
+            # these targets to KEDA for an upstream scaled elsewhere.
+            log.info("app %s: a fixed upstream, which local mode does not scale; its %s only "
+                     "matter to a scaler (httpscale scaler --config)",
+                     app.name, ", ".join(app.scaling_keys))
         return AppPlan(app.name, app.route, scaling, upstream=app.run.upstream)
     run = app.run
     probe = run.readiness

@@ -21,16 +21,23 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from httpscale.model.httpso import (
+    DEFAULT_REPLICAS_MIN,
+    DEFAULT_SCALEDOWN_PERIOD,
+    DEFAULT_TARGET_VALUE,
+)
+
 __all__ = ["Policy", "ScaleDecision", "ScalingParams"]
 
 
 @dataclass(frozen=True, slots=True)
 class ScalingParams:
-    min_replicas: int = 0
+    min_replicas: int = DEFAULT_REPLICAS_MIN
     max_replicas: int = 1
-    target: float = 100.0  # metric per replica (concurrent requests, or requests per second)
-    scaledown_period: float = 300.0  # seconds without activity before going to zero
-    stabilization_window: float = 300.0  # seconds of history a scale-down must agree with
+    target: float = DEFAULT_TARGET_VALUE  # per replica (requests in flight, or requests/s)
+    scaledown_period: float = DEFAULT_SCALEDOWN_PERIOD  # seconds idle before going to zero
+    # Seconds of history a scale-down must agree with (local mode: scaledownPeriod again).
+    stabilization_window: float = DEFAULT_SCALEDOWN_PERIOD
     tolerance: float = 0.1  # relative dead band around the current replica count
     metric_name: str = "metric"  # for the reasons given with each decision
 

@@ -23,7 +23,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from httpscale.config.local_file import expand_placeholders
+from httpscale.config.local_file import (
+    DEFAULT_PROBE_PERIOD,
+    DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_STOP_GRACE_PERIOD,
+    expand_placeholders,
+)
 from httpscale.routing.spec import Endpoint
 
 __all__ = [
@@ -48,10 +54,10 @@ class ProcessSpec:
     command: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)  # added to httpscale's environment
     readiness_path: str | None = None  # HTTP GET path; None probes by TCP connect
-    startup_timeout: float = 60.0  # not ready by then: killed and retried
-    stop_grace_period: float = 10.0  # SIGTERM -> SIGKILL
-    probe_period: float = 0.25  # longest pause between probe attempts
-    probe_timeout: float = 1.0  # one probe attempt
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT  # not ready by then: killed and retried
+    stop_grace_period: float = DEFAULT_STOP_GRACE_PERIOD  # SIGTERM -> SIGKILL
+    probe_period: float = DEFAULT_PROBE_PERIOD  # longest pause between probe attempts
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT  # one probe attempt
 
 
 class ReplicaState(enum.Enum):

@@ -1,5 +1,8 @@
 """`httpscale status`: fetch the admin server's `/status` JSON and print the apps as a table.
 
+The command lives here, apart from `httpscale local`'s module, so that it loads none of what
+local mode runs (the proxy, the app supervisor): it is an HTTP client and a table.
+
 Pure formatting (`format_status`) is separate from the fetch so it is tested on plain dicts.
 The "apps" section is what `LocalAutoscaler.status` provides; unknown fields are ignored and
 missing ones print as "-", so an older or newer server still gives a readable table.
@@ -8,12 +11,17 @@ missing ones print as "-", so an older or newer server still gives a readable ta
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["StatusError", "fetch_status", "format_status"]
+import click
+
+from httpscale.clikit import option
+
+__all__ = ["StatusError", "fetch_status", "format_status", "status_command"]
 
 
 class StatusError(Exception):
@@ -118,3 +126,40 @@ def format_status(doc: Mapping[str, Any]) -> str:
         lines.append("")
         lines.extend(_table(replica_rows))
     return "\n".join(lines)
+
+
+@click.command("status")
+@option(
+    "--admin",
+    "admin_url",
+    default="http://127.0.0.1:9090",
+    help="Base URL of the interceptor's admin server.",
+)
+@option("--json", "as_json", is_flag=True, default=False, help="Print the raw /status JSON.")
+@option(
+    "--watch",
+    type=float,
+    default=0.0,
+    help="Refresh every this many seconds (0: print once).",
+)
+def status_command(admin_url: str, as_json: bool, watch: float) -> None:
+    """Print what `httpscale local` runs: apps, replicas (pid, port, state, age), load."""
+    while True:
+        try:
+            doc = fetch_status(admin_url)
+        except StatusError as exc:
+            if not watch:
+                raise click.ClickException(str(exc)) from None
+            text = f"error: {exc}"
+        else:
+            text = json.dumps(doc, indent=2) if as_json else format_status(doc)
+        if not watch:
+            click.echo(text)
+            return
+        click.clear()
+        click.echo(f"{admin_url}/status  every {watch:g}s  {time.strftime('%H:%M:%S')}\n")
+        click.echo(text)
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return

@@ -56,10 +56,11 @@ __all__ = [
     "ColdStart",
     "ColdStartTimeoutFailoverRef",
     "HTTPScaledObjectSpec",
+    "HTTPScaledObjectTimeouts",
     "HeaderSpec",
+    "MetricKind",
     "ScaleTargetRef",
     "ScalingMetric",
-    "Timeouts",
     "parse_header_matches",
     "parse_hosts",
     "parse_httpso_spec",
@@ -76,6 +77,10 @@ DEFAULT_TARGET_PENDING_REQUESTS = 100
 DEFAULT_TARGET_VALUE = 100.0  # scalingMetric.*.targetValue
 DEFAULT_RATE_WINDOW = 60.0  # seconds, requestRate.window "1m"
 DEFAULT_RATE_GRANULARITY = 1.0  # seconds, requestRate.granularity "1s"
+
+#: What a route scales on: requests in flight, or requests per second (`spec.scalingMetric`'s
+#: two keys; the scaler's metric names and local mode's policy use the same two words).
+MetricKind = Literal["concurrency", "requestRate"]
 
 # Keys of a local-mode app's spec part, and of a Kubernetes spec (which adds the Service refs).
 LOCAL_SPEC_KEYS = (
@@ -103,7 +108,7 @@ class ScalingMetric:
     """What the scaler holds per replica: in-flight requests, or requests per second averaged
     over `window` in buckets of `granularity` (seconds; only meaningful for requestRate)."""
 
-    kind: Literal["concurrency", "requestRate"]
+    kind: MetricKind
     target_value: float
     window: float = DEFAULT_RATE_WINDOW
     granularity: float = DEFAULT_RATE_GRANULARITY
@@ -118,8 +123,9 @@ class HeaderSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class Timeouts:
-    """`spec.timeouts`, seconds; None means the interceptor's global setting."""
+class HTTPScaledObjectTimeouts:
+    """`spec.timeouts`, seconds; None means the interceptor's global setting. (An
+    InterceptorRoute's are `RouteTimeouts`; the interceptor's own, `interceptor.settings`.)"""
 
     condition_wait: float | None = None
     response_header: float | None = None
@@ -139,7 +145,7 @@ class HTTPScaledObjectSpec:
     initial_cooldown_period: float = DEFAULT_INITIAL_COOLDOWN_PERIOD
     scaling_metric: ScalingMetric | None = None
     target_pending_requests: int | None = None  # deprecated KEDA field, kept as given
-    timeouts: Timeouts = Timeouts()
+    timeouts: HTTPScaledObjectTimeouts = HTTPScaledObjectTimeouts()
     cold_start_timeout_failover_ref: ColdStartTimeoutFailoverRef | None = None
     cold_start: ColdStart = field(default_factory=ColdStart)
 
@@ -209,13 +215,13 @@ def parse_httpso_spec(
     if target_pending is None:
         target_pending = legacy_target
 
-    timeouts = Timeouts()
+    timeouts = HTTPScaledObjectTimeouts()
     timeout_fields = f.sub("timeouts")
     if timeout_fields is not None:
         timeout_fields.allow("conditionWait", "responseHeader")
         # 0 means "not set" (the interceptor's global value), as in KEDA, whose Go types
         # write an unset metav1.Duration as "0s": objects round-tripped by Go tools carry it.
-        timeouts = Timeouts(
+        timeouts = HTTPScaledObjectTimeouts(
             condition_wait=timeout_fields.get_duration("conditionWait") or None,
             response_header=timeout_fields.get_duration("responseHeader") or None,
         )

@@ -38,8 +38,8 @@ from httpscale.kube.resources import (
 from httpscale.model import ConfigError, HTTPScaledObject, InterceptorRoute
 from httpscale.operator.events import EventRecorder
 from httpscale.operator.scaledobject import (
+    ADDON_FINALIZER,
     FIELD_MANAGER,
-    KEDA_FINALIZER,
     ORPHAN_ANNOTATION,
     SKIP_ANNOTATION,
     controller_of,
@@ -48,7 +48,7 @@ from httpscale.operator.scaledobject import (
     needs_apply,
     without_owner,
 )
-from httpscale.operator.status import Problem, Reason, Verdict, current_ready, status_update
+from httpscale.operator.status import Problem, ReadyVerdict, Reason, current_ready, status_update
 from httpscale.operator.status import verdict as make_verdict
 from httpscale.operator.targets import Workloads
 
@@ -311,7 +311,7 @@ class Reconciler:
     async def _release_keda_finalizer(self, raw: Obj) -> None:
         meta = raw["metadata"]
         finalizers = list(meta.get("finalizers") or ())
-        if KEDA_FINALIZER not in finalizers:
+        if ADDON_FINALIZER not in finalizers:
             return
         result = await self._kube.request(
             "PATCH",
@@ -320,7 +320,7 @@ class Reconciler:
                 {"op": "test", "path": "/metadata/resourceVersion",
                  "value": meta["resourceVersion"]},
                 {"op": "replace", "path": "/metadata/finalizers",
-                 "value": [f for f in finalizers if f != KEDA_FINALIZER]},
+                 "value": [f for f in finalizers if f != ADDON_FINALIZER]},
             ],
             content_type=JSON_PATCH,
         )
@@ -405,7 +405,7 @@ class Reconciler:
         )]
 
     async def _report(
-        self, resource: Resource, raw: Obj, result: Verdict, fields: Mapping[str, str]
+        self, resource: Resource, raw: Obj, result: ReadyVerdict, fields: Mapping[str, str]
     ) -> None:
         meta = raw["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"

@@ -29,8 +29,8 @@ from httpscale.kube.resources import HTTPSCALEDOBJECTS, SCALEDOBJECTS
 from httpscale.model import HTTPScaledObject
 
 __all__ = [
+    "ADDON_FINALIZER",
     "FIELD_MANAGER",
-    "KEDA_FINALIZER",
     "ORPHAN_ANNOTATION",
     "SKIP_ANNOTATION",
     "controller_of",
@@ -45,7 +45,7 @@ SKIP_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 ORPHAN_ANNOTATION = "httpscaledobject.keda.sh/orphan-scaledobject"
 # KEDA's add-on puts this finalizer on every HTTPSO (and does nothing with it but remove it);
 # objects migrated from it still carry it, and would never finish deleting without us.
-KEDA_FINALIZER = "httpscaledobject.http.keda.sh"
+ADDON_FINALIZER = "httpscaledobject.http.keda.sh"
 POLLING_INTERVAL = 15
 TRIGGER_TYPE = "external-push"
 _NOT_COPIED = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})

@@ -19,7 +19,15 @@ from typing import Any
 
 from httpscale.kube.api import Obj
 
-__all__ = ["READY", "Problem", "Reason", "Verdict", "current_ready", "status_update", "verdict"]
+__all__ = [
+    "READY",
+    "Problem",
+    "ReadyVerdict",
+    "Reason",
+    "current_ready",
+    "status_update",
+    "verdict",
+]
 
 READY = "Ready"
 _MAX_MESSAGE = 32_768  # metav1.Condition's limit
@@ -49,7 +57,7 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class ReadyVerdict:
     """The Ready condition to show: status True only with reason Reconciled."""
 
     reason: Reason
@@ -60,13 +68,13 @@ class Verdict:
         return self.reason is Reason.RECONCILED
 
 
-def verdict(problems: Sequence[Problem], ok_message: str) -> Verdict:
+def verdict(problems: Sequence[Problem], ok_message: str) -> ReadyVerdict:
     """The condition for these problems (none: Reconciled with `ok_message`)."""
     if not problems:
-        return Verdict(Reason.RECONCILED, ok_message)
+        return ReadyVerdict(Reason.RECONCILED, ok_message)
     ordered = sorted(problems, key=lambda p: _ORDER[p.reason])
     message = "; ".join(p.message for p in ordered)
-    return Verdict(ordered[0].reason, message[:_MAX_MESSAGE])
+    return ReadyVerdict(ordered[0].reason, message[:_MAX_MESSAGE])
 
 
 def _now() -> str:
@@ -75,7 +83,7 @@ def _now() -> str:
 
 def status_update(
     obj: Obj,
-    result: Verdict,
+    result: ReadyVerdict,
     *,
     extra: Mapping[str, str] | None = None,
     now: str | None = None,

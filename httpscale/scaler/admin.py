@@ -15,7 +15,7 @@ from httpscale.adminsite import AdminSite
 from httpscale.scaler.activity import ActivityBoard
 from httpscale.scaler.collector import Collector
 from httpscale.scaler.metrics import ScalerMetrics
-from httpscale.scaler.routes import RouteTable
+from httpscale.scaler.routes import ScalerRouteTable
 
 __all__ = ["AdminServer"]
 
@@ -26,7 +26,7 @@ class AdminServer:
         metrics: ScalerMetrics,
         collector: Collector,
         board: ActivityBoard,
-        table: RouteTable,
+        table: ScalerRouteTable,
         ready: Callable[[], bool],
         sources: Callable[[], Mapping[str, object]] = dict,
     ) -> None:

@@ -31,7 +31,7 @@ from httpscale.scaler.discovery import InterceptorDiscovery
 from httpscale.scaler.metrics import ScalerMetrics
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
-from httpscale.scaler.routes import RouteTable, ScalerRouteSource
+from httpscale.scaler.routes import ScalerRouteSource, ScalerRouteTable
 from httpscale.scaler.service import ExternalScalerService
 from httpscale.scaler.settings import ScalerSettings
 
@@ -94,7 +94,7 @@ class Scaler:
     async def start(self) -> None:
         listen = self.settings.listen
         self.metrics = ScalerMetrics()
-        self.table = RouteTable()
+        self.table = ScalerRouteTable()
         self.board = ActivityBoard(self.settings.wake.hold)
         self.table.add_removal_listener(self.board.drop)
         self.table.add_change_listener(self._routes_changed)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 import click
 
 from httpscale.clikit import option
+from httpscale.model.errors import ConfigError
+from httpscale.model.httpso import DEFAULT_RATE_WINDOW
 from httpscale.runtime import run, serve_until_signal
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import InterceptorDiscovery, StaticDiscovery, parse_admin_port
@@ -71,7 +73,8 @@ async def serve(
 
 async def serve_cluster(settings: ScalerSettings, cluster: ClusterSettings) -> None:
     """Run a scaler fed by the cluster (routes and interceptors from watches) until a signal."""
-    # Imported here: only cluster mode needs the Kubernetes client.
+    # Imported here, not above: only cluster mode needs the Kubernetes client, which takes about
+    # half a second to import; a standalone scaler (--config, --interceptor) never does.
     from httpscale.kube.config import KubeConfigError, connect
     from httpscale.scaler.cluster import EndpointSliceDiscovery, ScalerRouteWatch
 
@@ -141,7 +144,7 @@ async def serve_cluster(settings: ScalerSettings, cluster: ClusterSettings) -> N
         "the Service's slices.")
 @option("--activity-window", type=float, default=None,
         help="Cluster mode: seconds one request keeps an InterceptorRoute active "
-        "[default: its requestRate window, else 60].")
+        f"[default: its requestRate window, else {DEFAULT_RATE_WINDOW:g}].")
 @option("--host", default=_D_LISTEN.host, help="Bind address of the gRPC and admin servers.")
 @option("--grpc-port", type=int, default=_D_LISTEN.grpc_port, help="KEDA external scaler port.")
 @option("--admin-port", type=int, default=_D_LISTEN.admin_port, help="/metrics, /livez, /readyz.")
@@ -234,7 +237,9 @@ def scaler_command(
     if config is not None:
         try:
             routes = routes_from_local_config(config)
-        except (OSError, ValueError) as exc:
+        except ConfigError as exc:  # names the file and the key already
+            raise click.ClickException(str(exc)) from exc
+        except ValueError as exc:  # a route the scaler cannot take, which does not
             raise click.ClickException(f"{config}: {exc}") from exc
     if not interceptors:
         log.warning("no --interceptor given: every route reads as idle, health NOT_SERVING")
@@ -250,6 +255,7 @@ def _cluster_settings(
     interceptor_admin_port: str,
     activity_window: float | None,
 ) -> ClusterSettings:
+    # Here, not above: as in serve_cluster (the Kubernetes client, for cluster mode only).
     from httpscale.kube.config import KubeSettings
     from httpscale.scaler.cluster import DEFAULT_INTERCEPTOR_SERVICE, ClusterSettings
 

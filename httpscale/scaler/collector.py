@@ -35,11 +35,11 @@ from httpscale.runtime import TaskSupervisor
 from httpscale.scaler.activity import ActivityBoard, RouteLoad
 from httpscale.scaler.discovery import normalize_admin_url
 from httpscale.scaler.metrics import ScalerMetrics
-from httpscale.scaler.routes import RouteTable
+from httpscale.scaler.routes import ScalerRouteTable
 from httpscale.scaler.settings import ScalerSettings
 from httpscale.scaling.rate import RequestRate, counter_delta
 
-__all__ = ["Collector", "ReplicaState", "parse_queue", "routes_in_use"]
+__all__ = ["Collector", "InterceptorReplica", "parse_queue", "routes_in_use"]
 
 log = logging.getLogger("httpscale.scaler.collector")
 
@@ -92,7 +92,10 @@ def routes_in_use(
 
 
 @dataclass(eq=False)
-class ReplicaState:
+class InterceptorReplica:
+    """What the collector knows of one interceptor replica (its admin URL): the last poll, the
+    wake stream, and the tasks behind both."""
+
     url: str
     last_ok: float | None = None  # loop time of the last successful poll
     failing: bool = False
@@ -113,7 +116,7 @@ class Collector:
         self,
         settings: ScalerSettings,
         board: ActivityBoard,
-        table: RouteTable,
+        table: ScalerRouteTable,
         metrics: ScalerMetrics,
     ) -> None:
         self._settings = settings
@@ -121,7 +124,7 @@ class Collector:
         self._table = table
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
-        self._replicas: dict[str, ReplicaState] = {}
+        self._replicas: dict[str, InterceptorReplica] = {}
         self._rates: dict[str, RequestRate] = {}
         self._session: aiohttp.ClientSession | None = None
         self._concurrency: dict[str, int] = {}
@@ -148,7 +151,7 @@ class Collector:
                     self._metrics.poll_errors.remove(url)
         for url in urls:
             if url not in self._replicas:
-                replica = ReplicaState(url)
+                replica = InterceptorReplica(url)
                 self._replicas[url] = replica
                 self._start_wake(replica)
         self._metrics.replicas.set(len(self._replicas))
@@ -157,7 +160,7 @@ class Collector:
     # -- queries -----------------------------------------------------------------------------
 
     @property
-    def replicas(self) -> tuple[ReplicaState, ...]:
+    def replicas(self) -> tuple[InterceptorReplica, ...]:
         return tuple(self._replicas.values())
 
     @property
@@ -220,7 +223,7 @@ class Collector:
                 await self._tasks.close()
                 self._session = None
 
-    async def _poll(self, replica: ReplicaState) -> None:
+    async def _poll(self, replica: InterceptorReplica) -> None:
         assert self._session is not None
         started = self._loop.time()
         try:
@@ -328,21 +331,21 @@ class Collector:
         """A task owned by the collector: tracked until done, cancelled and awaited by run()."""
         return self._tasks.spawn(coro, name, critical=False)
 
-    def _start_wake(self, replica: ReplicaState) -> None:
+    def _start_wake(self, replica: InterceptorReplica) -> None:
         if not self._settings.wake.enabled:
             return
         if self._session is None or replica.wake_task is not None:
             return  # run() starts it once the session exists
         replica.wake_task = self._spawn(self._wake_stream(replica), f"wake stream {replica.url}")
 
-    def _retire(self, replica: ReplicaState) -> None:
+    def _retire(self, replica: InterceptorReplica) -> None:
         """Cancel a removed replica's tasks; run() still awaits them at shutdown."""
         for task in (replica.wake_task, replica.poll_task):
             if task is not None:
                 task.cancel()
         replica.wake_task = replica.poll_task = None
 
-    async def _wake_stream(self, replica: ReplicaState) -> None:
+    async def _wake_stream(self, replica: InterceptorReplica) -> None:
         wake = self._settings.wake
         backoff = wake.backoff_initial
         # sock_read bounds the gap between lines: pings every 5 s keep a live stream under it.
@@ -372,12 +375,12 @@ class Collector:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, wake.backoff_max)
 
-    def _set_wake_connected(self, replica: ReplicaState, connected: bool) -> None:
+    def _set_wake_connected(self, replica: InterceptorReplica, connected: bool) -> None:
         if replica.wake_connected != connected:
             replica.wake_connected = connected
             self._metrics.wake_streams.inc(1 if connected else -1)
 
-    def _on_wake_line(self, replica: ReplicaState, line: bytes) -> None:
+    def _on_wake_line(self, replica: InterceptorReplica, line: bytes) -> None:
         line = line.strip()
         if not line:
             return

@@ -23,16 +23,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, Protocol
 
-from httpscale.model.httpso import DEFAULT_RATE_GRANULARITY, DEFAULT_RATE_WINDOW, ScalingMetric
+from httpscale.model.httpso import (
+    DEFAULT_RATE_GRANULARITY,
+    DEFAULT_RATE_WINDOW,
+    MetricKind,
+    ScalingMetric,
+)
 
 __all__ = [
-    "MetricKind",
     "RouteMetric",
     "RouteOrigin",
-    "RouteTable",
     "ScalerRoute",
     "ScalerRouteSink",
     "ScalerRouteSource",
+    "ScalerRouteTable",
     "StaticRouteSource",
     "fleet_metric_name",
     "httpso_route",
@@ -43,7 +47,6 @@ __all__ = [
     "routes_from_local_config",
 ]
 
-MetricKind = Literal["concurrency", "requestRate"]
 RouteOrigin = Literal["HTTPScaledObject", "InterceptorRoute"]
 
 # Kubernetes metric names (HPA external metrics) are DNS-subdomain-like; KEDA prefixes "sN-".
@@ -192,7 +195,7 @@ class StaticRouteSource:
         await asyncio.get_running_loop().create_future()
 
 
-class RouteTable:
+class ScalerRouteTable:
     """The current routes by key, with a change signal for long-lived RPCs (StreamMetricSpec)."""
 
     def __init__(self) -> None:
@@ -265,7 +268,10 @@ class RouteTable:
 
 def routes_from_local_config(path: str | Path) -> tuple[ScalerRoute, ...]:
     """Routes of every app in a local-mode config file (keys `local/<name>`)."""
-    # Imported here: the config layer is heavier and only the standalone command needs it.
+    # Imported here, not above: reading the file validates it with the proxy's route table,
+    # part of the compiled hot path, whose import decides which build of it runs
+    # (httpscale/dataplane.py). Only a standalone scaler reads a file; on a cluster the scaler
+    # imports none of the data plane.
     from httpscale.config.local_file import load_local_config
 
     config = load_local_config(path)

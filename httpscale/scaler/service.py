@@ -36,7 +36,7 @@ from httpscale.scaler.collector import Collector
 from httpscale.scaler.metrics import ScalerMetrics
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
-from httpscale.scaler.routes import RouteMetric, RouteTable, ScalerRoute, fleet_metric_name
+from httpscale.scaler.routes import RouteMetric, ScalerRoute, ScalerRouteTable, fleet_metric_name
 
 __all__ = [
     "KEY_FLEET_TARGET",
@@ -90,7 +90,7 @@ def _fleet_target(ref: pb.ScaledObjectRef, raw: str) -> FleetTarget:
     return FleetTarget(ref.namespace, target)
 
 
-def resolve_ref(ref: pb.ScaledObjectRef, table: RouteTable) -> RouteTarget | FleetTarget:
+def resolve_ref(ref: pb.ScaledObjectRef, table: ScalerRouteTable) -> RouteTarget | FleetTarget:
     """The route (or the fleet trigger) a ref names; RefError with the gRPC status otherwise."""
     metadata = ref.scalerMetadata
     if KEY_INTERCEPTOR_ROUTE in metadata:
@@ -148,7 +148,7 @@ def _int_up(value: float) -> int:
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):
     def __init__(
         self,
-        table: RouteTable,
+        table: ScalerRouteTable,
         board: ActivityBoard,
         collector: Collector,
         metrics: ScalerMetrics,

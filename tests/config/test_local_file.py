@@ -20,7 +20,8 @@ from httpscale.config import (
     parse_local_config,
 )
 from httpscale.model import ScalingMetric
-from httpscale.routing import Endpoint, RouteTable
+from httpscale.routing import Endpoint
+from httpscale.routing.table import RouteTable
 
 EXAMPLE = """\
 listen: 127.0.0.1:8080          # proxy
@@ -113,6 +114,43 @@ def test_defaults() -> None:
     assert only.route.match.hosts == ()  # no hosts: the catch-all route
 
 
+def test_the_file_says_which_addresses_it_writes() -> None:
+    """The interceptor takes only these from the file; the rest keep its own defaults."""
+    assert parse_local_config({"apps": [app()]}, source="x").given == frozenset()
+    config = parse_local_config({"admin": ":9191", "apps": [app()]}, source="x")
+    assert (config.given, config.admin) == (frozenset({"admin"}), ("0.0.0.0", 9191))
+    both = parse_local_config({"listen": 1, "admin": 2, "apps": [app()]}, source="x")
+    assert both.given == frozenset({"listen", "admin"})
+
+
+def test_a_fixed_upstream_keeps_its_scaling_fields() -> None:
+    """How a standalone scaler learns the target of an app that runs elsewhere: accepted, kept
+    in the spec, and listed so that local mode can say it scales none of it."""
+    config = parse_local_config(
+        {
+            "apps": [
+                {
+                    "name": "api",
+                    "replicas": {"min": 1, "max": 7},
+                    "scalingMetric": {"requestRate": {"targetValue": 20, "window": "30s"}},
+                    "run": {"upstream": "http://127.0.0.1:9001"},
+                },
+                {"name": "plain", "hosts": ["p.test"], "run": {"upstream": "http://h:2"}},
+            ]
+        },
+        source="x",
+    )
+    api, plain = config.apps
+    assert isinstance(api.run, UpstreamRun)
+    assert api.scaling_keys == ("replicas", "scalingMetric")
+    assert api.spec.effective_scaling_metric() == ScalingMetric(
+        kind="requestRate", target_value=20.0, window=30.0, granularity=1.0
+    )
+    assert (api.spec.replicas_min, api.spec.replicas_max) == (1, 7)
+    assert api.route.static_endpoints == (Endpoint("127.0.0.1", 9001),)
+    assert plain.scaling_keys == ()
+
+
 def test_python_placeholder() -> None:
     config = parse_local_config({"apps": [app(run={"command": ["{python}", "-V"]})]}, source="x")
     run = config.apps[0].run
@@ -197,8 +235,14 @@ def test_listen_forms(value: object, expected: tuple[str, int]) -> None:
             "apps[0].run.upstream: invalid URL",
         ),
         (
-            {"apps": [{"name": "a", "replicas": {"max": 2}, "run": {"upstream": "http://h:1"}}]},
-            "apps[0].replicas: has no effect with run.upstream",
+            # A fixed upstream's scaling fields are read (for a standalone scaler), so checked.
+            {
+                "apps": [
+                    app(run={"upstream": "http://h:1"},
+                        scalingMetric={"concurrency": {"targetValue": 0}})
+                ]
+            },
+            "apps[0].scalingMetric.concurrency.targetValue: must be greater than 0",
         ),
         (
             {"apps": [app(run={"command": ["x"], "readiness": {}})]},

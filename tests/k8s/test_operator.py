@@ -34,7 +34,7 @@ from httpscale.kube.resources import (
 )
 from httpscale.kube.watch import WatchSettings
 from httpscale.operator.app import Operator
-from httpscale.operator.scaledobject import FIELD_MANAGER, KEDA_FINALIZER
+from httpscale.operator.scaledobject import ADDON_FINALIZER, FIELD_MANAGER
 from httpscale.operator.settings import AdminSettings, OperatorSettings, ScalerRef
 
 pytestmark = pytest.mark.k8s
@@ -320,7 +320,7 @@ async def test_legacy_fields_and_kedas_finalizer(kube: Kube, ns: str) -> None:
     await create_app(kube, ns, "old", ("http", 8080))
     legacy = {
         "apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
-        "metadata": {"name": "old", "finalizers": [KEDA_FINALIZER]},
+        "metadata": {"name": "old", "finalizers": [ADDON_FINALIZER]},
         "spec": {"host": "old.example.com", "targetPendingRequests": 50,
                  "scaleTargetRef": {"deployment": "old", "service": "old", "port": 8080}},
     }
@@ -345,7 +345,7 @@ async def test_moving_over_from_kedas_add_on_adopts_its_scaled_object(
     await create_app(kube, ns, "legacy", ("http", 8080))
     so_obj = await create(kube, ns, {**httpso("legacy"),
                                      "metadata": {"name": "legacy",
-                                                  "finalizers": [KEDA_FINALIZER]}})
+                                                  "finalizers": [ADDON_FINALIZER]}})
     addon = await kube.request("POST", SCALEDOBJECTS.path(ns), query=[
         ("fieldManager", "keda-add-ons-http-operator")], body={
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",

@@ -44,7 +44,7 @@ from httpscale.scaler.cluster import EndpointSliceDiscovery, ScalerRouteWatch
 from httpscale.scaler.discovery import admin_urls
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
-from httpscale.scaler.routes import RouteTable
+from httpscale.scaler.routes import ScalerRouteTable
 from httpscale.scaler.settings import (
     CollectorSettings,
     ListenSettings,
@@ -219,7 +219,7 @@ async def create(kube: Kube, namespace: str, obj: Obj) -> Obj:
     return await kube.request("POST", resource.path(namespace), body=obj)
 
 
-async def table_until(table: RouteTable, done: Callable[[RouteTable], bool],
+async def table_until(table: ScalerRouteTable, done: Callable[[ScalerRouteTable], bool],
                       timeout_s: float = 20) -> None:
     """Until `done(table)` holds, checked after every route list pushed (no polling)."""
     try:

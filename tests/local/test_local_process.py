@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from localrun import MARK_VAR, marked_pids, wait_gone
 
 from httpscale.config.local_file import load_local_config
-from httpscale.local.cli import local_command, status_command
+from httpscale.local.cli import local_command
 from httpscale.local.plan import plan_apps
+from httpscale.local.status import status_command
 
 # Runs the command without going through `httpscale.cli` (owned elsewhere).
 _ENTRY = "from httpscale.local.cli import local_command; local_command()"

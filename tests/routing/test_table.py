@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from httpscale.routing import HeaderMatch, RouteMatch, RouteTable
-from httpscale.routing.table import normalize_host, normalize_path_prefix
+from httpscale.routing import HeaderMatch, RouteMatch
+from httpscale.routing.table import RouteTable, normalize_host, normalize_path_prefix
 
 
 def table(*routes: tuple[RouteMatch, str]) -> RouteTable[str]:

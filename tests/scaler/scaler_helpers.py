@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -25,12 +24,12 @@ import aiohttp
 import grpc
 from aiohttp import web
 
-from httpscale.model.httpso import ScalingMetric
+from httpscale.model.httpso import MetricKind, ScalingMetric
 from httpscale.scaler.app import Scaler
 from httpscale.scaler.discovery import StaticDiscovery
 from httpscale.scaler.proto import externalscaler_pb2 as pb
 from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
-from httpscale.scaler.routes import MetricKind, ScalerRoute, StaticRouteSource, httpso_route
+from httpscale.scaler.routes import ScalerRoute, StaticRouteSource, httpso_route
 from httpscale.scaler.settings import (
     CollectorSettings,
     ListenSettings,
@@ -185,14 +184,8 @@ def free_port() -> int:
 
 
 def local_mode_argv(config: Path) -> list[str]:
-    """`python -m httpscale local -c FILE`; the local command alone until the CLI group lands."""
-    if importlib.util.find_spec("httpscale.cli") is not None:
-        from httpscale.cli import main
-
-        if "local" in getattr(main, "commands", {}):
-            return [sys.executable, "-m", "httpscale", "local", "-c", str(config)]
-    code = "from httpscale.local.cli import local_command; local_command()"
-    return [sys.executable, "-c", code, "-c", str(config)]
+    """`python -m httpscale local -c FILE`."""
+    return [sys.executable, "-m", "httpscale", "local", "-c", str(config)]
 
 
 class LocalInterceptor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -27,17 +26,16 @@ apps:
     hosts: [api.localhost]
     targetPendingRequests: 42
     run: {command: ["true"]}
+  - name: ext
+    hosts: [ext.localhost]
+    scalingMetric:
+      concurrency: {targetValue: 3}
+    run: {upstream: "http://127.0.0.1:9"}   # runs elsewhere; this scaler serves its target
 """
 
 
 def scaler_argv() -> list[str]:
-    if importlib.util.find_spec("httpscale.cli") is not None:
-        from httpscale.cli import main
-
-        if "scaler" in getattr(main, "commands", {}):
-            return [sys.executable, "-m", "httpscale", "scaler"]
-    code = "from httpscale.scaler.cli import scaler_command; scaler_command()"
-    return [sys.executable, "-c", code]
+    return [sys.executable, "-m", "httpscale", "scaler"]
 
 
 @pytest.fixture
@@ -98,6 +96,8 @@ async def test_standalone_scaler_process(tmp_path: Path, standin: StandIn) -> No
             )
             api = (await stub.GetMetricSpec(ref("api"))).metricSpecs[0]
             assert (api.metricName, api.targetSizeFloat) == ("http-local-api-concurrency", 42.0)
+            ext = (await stub.GetMetricSpec(ref("ext"))).metricSpecs[0]
+            assert (ext.metricName, ext.targetSizeFloat) == ("http-local-ext-concurrency", 3.0)
             got = await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref("api")))
             assert got.metricValues[0].metricValue == 3
             stream = stub.StreamIsActive(ref("api"))
@@ -110,6 +110,20 @@ async def test_standalone_scaler_process(tmp_path: Path, standin: StandIn) -> No
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_bad_file_is_refused_naming_it_once(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text("apps:\n  - name: web\n    replicaz: {max: 2}\n    run: {command: [x]}\n")
+    process = await asyncio.create_subprocess_exec(
+        *scaler_argv(), "--config", str(config), "--interceptor", "http://127.0.0.1:9",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1
+    assert err.decode().strip() == (
+        f"Error: {config}: apps[0].replicaz: unknown key (did you mean 'replicas'?)"
+    )
 
 
 async def test_bad_options_exit_with_a_usage_error(tmp_path: Path) -> None:

@@ -13,12 +13,12 @@ from httpscale.scaler.activity import ActivityBoard, RouteLoad
 from httpscale.scaler.collector import parse_queue
 from httpscale.scaler.discovery import normalize_admin_url
 from httpscale.scaler.proto import externalscaler_pb2 as pb
-from httpscale.scaler.routes import RouteTable, interceptor_route, metric_name
+from httpscale.scaler.routes import ScalerRouteTable, interceptor_route, metric_name
 from httpscale.scaler.service import FleetTarget, RefError, RouteTarget, resolve_ref
 
 
 async def test_resolve_ref() -> None:
-    table = RouteTable()
+    table = ScalerRouteTable()
     route = make_route("shop/web.v2")
     with pytest.raises(RefError) as err:
         resolve_ref(pb.ScaledObjectRef(namespace="shop", name="web.v2"), table)
@@ -52,7 +52,7 @@ async def test_resolve_ref() -> None:
 
 
 async def test_resolve_ref_interceptor_route() -> None:
-    table = RouteTable()
+    table = ScalerRouteTable()
     ir = interceptor_route("shop/api", [ScalingMetric("concurrency", 5)])
     httpso = make_route("shop/web")
     table.set_routes([ir, httpso])
