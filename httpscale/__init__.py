@@ -8,7 +8,8 @@ per interceptor process. See README.md.
 Subpackages, by layer (imports go downward only):
   cli                       -> command line, builds settings, starts components
   local, interceptor, scaler, operator   -> the components
-  routing, model, config, scaling        -> the shared core (imports no component)
+  capacity, report, doctor               -> the answer commands, built on the ones below
+  kube, routing, model, config, scaling  -> the shared core (imports no component)
 """
 
 __version__ = "0.1.0"
