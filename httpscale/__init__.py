@@ -8,7 +8,7 @@ per interceptor process. See README.md.
 Subpackages, by layer (imports go downward only):
   cli                       -> command line, builds settings, starts components
   local, interceptor, scaler, operator   -> the components
-  capacity, report, doctor               -> the answer commands, built on the ones below
+  capacity, report, doctor               -> the answer commands, on the components and core
   kube, routing, model, config, scaling  -> the shared core (imports no component)
 """
 
