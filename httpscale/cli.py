@@ -61,4 +61,7 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="httpscale")
 def main() -> None:
     """HTTP scale-to-zero for Kubernetes: interceptor, scaler, operator and local mode; and
-    the answers around them: capacity (load one replica takes), report cost, doctor."""
+    the answers around them: capacity (load one replica takes), report cost, doctor.
+
+    The interceptor proxies HTTP/1.1 in clear text, one process on one core. Not yet
+    (planned): TLS, HTTP/2, gRPC proxying, tracing, several cores per interceptor."""
