@@ -9,7 +9,8 @@ Established and stops if it is deleted; either way every HTTPSO is looked at aga
 
 Shutdown, in order: /readyz says 503; the queue closes; reconciles in progress get
 `stop_grace`, then are cancelled; the Lease is released (a standby takes over at once);
-watches stop; the event queue gets a last moment to drain; the admin server goes last.
+the event queue gets a last moment to drain (the last reconciles' Events); watches stop;
+the admin server goes last.
 Every task is owned (a `TaskSupervisor`) and named; one dying makes `wait()` raise, so the
 command exits non-zero.
 """
