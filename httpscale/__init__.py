@@ -5,11 +5,16 @@ core), the KEDA external scaler, the operator, local mode, and the capacity, rep
 doctor commands. Not yet (planned): TLS, HTTP/2, gRPC proxying, tracing, more than one core
 per interceptor process. See README.md.
 
-Subpackages, by layer (imports go downward only):
-  cli                       -> command line, builds settings, starts components
-  local, interceptor, scaler, operator   -> the components
-  capacity, report, doctor               -> the answer commands, on the components and core
-  kube, routing, model, config, scaling  -> the shared core (imports no component)
+Subpackages, by layer (imports go downward only; pyproject.toml's [tool.importlinter]
+contracts, run by scripts/test, enforce it):
+  cli                            -> command line, builds settings, starts a command
+  capacity, report, doctor       -> the answer commands (they reuse components' pure parts)
+  local                          -> local mode, built on the interceptor
+  interceptor, scaler, operator  -> the components, independent of each other
+  kube, config                   -> the Kubernetes client layer; the local-mode file
+  model, scaling                 -> HTTPScaledObject / InterceptorRoute models; rate arithmetic
+  routing                        -> the route table (imports nothing else of httpscale)
+runtime, clikit, adminsite and dataplane are process plumbing, importing nothing of the above.
 """
 
 __version__ = "0.1.0"
