@@ -137,8 +137,25 @@ async def test_readiness_delay_then_stop_accepting(backends, make_interceptor, c
         await stopping
 
 
-async def test_shutdown_twice_is_harmless(backends, make_interceptor):
-    b = await backends()
-    ic = await make_interceptor(routes=[app_route(b.endpoint)])
-    await asyncio.gather(ic.shutdown(), ic.shutdown())
-    await ic.shutdown()
+async def test_shutdown_twice_is_harmless(backends, make_interceptor, clients):
+    """A second shutdown (SIGTERM while one is under way) returns only once the first is done,
+    and one after that returns at once."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    b = await backends(http_app(_holding_app(entered, release)))
+    ic = await make_interceptor(
+        routes=[app_route(b.endpoint)],
+        shutdown=ShutdownSettings(readiness_delay=0, drain_timeout=30),
+    )
+    addr, admin = ic.proxy_address, ic.admin_address
+    conn = await clients(addr)
+    await conn.send(build_request("GET", "/hold"))
+    await entered.wait()
+    first = asyncio.create_task(ic.shutdown())
+    second = asyncio.create_task(ic.shutdown())
+    await wait_refused(addr)  # the first is draining now: the held request keeps it there
+    assert not first.done() and not second.done()
+    release.set()
+    assert (await conn.read_response()).body == b"done /hold"
+    assert await asyncio.gather(first, second) == [None, None]
+    await wait_refused(admin)  # stopped, not only draining
+    await asyncio.wait_for(ic.shutdown(), 5)

@@ -173,22 +173,17 @@ async def _upload(backends, make_interceptor, clients, total: int) -> None:
     assert sampler.growth < RSS_BOUND, f"RSS grew {sampler.growth / MiB:.0f} MiB"
 
 
-async def test_download_backpressure_256mib(backends, make_interceptor, clients):
-    await _download(backends, make_interceptor, clients, 256 * MiB)
+SIZES = [256 * MiB, pytest.param(1024 * MiB, marks=pytest.mark.slow)]
 
 
-async def test_upload_backpressure_256mib(backends, make_interceptor, clients):
-    await _upload(backends, make_interceptor, clients, 256 * MiB)
+@pytest.mark.parametrize("total", SIZES, ids=["256mib", "1gib"])
+async def test_download_backpressure(backends, make_interceptor, clients, total):
+    await _download(backends, make_interceptor, clients, total)
 
 
-@pytest.mark.slow
-async def test_download_1gib(backends, make_interceptor, clients):
-    await _download(backends, make_interceptor, clients, 1024 * MiB)
-
-
-@pytest.mark.slow
-async def test_upload_1gib(backends, make_interceptor, clients):
-    await _upload(backends, make_interceptor, clients, 1024 * MiB)
+@pytest.mark.parametrize("total", SIZES, ids=["256mib", "1gib"])
+async def test_upload_backpressure(backends, make_interceptor, clients, total):
+    await _upload(backends, make_interceptor, clients, total)
 
 
 async def test_response_streams_before_backend_finishes(proxied, clients):
