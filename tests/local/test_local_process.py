@@ -118,7 +118,11 @@ class LocalProcess:
 
 
 @pytest.fixture
-async def local_process(tmp_path: Path, mark: str) -> AsyncIterator[LocalProcess]:
+async def local_process(
+    request: pytest.FixtureRequest, tmp_path: Path, mark: str
+) -> AsyncIterator[LocalProcess]:
+    """`httpscale local` with one app whose replicas answer after 3 s (or `request.param`)."""
+    delay = getattr(request, "param", 3)
     config = tmp_path / "local.yaml"
     config.write_text(
         textwrap.dedent(
@@ -131,11 +135,11 @@ async def local_process(tmp_path: Path, mark: str) -> AsyncIterator[LocalProcess
                 replicas: {min: 0, max: 2}
                 run:
                   command: ["{python}", "-m", "httpscale.examples.hello", "--port", "{port}",
-                            "--response-delay", "3"]
+                            "--response-delay", "{delay}"]
                   readiness: {httpGet: {path: /healthz}}
                   stopGracePeriod: 5
             """
-        )
+        ).replace("{delay}", str(delay))
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -190,9 +194,12 @@ async def test_sigkill_of_httpscale_leaves_no_app_process(
     assert await until_gone(mark, within=5) == []
 
 
+# A reply only after 60 s: a loaded machine can take a few seconds between the request
+# reaching the replica and the second signal, and the reply must not come first.
+@pytest.mark.parametrize("local_process", [60], indirect=True)
 async def test_second_signal_forces_a_quick_exit(local_process: LocalProcess, mark: str) -> None:
     in_flight = asyncio.create_task(local_process.get("slow.localhost"))
-    await local_process.until_in_flight("slow", 1)  # in the replica for 3 s
+    await local_process.until_in_flight("slow", 1)  # in the replica for 60 s
     local_process.proc.send_signal(signal.SIGTERM)
     await local_process.wait_for_line("shutting down")
     local_process.proc.send_signal(signal.SIGTERM)
@@ -200,7 +207,7 @@ async def test_second_signal_forces_a_quick_exit(local_process: LocalProcess, ma
         assert await local_process.proc.wait() == 130
     assert await until_gone(mark, within=2) == []
     # It did not wait for the in-flight request: a graceful stop answers it with the app's
-    # 200 once its 3 s are up; the forced one killed the app first, so it got anything else.
+    # 200 once its 60 s are up; the forced one killed the app first, so it got anything else.
     try:
         status: int | None = (await in_flight)[0]
     except (OSError, IndexError, ValueError):
