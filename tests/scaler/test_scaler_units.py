@@ -123,7 +123,9 @@ HANG = 10.0
 
 
 async def test_board_hold_runs_out_unless_a_poll_confirms() -> None:
-    board = ActivityBoard(hold=0.1)
+    # The watch reports the latest state: a hold shorter than a loaded machine's stalls could
+    # end before the watch reads it, and the change would be lost. 0.5 s is well clear.
+    board = ActivityBoard(hold=0.5)
     with board.watch("a/b") as watch:
         changes = watch.changes()
         assert await anext(changes) is False
@@ -141,7 +143,7 @@ async def test_board_hold_runs_out_unless_a_poll_confirms() -> None:
         assert not board.held("a/b")
         # Past the end the hold had: no timer of it may still drop a confirmed route (an
         # absence, so waited out rather than awaited).
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.6)
         assert board.is_active("a/b")
         board.update({"a/b": RouteLoad(0, 0.5)})  # rate alone keeps it active
         assert board.is_active("a/b")
@@ -263,14 +265,14 @@ async def test_board_recent_use_ends_by_timer() -> None:
         changes = watch.changes()
         assert await anext(changes) is False
         start = loop.time()
-        board.update({"a/b": RouteLoad(0, 0.0, idle_at=start + 0.2)})
+        board.update({"a/b": RouteLoad(0, 0.0, idle_at=start + 0.5)})  # see the hold test
         assert board.is_active("a/b")
         assert await asyncio.wait_for(anext(changes), HANG) is True
         assert board.recently_used("a/b")
         # Seen in use again before the end: the end moves; the first timer fires, re-arms.
-        board.update({"a/b": RouteLoad(0, 0.0, idle_at=start + 0.4)})
+        board.update({"a/b": RouteLoad(0, 0.0, idle_at=start + 1.0)})
         assert await asyncio.wait_for(anext(changes), HANG) is False
-        assert loop.time() - start >= 0.39  # not at the first end: order, not speed
+        assert loop.time() - start >= 0.99  # not at the first end: order, not speed
         # An end in the past, or no use at all: not active.
         board.update({"a/b": RouteLoad(0, 0.0, idle_at=loop.time() - 1)})
         assert not board.is_active("a/b")
