@@ -9,7 +9,9 @@ Every process a test starts carries `HTTPSCALE_TEST_MARK=<unique>` in its enviro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import select
 import time
 from pathlib import Path
 from typing import Any
@@ -40,14 +42,58 @@ def marked_pids(mark: str) -> list[int]:
     return pids
 
 
+def _pidfds(pids: list[int]) -> list[int]:
+    """A pidfd per pid still there: readable once that process has exited (any process, not
+    only our children), so exits are awaited rather than polled."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass
+    return fds
+
+
 def wait_gone(mark: str, timeout: float = 10.0) -> list[int]:
-    """Pids with `mark` still alive after `timeout` (the test process's own are skipped)."""
+    """Pids with `mark` still alive after `timeout` (the test process's own are skipped). For
+    sync code (a fixture's teardown); async tests await `until_gone`."""
     deadline = time.monotonic() + timeout
     while True:
         alive = [p for p in marked_pids(mark) if p != os.getpid()]
-        if not alive or time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if not alive or left <= 0:
             return alive
-        time.sleep(0.05)
+        fds = _pidfds(alive)
+        try:
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            poller.poll(left * 1000)  # until one exits; then look again (it may have forked)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+async def until_gone(mark: str, within: float = 10.0) -> list[int]:
+    """`wait_gone` without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        alive = [p for p in marked_pids(mark) if p != os.getpid()]
+        left = deadline - loop.time()
+        if not alive or left <= 0:
+            return alive
+        fds = _pidfds(alive)
+        exited = asyncio.Event()
+        try:
+            for fd in fds:
+                loop.add_reader(fd, exited.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), left)
+        finally:
+            for fd in fds:
+                loop.remove_reader(fd)
+                os.close(fd)
 
 
 async def communicate(proc: asyncio.subprocess.Process, within: float) -> tuple[int, bytes, bytes]:

@@ -1,10 +1,10 @@
 """Fixtures: started interceptors, backends and client connections, all torn down in order
-(clients, then interceptors, then backends), and a check that no task outlives a test."""
+(clients, then interceptors, then backends). The check that no task outlives a test and
+nothing logs an error is tests/conftest.py's, for every directory."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,18 +18,6 @@ from .backends import Backend, Handler, start_backend
 from .client import Conn
 from .helpers import app_route, settings
 
-
-def _error_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    """ERROR records from the interceptor or asyncio (a task that died, an unhandled callback
-    exception) in any phase of the test so far."""
-    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
-    return [
-        r
-        for r in records
-        if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("httpscale", "asyncio")
-    ]
-
-
 if os.environ.get("HTTPSCALE_TEST_UVLOOP") == "1":
     # Run these tests on uvloop, the loop production uses (conftest hooks apply to this
     # directory only).
@@ -39,35 +27,6 @@ if os.environ.get("HTTPSCALE_TEST_UVLOOP") == "1":
         config: pytest.Config, item: pytest.Item
     ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
         return {"uvloop": uvloop.new_event_loop}
-
-
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
-    """After every other fixture is torn down, no task of the test may still be pending, and
-    nothing may have logged an error (a proxy task that died is logged, not raised)."""
-    before = asyncio.all_tasks()
-    yield
-    errors = _error_logs(caplog)
-    if errors:
-        first = errors[0]
-        detail = first.getMessage()
-        if first.exc_info and first.exc_info[1] is not None:
-            detail += f": {type(first.exc_info[1]).__name__}: {first.exc_info[1]}"
-        pytest.fail(f"{len(errors)} error log record(s); first from {first.name}: {detail}")
-    me = asyncio.current_task()
-    for _ in range(10):  # let done-callbacks of just-finished tasks run
-        await asyncio.sleep(0)
-    leaked = [t for t in asyncio.all_tasks() - before if t is not me and not t.done()]
-    if leaked:
-        # Say which ones still end by themselves (shutdown did not await them) and which never do.
-        _, still = await asyncio.wait(leaked, timeout=1.0)
-        for t in still:
-            t.cancel()
-        await asyncio.gather(*still, return_exceptions=True)
-        names = sorted(f"{t.get_name()}: {t.get_coro()!r}" for t in leaked)
-        pytest.fail(
-            f"{len(leaked)} task(s) pending after teardown ({len(still)} never finished): {names}"
-        )
 
 
 BackendFactory = Callable[..., Awaitable[Backend]]

@@ -12,7 +12,7 @@ from httpscale.routing.spec import Endpoint
 
 from .backends import BackendConn, Request, free_port, http_app
 from .client import Conn, build_request, get
-from .helpers import admin_get, admin_json, app_route, eventually
+from .helpers import admin_get, admin_json, app_route, eventually, wait_refused
 
 
 async def test_livez_and_readyz_before_and_after_routes(backends, make_interceptor):
@@ -170,8 +170,9 @@ async def test_readyz_503_while_draining(backends, make_interceptor):
         assert (await admin_get(ic.admin_address, "/livez")).status == 200
         # During the readiness delay new requests are still served (load balancers catch up).
         assert (await get(ic.proxy_address, "/")).status == 200
-        # Still draining the held request after the delay: still 503, admin still up.
-        await asyncio.sleep(0.4)
+        # Still draining the held request after the delay (it has stopped accepting): still
+        # 503, admin still up.
+        await wait_refused(ic.proxy_address)
         assert (await admin_get(ic.admin_address, "/readyz")).status == 503
         assert not stopping.done()
         release.set()

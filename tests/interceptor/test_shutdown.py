@@ -57,13 +57,12 @@ async def test_idle_keepalive_connections_closed_at_shutdown(backends, make_inte
     ic = await make_interceptor(
         routes=[app_route(b.endpoint)],
         keepalive_idle=60.0,
-        shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=5.0),
+        shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=60.0),
     )
     idle = await clients(ic.proxy_address)
     assert (await idle.request("GET", "/")).status == 200
-    t0 = time.monotonic()
-    await ic.shutdown()
-    assert time.monotonic() - t0 < 3.0, "idle connections must not hold the drain"
+    # Idle connections must not hold the drain: shutdown ends long before its 60 s timeout.
+    await asyncio.wait_for(ic.shutdown(), 20)
     assert await idle.read_until_eof(within=2) == b"", "closed without a stray response"
     # The proxy also closed its pooled upstream connection.
     await b.wait_for(lambda: b.finished == b.accepted)
@@ -78,9 +77,7 @@ async def test_connection_mid_head_at_shutdown_is_closed(backends, make_intercep
     )
     conn = await clients(ic.proxy_address)
     await conn.send(b"GET / HTTP/1.1\r\nHost: app")
-    t0 = time.monotonic()
-    await ic.shutdown()
-    assert time.monotonic() - t0 < 3.0
+    await asyncio.wait_for(ic.shutdown(), 15)  # not held by the 30 s head timeout
     data = await conn.read_until_eof(within=2)
     assert data == b"" or data.split(b" ")[1] in (b"408", b"503"), data
 
@@ -137,8 +134,25 @@ async def test_readiness_delay_then_stop_accepting(backends, make_interceptor, c
         await stopping
 
 
-async def test_shutdown_twice_is_harmless(backends, make_interceptor):
-    b = await backends()
-    ic = await make_interceptor(routes=[app_route(b.endpoint)])
-    await asyncio.gather(ic.shutdown(), ic.shutdown())
-    await ic.shutdown()
+async def test_shutdown_twice_is_harmless(backends, make_interceptor, clients):
+    """A second shutdown (SIGTERM while one is under way) returns only once the first is done,
+    and one after that returns at once."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    b = await backends(http_app(_holding_app(entered, release)))
+    ic = await make_interceptor(
+        routes=[app_route(b.endpoint)],
+        shutdown=InterceptorShutdown(readiness_delay=0, drain_timeout=30),
+    )
+    addr, admin = ic.proxy_address, ic.admin_address
+    conn = await clients(addr)
+    await conn.send(build_request("GET", "/hold"))
+    await entered.wait()
+    first = asyncio.create_task(ic.shutdown())
+    second = asyncio.create_task(ic.shutdown())
+    await wait_refused(addr)  # the first is draining now: the held request keeps it there
+    assert not first.done() and not second.done()
+    release.set()
+    assert (await conn.read_response()).body == b"done /hold"
+    assert await asyncio.gather(first, second) == [None, None]
+    await wait_refused(admin)  # stopped, not only draining
+    await asyncio.wait_for(ic.shutdown(), 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 
 import pytest
 
@@ -205,7 +204,6 @@ async def test_oversized_upstream_response_head_is_502(proxied, clients):
 
     ic, _ = await proxied(handler, upstream_response_header=10.0)
     conn = await clients(ic.proxy_address)
-    t0 = time.monotonic()
+    # Answered before the 10 s response-header timeout: the size limit cut it, not the clock.
     resp = await conn.request("GET", "/", within=8)
     assert resp.status == 502, (resp.status, resp.body[:100])
-    assert time.monotonic() - t0 < 3.0

@@ -173,22 +173,12 @@ async def _upload(backends, make_interceptor, clients, total: int) -> None:
     assert sampler.growth < RSS_BOUND, f"RSS grew {sampler.growth / MiB:.0f} MiB"
 
 
-async def test_download_backpressure_256mib(backends, make_interceptor, clients):
-    await _download(backends, make_interceptor, clients, 256 * MiB)
-
-
-async def test_upload_backpressure_256mib(backends, make_interceptor, clients):
-    await _upload(backends, make_interceptor, clients, 256 * MiB)
-
-
-@pytest.mark.slow
-async def test_download_1gib(backends, make_interceptor, clients):
-    await _download(backends, make_interceptor, clients, 1024 * MiB)
-
-
-@pytest.mark.slow
-async def test_upload_1gib(backends, make_interceptor, clients):
-    await _upload(backends, make_interceptor, clients, 1024 * MiB)
+@pytest.mark.parametrize("transfer", [_download, _upload], ids=["download", "upload"])
+@pytest.mark.parametrize(
+    "total", [256 * MiB, pytest.param(1024 * MiB, marks=pytest.mark.slow)], ids=["256mib", "1gib"]
+)
+async def test_backpressure(backends, make_interceptor, clients, transfer, total):
+    await transfer(backends, make_interceptor, clients, total)
 
 
 async def test_response_streams_before_backend_finishes(proxied, clients):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from .backends import BackendConn, http_app, named_app
 from .helpers import APP_KEY, app_route
 
@@ -62,29 +64,21 @@ async def test_a_get_waits_for_the_endpoint_set_to_move_on(backends, make_interc
     assert seen == ["GET /page"]
 
 
-async def test_a_post_is_not_sent_twice(backends, make_interceptor, clients):
+@pytest.mark.parametrize(
+    ("method", "tries"),
+    [("POST", 1), ("GET", 4)],  # GET: the first try and three more, then the 502
+    ids=["a-post-is-not-sent-twice", "get-losses-are-bounded"],
+)
+async def test_upstream_lost_after_reading(backends, make_interceptor, clients, method, tries):
     seen: list[str] = []
     dying = await backends(_dies_after_reading(seen), "dying")
     ic = await make_interceptor()
     ic.set_routes([app_route(dynamic=True)])
     ic.set_endpoints(APP_KEY, [dying.endpoint])
     conn = await clients(ic.proxy_address)
-    resp = await conn.request("POST", "/order")
+    resp = await conn.request(method, "/order")
     assert resp.status == 502
-    assert seen == ["POST /order"]
-
-
-async def test_losses_are_bounded(backends, make_interceptor, clients):
-    seen: list[str] = []
-    dying = await backends(_dies_after_reading(seen), "dying")
-    ic = await make_interceptor()
-    ic.set_routes([app_route(dynamic=True)])
-    ic.set_endpoints(APP_KEY, [dying.endpoint])
-    conn = await clients(ic.proxy_address)
-    resp = await conn.request("GET", "/again")
-    assert resp.status == 502
-    assert seen == ["GET /again"] * 4  # the first try and three more, then the 502
-
+    assert seen == [f"{method} /order"] * tries
 
 
 async def test_a_get_whose_last_replica_went_is_held_as_a_cold_start(

@@ -80,8 +80,9 @@ async def test_sigterm_ignored_means_sigkill_after_grace(
     took = time.monotonic() - started
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    # It ignored SIGTERM, so only the SIGKILL after the 2 s grace period ended it.
-    assert 2.0 <= took < 6.0, took
+    # It ignored SIGTERM, so only the SIGKILL after the 2 s grace period ended it (within the
+    # wait's 20 s: it would otherwise sleep for 600); not before the grace was up.
+    assert took >= 2.0, took
 
 
 async def test_crashed_container_restarts_with_backoff(

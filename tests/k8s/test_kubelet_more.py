@@ -226,9 +226,7 @@ async def test_service_cluster_ip_spreads_over_ready_pods_and_follows_them(
     await k8s_cluster.proxied_endpoints(namespace, "hello", 80, lambda eps: not eps)
     with pytest.raises(aiohttp.ClientError):
         await _get_names(ip, 1)
-    took = time.monotonic() - started
-    print(f"service test in {took:.1f}s")
-    assert took < 60
+    print(f"service test in {time.monotonic() - started:.1f}s")  # a figure, not a pass mark
 
 
 async def test_service_proxy_carries_bytes_both_ways_with_half_close(

@@ -296,7 +296,9 @@ async def test_the_scaler_learns_routes_and_interceptors_from_the_cluster(
         assert table.get(broken) is None
         assert "mutually exclusive" in table.invalid[f"HTTPScaledObject {broken}"]
         # Counted (the scaler watches every namespace: other tests' objects count too).
-        gauge = scaler.metrics.invalid_objects.labels("HTTPScaledObject")._value.get()
+        gauge = scaler.metrics.registry.get_sample_value(
+            "httpscale_scaler_invalid_objects", {"kind": "HTTPScaledObject"}
+        )
         assert gauge == sum(1 for k in table.invalid if k.startswith("HTTPScaledObject "))
         assert gauge >= 1
         (spec,) = (await stub.GetMetricSpec(so_ref(ns, httpScaledObject="web"))).metricSpecs

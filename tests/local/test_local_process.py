@@ -11,10 +11,11 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from localrun import MARK_VAR, marked_pids, wait_gone
+from localrun import MARK_VAR, marked_pids, until_gone
 
 from httpscale.config.local_file import load_local_config
 from httpscale.local.cli import local_command
@@ -91,6 +92,22 @@ class LocalProcess:
                 if needle in line:
                     return line
 
+    async def status(self) -> dict[str, Any]:
+        """The admin server's /status document."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.admin_port)
+        writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        doc: dict[str, Any] = json.loads((await reader.read()).partition(b"\r\n\r\n")[2])
+        writer.close()
+        await writer.wait_closed()
+        return doc
+
+    async def until_in_flight(self, app: str, n: int, within: float = 15) -> None:
+        """Until `n` requests are in flight in `app`'s replicas (forwarded, not held)."""
+        async with asyncio.timeout(within):
+            # Another process's state: polled.
+            while sum(r["in_flight"] for r in (await self.status())["apps"][app]["replicas"]) != n:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
     async def get(self, host: str) -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.proxy_port)
         writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
@@ -102,7 +119,11 @@ class LocalProcess:
 
 
 @pytest.fixture
-async def local_process(tmp_path: Path, mark: str) -> AsyncIterator[LocalProcess]:
+async def local_process(
+    request: pytest.FixtureRequest, tmp_path: Path, mark: str
+) -> AsyncIterator[LocalProcess]:
+    """`httpscale local` with one app whose replicas answer after 3 s (or `request.param`)."""
+    delay = getattr(request, "param", 3)
     config = tmp_path / "local.yaml"
     config.write_text(
         textwrap.dedent(
@@ -115,11 +136,11 @@ async def local_process(tmp_path: Path, mark: str) -> AsyncIterator[LocalProcess
                 replicas: {min: 0, max: 2}
                 run:
                   command: ["{python}", "-m", "httpscale.examples.hello", "--port", "{port}",
-                            "--response-delay", "3"]
+                            "--response-delay", "{delay}"]
                   readiness: {httpGet: {path: /healthz}}
                   stopGracePeriod: 5
             """
-        )
+        ).replace("{delay}", str(delay))
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -150,14 +171,13 @@ async def test_sigterm_drains_in_flight_request_then_stops_children(
     local_process: LocalProcess, mark: str
 ) -> None:
     first = asyncio.create_task(local_process.get("slow.localhost"))
-    await local_process.wait_for_line("ready after")
-    await asyncio.sleep(0.2)  # the request is now in flight in the replica (3 s)
+    await local_process.until_in_flight("slow", 1)  # in the replica for 3 s
     local_process.proc.send_signal(signal.SIGTERM)
     status, body = await first
     assert status == 200 and body.startswith(b"hello from pid")
     async with asyncio.timeout(30):
         assert await local_process.proc.wait() == 0
-    assert wait_gone(mark, timeout=1) == []
+    assert await until_gone(mark, within=1) == []
     rest = (await local_process.proc.stderr.read()).decode() if local_process.proc.stderr else ""
     assert "httpscale local: stopped" in rest
 
@@ -167,30 +187,28 @@ async def test_sigkill_of_httpscale_leaves_no_app_process(
 ) -> None:
     status, _ = await local_process.get("slow.localhost")
     assert status == 200
-    reader, writer = await asyncio.open_connection("127.0.0.1", local_process.admin_port)
-    writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    doc = json.loads((await reader.read()).partition(b"\r\n\r\n")[2])
-    writer.close()
-    await writer.wait_closed()
+    doc = await local_process.status()
     pids = [r["pid"] for r in doc["apps"]["slow"]["replicas"]]
     assert len(pids) == 1 and pids[0] in marked_pids(mark)
     local_process.proc.kill()
     await local_process.proc.wait()
-    assert wait_gone(mark, timeout=5) == []
+    assert await until_gone(mark, within=5) == []
 
 
+# A reply only after 60 s: a loaded machine can take a few seconds between the request
+# reaching the replica and the second signal, and the reply must not come first.
+@pytest.mark.parametrize("local_process", [60], indirect=True)
 async def test_second_signal_forces_a_quick_exit(local_process: LocalProcess, mark: str) -> None:
     in_flight = asyncio.create_task(local_process.get("slow.localhost"))
-    await local_process.wait_for_line("ready after")
-    await asyncio.sleep(0.2)  # the request is in the replica for another ~2.8 s
+    await local_process.until_in_flight("slow", 1)  # in the replica for 60 s
     local_process.proc.send_signal(signal.SIGTERM)
     await local_process.wait_for_line("shutting down")
     local_process.proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(10):
         assert await local_process.proc.wait() == 130
-    assert wait_gone(mark, timeout=2) == []
+    assert await until_gone(mark, within=2) == []
     # It did not wait for the in-flight request: a graceful stop answers it with the app's
-    # 200 once its 3 s are up; the forced one killed the app first, so it got anything else.
+    # 200 once its 60 s are up; the forced one killed the app first, so it got anything else.
     try:
         status: int | None = (await in_flight)[0]
     except (OSError, IndexError, ValueError):

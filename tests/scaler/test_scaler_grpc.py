@@ -8,6 +8,7 @@ the same protocol against real `httpscale local` processes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 
@@ -34,6 +35,12 @@ from httpscale.scaler.routes import ScalerRouteSink
 
 CONC = route("local/conc", "concurrency", target=10)
 RATE = route("local/rate", "requestRate", target=2.5, window=3.0, granularity=0.1)
+
+
+def open_streams(scaler: Scaler) -> float | None:
+    return scaler.metrics.registry.get_sample_value(
+        "httpscale_scaler_open_streams", {"rpc": "StreamIsActive"}
+    )
 
 
 @pytest.fixture
@@ -188,7 +195,9 @@ async def test_health_follows_replica_freshness(standins: list[StandIn]) -> None
                 statuses.append((await asyncio.wait_for(watch.read(), 5)).status)
             assert statuses[-1] == serving
             a.mode = "error"
-            await asyncio.sleep(1.0)  # one stale replica is not enough
+            # One replica failing for longer than stale_grace (dropped as stale) is not enough.
+            (a_state,) = [r for r in scaler.collector.replicas if r.url == a.url]
+            await eventually(lambda: a_state.failing and not a_state.baseline, what="a dropped")
             check = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
             assert check.status == serving
             b.mode = "hang"
@@ -215,10 +224,10 @@ async def test_wake_push_activates_streams_before_any_poll(standins: list[StandI
             loop = asyncio.get_running_loop()
             woke_at = loop.time()
             await b.wake("local/conc")
+            # The stand-ins report no concurrency, so no poll can make it active: only the push.
+            # (The deadline only guards against a hang; wake latency is a benchmark figure.)
             for stream in streams:
-                assert (await asyncio.wait_for(stream.read(), 0.5)).result is True
-            latency = loop.time() - woke_at
-            assert latency < 0.5
+                assert (await asyncio.wait_for(stream.read(), 10)).result is True
             assert (await stub.IsActive(ref("conc"))).result is True
             assert (await stub.IsActive(ref("rate"))).result is False
             # No poll confirms it (the stand-in reports nothing): the hold runs out.
@@ -228,8 +237,10 @@ async def test_wake_push_activates_streams_before_any_poll(standins: list[StandI
             # A wake confirmed by a poll stays active past the hold, until concurrency is 0.
             await a.wake("local/conc")
             a.set("local/conc", 1, 1)
-            assert (await asyncio.wait_for(streams[0].read(), 0.5)).result is True
+            assert (await asyncio.wait_for(streams[0].read(), 10)).result is True
             await eventually(lambda: not scaler.board.held("local/conc"), within=3)
+            # Past the end the hold (0.8 s) had: an absence (no leftover hold timer drops it),
+            # so waited out rather than awaited.
             await asyncio.sleep(1.0)
             assert (await stub.IsActive(ref("conc"))).result is True
             a.set("local/conc", 0, 1)
@@ -238,12 +249,10 @@ async def test_wake_push_activates_streams_before_any_poll(standins: list[StandI
             assert (await asyncio.wait_for(streams[0].read(), 4)).result is False
             assert a.polls >= polls + 1
             assert scaler.collector.last_used("local/conc") >= 0.45
-            assert scaler.metrics.open_streams.labels("StreamIsActive")._value.get() == 4
+            assert open_streams(scaler) == 4
             for stream in [*streams, other]:
                 stream.cancel()
-        await eventually(
-            lambda: scaler.metrics.open_streams.labels("StreamIsActive")._value.get() == 0
-        )
+        await eventually(lambda: open_streams(scaler) == 0)
 
 
 async def test_wake_stream_reconnects_after_the_interceptor_restarts() -> None:
@@ -264,7 +273,7 @@ async def test_wake_stream_reconnects_after_the_interceptor_restarts() -> None:
                 stream = stub.StreamIsActive(ref("conc"))
                 assert (await stream.read()).result is False
                 await fake.wake("local/conc")
-                assert (await asyncio.wait_for(stream.read(), 0.5)).result is True
+                assert (await asyncio.wait_for(stream.read(), 10)).result is True
                 stream.cancel()
     finally:
         await fake.stop()
@@ -273,19 +282,20 @@ async def test_wake_stream_reconnects_after_the_interceptor_restarts() -> None:
 async def test_shutdown_ends_open_streams() -> None:
     fake = StandIn()
     await fake.start()
+    # A grace far longer than the test's deadline: stop() returning at all shows the open
+    # stream was ended, not waited out.
+    fast = fast_settings()
+    settings = dataclasses.replace(fast, shutdown=dataclasses.replace(fast.shutdown, grpc_grace=60))
     try:
-        async with running_scaler([CONC], [fake.url]) as scaler:
+        async with running_scaler([CONC], [fake.url], settings) as scaler:
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{scaler.grpc_port}")
             from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
 
             stub = pb_grpc.ExternalScalerStub(channel)  # type: ignore[misc]
             stream = stub.StreamIsActive(ref("conc"))
             assert (await stream.read()).result is False
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await scaler.stop()
-            assert loop.time() - started < 1.0
-            assert (await asyncio.wait_for(stream.read(), 1)) is grpc.aio.EOF
+            await asyncio.wait_for(scaler.stop(), 20)
+            assert (await asyncio.wait_for(stream.read(), 10)) is grpc.aio.EOF
             await channel.close()
     finally:
         await fake.stop()

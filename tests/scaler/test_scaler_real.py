@@ -70,6 +70,12 @@ async def interceptors(tmp_path: Path) -> AsyncIterator[list[LocalInterceptor]]:
         await asyncio.gather(*(p.stop() for p in procs))
 
 
+def polls(scaler: Scaler) -> float:
+    """GET /queue polls so far, failed ones included."""
+    count = scaler.metrics.registry.get_sample_value("httpscale_scaler_poll_duration_seconds_count")
+    return count or 0.0
+
+
 def all_polled(scaler: Scaler) -> bool:
     """Every replica answered a poll: requests sent from now on are deltas, not baselines."""
     replicas = scaler.collector.replicas
@@ -196,7 +202,9 @@ async def test_restarted_interceptor_counter_reset_is_not_a_negative_rate(
         await a.start()
         await asyncio.gather(*(get(http, a.proxy_url, "rated.localhost") for _ in range(2)))
         await eventually(lambda: rated_total() >= 8 - 1e-9, what="8 requests")
-        await asyncio.sleep(0.5)
+        # Polls that come after it add nothing: no request counted twice.
+        seen = polls(scaler)
+        await eventually(lambda: polls(scaler) >= seen + 4, what="4 more polls")
         assert rated_total() == pytest.approx(8)
 
 
@@ -219,7 +227,9 @@ async def test_partial_then_total_interceptor_failure(
         loop = asyncio.get_running_loop()
         await a.stop(sig=9)
         killed = loop.time()
-        await asyncio.sleep(0.5)
+        # A failed poll of a does not drop its share (not before the grace has passed).
+        (a_state,) = [r for r in scaler.collector.replicas if r.url == a.admin_url]
+        await eventually(lambda: a_state.failing, what="a poll of a failed")
         assert scaler.collector.concurrency("local/busy") == 5
         await eventually(lambda: scaler.collector.concurrency("local/busy") == 2, within=3)
         assert loop.time() - killed >= 0.9
