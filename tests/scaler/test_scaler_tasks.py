@@ -28,6 +28,7 @@ class BreakingDiscovery:
         raise OSError("EndpointSlice watch lost")
 
 
+@pytest.mark.expected_errors("interceptor discovery died")
 async def test_a_dying_task_stops_the_scaler_and_fails_serve(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -45,6 +46,7 @@ async def test_a_dying_task_stops_the_scaler_and_fails_serve(
     assert leaked == [], [t.get_name() for t in leaked]
 
 
+@pytest.mark.expected_errors("interceptor discovery died")
 async def test_wait_raises_what_the_task_raised() -> None:
     discovery = BreakingDiscovery()
     scaler = Scaler(fast_settings(), StaticRouteSource(()), discovery)
