@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""Per-component RSS and CPU on a cluster: the figures of docs/kubernetes.md, "Resources".
+
+    .venv/bin/python loadtests/resources.py [--apps 1000] [--interceptors 3] [--window 60]
+        [--kubeconfig PATH] [--timeout 1500] [--json FILE]
+
+On the test control plane (`scripts/testcluster up` in a temporary directory, `down` at the
+end, or `--kubeconfig` to reuse one: then only its namespaces `httpscale` and `apps` are
+created and deleted), every component runs as a real process as its pod would
+(loadtests/podproc.py: its ServiceAccount's token from the manifests' RBAC, the environment
+of its Deployment, a read-only root filesystem): `--interceptors` interceptors and one scaler,
+which finds them through a hand-made EndpointSlice of `httpscale-interceptor-admin`, and one
+operator (leader election on, so the leader). Each binds a reserved address of the pod CIDR.
+
+Phases, per process RSS (VmRSS at the end) and CPU (utime + stime from /proc, in millicores):
+
+  idle      no HTTPScaledObject; `--window` seconds
+  settling  `--apps` apps created (a Deployment at 0 replicas, a Service and an
+            HTTPScaledObject each) until every interceptor and the scaler list them all, the
+            operator has written every ScaledObject and gone quiet; CPU over that time
+  apps      the same, settled; `--window` seconds
+  keda      plus KEDA's load for every ScaledObject (loadtests/kedaload.py, a real gRPC
+            client): a StreamIsActive stream each, and every 15 s IsActive + GetMetrics and
+            GetMetricSpec + GetMetrics; `--window` seconds after one full round
+
+Prints a Markdown table (the doc's), and JSON to stdout or to `--json FILE`. Exits 1 if a phase
+did not complete or a component did not exit 0 on SIGTERM. Bounded by `--timeout`; every
+process it starts is stopped on exit, Ctrl-C or SIGTERM. Network: loopback and the test
+cluster's pod addresses only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "k8s"))
+from cluster_bench import app, httpso
+from kedaload import KedaLoad
+from kubetools import apply_manifests
+from operator_bench import (
+    NAMESPACES,
+    Incomplete,
+    Stamps,
+    cluster_down,
+    cluster_up,
+    install_crds,
+    load_crds,
+    settle,
+    watch,
+)
+from podproc import REPO, PodProcess, pod_environment, write_identity
+
+from httpscale.kube.api import ApiError, Kube
+from httpscale.kube.config import KubeSettings, connect
+from httpscale.kube.resources import (
+    DEPLOYMENTS,
+    ENDPOINTSLICES,
+    HTTPSCALEDOBJECTS,
+    LEASES,
+    SCALEDOBJECTS,
+    SERVICES,
+    Resource,
+)
+
+SYSTEM_NS = "httpscale"  # the components' namespace, as manifests/kustomization.yaml's
+APPS_NS = "apps"
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
+RESERVED = 16  # the last pod-CIDR addresses the local kubelet never gives a pod
+ADMIN_PORTS = {"interceptor": 9090, "scaler": 9092, "operator": 8081}  # the manifests' env
+GRPC_PORT = 9091
+
+
+def ms(cpu_s: float, wall_s: float) -> float:
+    return round(cpu_s / wall_s * 1000, 1)
+
+
+class Fleet:
+    """The components' processes, their addresses and admin URLs."""
+
+    def __init__(self) -> None:
+        self.pods: list[tuple[str, str, PodProcess]] = []  # (component, address, process)
+
+    def of(self, component: str) -> list[tuple[str, PodProcess]]:
+        return [(ip, p) for c, ip, p in self.pods if c == component]
+
+    def admin(self, component: str, ip: str) -> str:
+        return f"http://{ip}:{ADMIN_PORTS[component]}"
+
+    def check_running(self) -> None:
+        for _, _, p in self.pods:
+            if p.exited():
+                raise Incomplete(f"{p.name} exited: " + "\n  ".join(p.tail))
+
+    def cpu(self) -> dict[str, float]:
+        return {p.name: p.cpu_seconds() for _, _, p in self.pods}
+
+    def rss(self) -> dict[str, float]:
+        return {p.name: round(p.rss_mib(), 1) for _, _, p in self.pods}
+
+    async def measure(self, seconds: float) -> dict[str, dict[str, float]]:
+        before, t0 = self.cpu(), time.monotonic()
+        end = t0 + seconds
+        while (left := end - time.monotonic()) > 0:  # a component that dies ends the phase
+            await asyncio.sleep(min(left, 1.0))
+            self.check_running()
+        after, wall = self.cpu(), time.monotonic() - t0
+        rss = self.rss()
+        return {n: {"rss_mib": rss[n], "cpu_m": ms(after[n] - before[n], wall)} for n in rss}
+
+
+async def pod_addresses(kube: Kube, count: int) -> list[str]:
+    """`count` addresses from the reserved end of the node's pod CIDR (its last one is left
+    for KEDA's metrics adapter)."""
+    nodes = (await kube.request("GET", NODES.path()))["items"]
+    if not nodes or not nodes[0]["spec"].get("podCIDR"):
+        raise Incomplete("no node with a pod CIDR: is the local kubelet running?")
+    hosts = list(ipaddress.ip_network(nodes[0]["spec"]["podCIDR"]).hosts())
+    if count > RESERVED - 1:
+        raise Incomplete(f"at most {RESERVED - 3} interceptors fit the reserved addresses")
+    return [str(ip) for ip in hosts[-RESERVED : -RESERVED + count]]
+
+
+async def start_component(kube: Kube, kubeconfig: Path, work: Path, component: str,
+                          name: str, ip: str, read_only: bool) -> PodProcess:
+    deployment = (REPO / "manifests" / component / "deployment.yaml").read_text()
+    account = f"httpscale-{component}"
+    assert f"serviceAccountName: {account}" in deployment
+    token = await kube.request(
+        "POST", f"/api/v1/namespaces/{SYSTEM_NS}/serviceaccounts/{account}/token",
+        body={"spec": {"expirationSeconds": 3600}})
+    env = pod_environment(component, SYSTEM_NS, name)
+    env |= write_identity(work / name, kubeconfig, token["status"]["token"], SYSTEM_NS)
+    env["HOSTNAME"] = name
+    # One network namespace for all: each binds its own pod address, not all interfaces.
+    env |= {"interceptor": {"HTTPSCALE_HOST": ip, "HTTPSCALE_ADMIN_HOST": ip},
+            "scaler": {"HTTPSCALE_HOST": ip},
+            "operator": {"HTTPSCALE_ADMIN_HOST": ip}}[component]
+    proc = PodProcess(name, component, env, work / name, read_only=read_only)
+    await proc.start()
+    return proc
+
+
+@contextlib.asynccontextmanager
+async def within(timeout_s: float, what: str) -> AsyncIterator[None]:
+    """A phase's own bound: Incomplete, naming what did not happen, rather than TimeoutError
+    (which means the whole run's --timeout)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError:
+        raise Incomplete(f"{what} not within {timeout_s:.0f} s") from None
+
+
+async def until_ready(http: aiohttp.ClientSession, fleet: Fleet, timeout_s: float) -> None:
+    """Every component's readiness endpoint answers 200 (sampled every 0.2 s)."""
+    async with within(timeout_s, "components ready"):
+        for component, ip, _ in fleet.pods:
+            url = fleet.admin(component, ip) + "/readyz"
+            while True:
+                fleet.check_running()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+
+
+async def until_leader(kube: Kube, fleet: Fleet, timeout_s: float) -> None:
+    (_, operator), = fleet.of("operator")
+    async with within(timeout_s, "the operator leading"):
+        while True:
+            fleet.check_running()
+            with contextlib.suppress(ApiError):
+                lease = await kube.request("GET", LEASES.path(SYSTEM_NS, "httpscale-operator"))
+                if (lease["spec"].get("holderIdentity") or "").startswith(operator.name):
+                    return
+            await asyncio.sleep(0.5)
+
+
+async def until_listed(http: aiohttp.ClientSession, fleet: Fleet, apps: int,
+                       timeout_s: float) -> None:
+    """Every interceptor and the scaler list all `apps` routes (/status, every 2 s)."""
+    async with within(timeout_s, f"{apps} routes listed by every interceptor and the scaler"):
+        for component in ("interceptor", "scaler"):
+            for ip, _ in fleet.of(component):
+                while True:
+                    fleet.check_running()
+                    async with http.get(fleet.admin(component, ip) + "/status") as resp:
+                        routes = (await resp.json())["routes"]
+                    if len(routes) >= apps:
+                        break
+                    await asyncio.sleep(2)
+
+
+async def interceptor_service(kube: Kube, addresses: list[str]) -> None:
+    """The admin Service the scaler reads, without a selector, and its EndpointSlice by hand:
+    the interceptors are processes here, not pods the endpointslice controller could see."""
+    name = "httpscale-interceptor-admin"
+    await kube.request("POST", SERVICES.path(SYSTEM_NS), body={
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"ports": [{"name": "admin", "port": 9090, "protocol": "TCP"}]}})
+    await kube.request("POST", ENDPOINTSLICES.path(SYSTEM_NS), body={
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"{name}-bench", "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "admin", "port": 9090, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in addresses]})
+
+
+async def create_apps(kube: Kube, count: int) -> None:
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        name = f"app-{i}"
+        deployment, service = app(name, 0)
+        async with gate:
+            await kube.request("POST", DEPLOYMENTS.path(APPS_NS), body=deployment)
+            await kube.request("POST", SERVICES.path(APPS_NS), body=service)
+            await kube.request("POST", HTTPSCALEDOBJECTS.path(APPS_NS),
+                               body=httpso(name, f"{name}.apps", name))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+class _Admin:
+    """What operator_bench.settle reads of an operator: its admin URL."""
+
+    def __init__(self, admin: str) -> None:
+        self.admin = admin
+
+
+async def run(args: argparse.Namespace, kubeconfig: Path, work: Path,
+              report: dict[str, Any]) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    kube = await connect(KubeSettings(kubeconfig=kubeconfig))
+    fleet = Fleet()
+    load: KedaLoad | None = None
+    phases: dict[str, Any] = report.setdefault("phases", {})
+    try:
+        await install_crds(kube, await asyncio.to_thread(load_crds))
+        for ns in (SYSTEM_NS, APPS_NS):
+            await kube.request("POST", NAMESPACES.path(), body={"metadata": {"name": ns}})
+        for component in ("interceptor", "scaler", "operator"):
+            await apply_manifests(kube, component, SYSTEM_NS)
+        addresses = await pod_addresses(kube, args.interceptors + 2)
+        await interceptor_service(kube, addresses[: args.interceptors])
+        names = [f"interceptor-{i}" for i in range(args.interceptors)] + ["scaler", "operator"]
+        for name, ip in zip(names, addresses, strict=True):
+            component = name.split("-")[0]
+            proc = await start_component(kube, kubeconfig, work, component, name, ip,
+                                         not args.writable_root)
+            fleet.pods.append((component, ip, proc))
+        report["addresses"] = dict(zip(names, addresses, strict=True))
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            await until_ready(http, fleet, 120)
+            await until_leader(kube, fleet, 60)
+            print(f"components ready; idle for {args.window:.0f} s", file=sys.stderr)
+            phases["idle"] = await fleet.measure(args.window)
+
+            scaled_objects = Stamps()
+            watcher = await watch(kube, SCALEDOBJECTS, APPS_NS, scaled_objects)
+            try:
+                cpu0, t0 = fleet.cpu(), time.monotonic()
+                await create_apps(kube, args.apps)
+                created = time.monotonic() - t0
+                print(f"{args.apps} apps created in {created:.1f} s", file=sys.stderr)
+                async with within(300, f"{args.apps} ScaledObjects written"):
+                    await scaled_objects.wait_for(f"app-{i}" for i in range(args.apps))
+                await until_listed(http, fleet, args.apps, 300)
+                await settle(http, _Admin(fleet.admin("operator", addresses[-1])),  # type: ignore[arg-type]
+                             scaled_objects)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            cpu1, wall = fleet.cpu(), time.monotonic() - t0
+            rss = fleet.rss()
+            phases["settling"] = {n: {"rss_mib": rss[n], "cpu_m": ms(cpu1[n] - cpu0[n], wall)}
+                                  for n in rss}
+            report["settling_s"] = round(wall, 1)
+            report["apps_created_s"] = round(created, 1)
+            print(f"settled after {wall:.1f} s; apps for {args.window:.0f} s", file=sys.stderr)
+            phases["apps"] = await fleet.measure(args.window)
+
+            listed = await kube.request("GET", SCALEDOBJECTS.path(APPS_NS))
+            refs = [(so["metadata"]["name"], APPS_NS, so["spec"]["triggers"][0]["metadata"])
+                    for so in listed["items"]]
+            load = KedaLoad(f"{addresses[args.interceptors]}:{GRPC_PORT}", refs)
+            await load.start()
+            print(f"KEDA's load on for {len(refs)} ScaledObjects; {args.window:.0f} s",
+                  file=sys.stderr)
+            calls0 = load.snapshot()
+            phases["keda"] = await fleet.measure(args.window)
+            calls = load.snapshot() - calls0
+            report["keda_calls"] = dict(sorted(calls.items()))
+            report["keda_streams_open"] = load.streams_open
+    finally:
+        if load is not None:
+            await load.stop()
+        exits = await asyncio.gather(*(p.stop() for _, _, p in fleet.pods))
+        report["components"] = [p.describe() for _, _, p in fleet.pods]
+        report["exit_codes"] = dict(zip((p.name for _, _, p in fleet.pods), exits, strict=True))
+        if args.kubeconfig is not None:
+            for ns in (APPS_NS, SYSTEM_NS):
+                with contextlib.suppress(ApiError):
+                    await kube.request("DELETE", NAMESPACES.path(name=ns))
+        await kube.close()
+
+
+def _span(values: list[float], unit: str, digits: int) -> str:
+    low, high = min(values), max(values)
+    fmt = f"{{:.{digits}f}}"
+    if fmt.format(low) == fmt.format(high):
+        return f"{fmt.format(low)} {unit}"
+    return f"{fmt.format(low)}\u2013{fmt.format(high)} {unit}"  # an en dash, as the doc
+
+
+def _cell(figures: list[dict[str, float]]) -> str:
+    cpu = [f["cpu_m"] for f in figures]
+    digits = 1 if max(cpu) < 10 else 0
+    return f"{_span([f['rss_mib'] for f in figures], 'MiB', 1)}, {_span(cpu, 'm', digits)}"
+
+
+def table(report: dict[str, Any]) -> str:
+    phases, n = report.get("phases", {}), report["interceptors"]
+    calls = report.get("keda_calls", {})
+    done = sum(v for k, v in calls.items() if k.split()[0] != "StreamIsActive")
+    failed = sum(v for k, v in calls.items() if not k.endswith((" OK", " message")))
+    labels = {
+        "idle": "idle: no HTTPScaledObject",
+        "settling": f"{report['apps']:,} apps created (Deployment, Service, HTTPSO each) until "
+                    f"all listed and the operator quiet: {report.get('settling_s')} s",
+        "apps": f"{report['apps']:,} apps, settled ({report['apps']:,} ScaledObjects written)",
+        "keda": f"+ KEDA's load: a `StreamIsActive` stream each, and per object every 15 s "
+                f"`IsActive` + `GetMetrics` and `GetMetricSpec` + `GetMetrics`: {done:,} "
+                f"calls in {report['window_s']:.0f} s, {failed} failed",
+    }
+    lines = [f"| phase | interceptor (each of {n}) | scaler | operator |", "|---|---|---|---|"]
+    for phase, label in labels.items():
+        if phase not in phases:
+            continue
+        figures = phases[phase]
+        icp = [v for k, v in figures.items() if k.startswith("interceptor-")]
+        lines.append(f"| {label} | {_cell(icp)} | {_cell([figures['scaler']])} "
+                     f"| {_cell([figures['operator']])} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--apps", type=int, default=1000, help="apps (Deployment, Service, HTTPSO)")
+    p.add_argument("--interceptors", type=int, default=3, help="interceptor processes")
+    p.add_argument("--window", type=float, default=60, help="seconds measured per phase")
+    p.add_argument("--kubeconfig", type=Path, default=None,
+                   help="reuse this cluster (default: start one with scripts/testcluster)")
+    p.add_argument("--timeout", type=float, default=1500, help="seconds for the whole run")
+    p.add_argument("--json", type=Path, default=None, help="write the JSON here, not to stdout")
+    p.add_argument("--writable-root", action="store_true",
+                   help="leave the root filesystem writable (no `mount -o remount,ro /`)")
+    args = p.parse_args(argv)
+    if args.apps < 1 or args.interceptors < 1 or args.window <= 0:
+        p.error("--apps and --interceptors must be at least 1, --window above 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("resources.py needs root: each component gets a private mount namespace",
+              file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "apps": args.apps, "interceptors": args.interceptors, "window_s": args.window,
+        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "read_only_root": not args.writable_root,
+    }
+    # As operator_bench: Ctrl-C (even when started in the background) and SIGTERM before the
+    # event loop runs unwind through the `finally` below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    tmp = tempfile.TemporaryDirectory(prefix="resources-")
+    work = Path(tmp.name)
+    own_cluster = args.kubeconfig is None
+    try:
+        deadline = time.monotonic() + args.timeout
+        kubeconfig = cluster_up(work / "cluster") if own_cluster else args.kubeconfig
+
+        async def bounded() -> None:
+            async with asyncio.timeout(max(1.0, deadline - time.monotonic())):
+                await run(args, kubeconfig, work, report)
+
+        asyncio.run(bounded())
+    except Incomplete as exc:
+        report["incomplete"] = str(exc)
+    except TimeoutError:
+        report["incomplete"] = f"not done within --timeout {args.timeout:.0f} s"
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        report["incomplete"] = "interrupted"
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the teardown is not to be interrupted
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if own_cluster:
+            cluster_down(work / "cluster")
+        tmp.cleanup()
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(table(report))
+    if report.get("incomplete"):
+        print(f"\nincomplete: {report['incomplete']}")
+    text = json.dumps(report, indent=2)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    else:
+        print(text)
+    bad_exit = any(code != 0 for code in report.get("exit_codes", {}).values())
+    return 1 if report.get("incomplete") or bad_exit else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
