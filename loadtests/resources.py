@@ -15,9 +15,11 @@ operator (leader election on, so the leader). Each binds a reserved address of t
 Phases, per process RSS (VmRSS at the end) and CPU (utime + stime from /proc, in millicores):
 
   idle      no HTTPScaledObject; `--window` seconds
-  settling  `--apps` apps created (a Deployment at 0 replicas, a Service and an
+  settling  `--apps` apps created (a Deployment at 0 replicas, a headless Service and an
             HTTPScaledObject each) until every interceptor and the scaler list them all, the
-            operator has written every ScaledObject and gone quiet; CPU over that time
+            operator has written every ScaledObject, kube-controller-manager has observed
+            every Deployment and written every EndpointSlice, and the operator has gone
+            quiet; CPU over that time
   apps      the same, settled; `--window` seconds
   keda      plus KEDA's load for every ScaledObject (loadtests/kedaload.py, a real gRPC
             client): a StreamIsActive stream each, and every 15 s IsActive + GetMetrics and
@@ -42,6 +44,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -229,6 +232,9 @@ async def create_apps(kube: Kube, count: int) -> None:
     async def one(i: int) -> None:
         name = f"app-{i}"
         deployment, service = app(name, 0)
+        # Headless: the test cluster's service CIDR is a /24, 254 ClusterIPs. The interceptor
+        # routes to the EndpointSlices, which a headless Service has all the same.
+        service["spec"]["clusterIP"] = "None"
         async with gate:
             await kube.request("POST", DEPLOYMENTS.path(APPS_NS), body=deployment)
             await kube.request("POST", SERVICES.path(APPS_NS), body=service)
@@ -236,6 +242,22 @@ async def create_apps(kube: Kube, count: int) -> None:
                                body=httpso(name, f"{name}.apps", name))
 
     await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def until_cluster_settled(kube: Kube, apps: int, timeout_s: float) -> None:
+    """The control plane done with the apps: every Deployment observed by the deployment
+    controller and every Service's EndpointSlice written (LISTs every 3 s). Until then the
+    operator and the interceptors see a stream of updates (kube-controller-manager writes at
+    its default 20 requests/s), which is not the steady state the phase is about."""
+    async with within(timeout_s, "the deployment and endpointslice controllers done"):
+        while True:
+            deployments = (await kube.request("GET", DEPLOYMENTS.path(APPS_NS)))["items"]
+            observed = sum((d.get("status") or {}).get("observedGeneration", 0)
+                           >= d["metadata"].get("generation", 1) for d in deployments)
+            slices = len((await kube.request("GET", ENDPOINTSLICES.path(APPS_NS)))["items"])
+            if observed >= apps and slices >= apps:
+                return
+            await asyncio.sleep(3)
 
 
 class _Admin:
@@ -286,6 +308,7 @@ async def run(args: argparse.Namespace, kubeconfig: Path, work: Path,
                 async with within(300, f"{args.apps} ScaledObjects written"):
                     await scaled_objects.wait_for(f"app-{i}" for i in range(args.apps))
                 await until_listed(http, fleet, args.apps, 300)
+                await until_cluster_settled(kube, args.apps, 600)
                 await settle(http, _Admin(fleet.admin("operator", addresses[-1])),  # type: ignore[arg-type]
                              scaled_objects)
             finally:
@@ -347,8 +370,8 @@ def table(report: dict[str, Any]) -> str:
     failed = sum(v for k, v in calls.items() if not k.endswith((" OK", " message")))
     labels = {
         "idle": "idle: no HTTPScaledObject",
-        "settling": f"{report['apps']:,} apps created (Deployment, Service, HTTPSO each) until "
-                    f"all listed and the operator quiet: {report.get('settling_s')} s",
+        "settling": f"{report['apps']:,} apps created (Deployment, headless Service, HTTPSO "
+                    f"each) until all listed and everything quiet: {report.get('settling_s')} s",
         "apps": f"{report['apps']:,} apps, settled ({report['apps']:,} ScaledObjects written)",
         "keda": f"+ KEDA's load: a `StreamIsActive` stream each, and per object every 15 s "
                 f"`IsActive` + `GetMetrics` and `GetMetricSpec` + `GetMetrics`: {done:,} "
@@ -411,12 +434,15 @@ def main(argv: list[str] | None = None) -> int:
                 await run(args, kubeconfig, work, report)
 
         asyncio.run(bounded())
-    except Incomplete as exc:
+    except (Incomplete, ApiError) as exc:
         report["incomplete"] = str(exc)
     except TimeoutError:
         report["incomplete"] = f"not done within --timeout {args.timeout:.0f} s"
     except (KeyboardInterrupt, asyncio.CancelledError):
         report["incomplete"] = "interrupted"
+    except Exception as exc:  # a bug here, or the cluster's: still the figures measured so far
+        traceback.print_exc()
+        report["incomplete"] = repr(exc)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the teardown is not to be interrupted
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
