@@ -60,6 +60,23 @@ def test_compiled_build_is_profile_guided() -> None:
     )
 
 
+def test_no_extension_is_the_instrumented_build() -> None:
+    # The profile-guided build's first pass is instrumented (it counts, and writes .gcda files at
+    # exit); the trained pass must replace every extension. Once the hand-written C's was left
+    # in place (setuptools thought it current), slowing every request and logging at exit.
+    if os.environ.get("HTTPSCALE_EXPECT_DATAPLANE") != "compiled":
+        pytest.skip("only for a run that expects the compiled build")
+    if json.loads(dataplane.MANIFEST.read_text()).get("profile") != "trained":
+        pytest.skip("not a profile-guided build")
+    instrumented = [
+        path.name
+        for module in (*dataplane.BUILT_MODULES, f"{dataplane.GROUP}__mypyc")
+        for path in dataplane.extension_paths(module)
+        if b"__gcov_" in path.read_bytes()
+    ]
+    assert instrumented == [], f"instrumented extensions shipped: {instrumented}"
+
+
 @pytest.fixture
 def package_copy(tmp_path: Path) -> Path:
     """A copy of the installed package, compiled build included, that a test may edit."""
