@@ -28,6 +28,7 @@ __all__ = [
     "free_port",
     "missing_tools",
     "parse_wrk",
+    "stop_group",
 ]
 
 _TOOLS = {"nginx": "nginx", "wrk": "wrk", "taskset": "util-linux"}
@@ -107,6 +108,22 @@ class Child:
         return await self.read_json(wait_s)
 
 
+async def stop_group(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM to the process group `proc` leads (it was started in a session of its own, so
+    its pid is the group's id: a forked worker gets the signal too, nothing else does), up to
+    `grace` seconds, then SIGKILL; returns once it has exited."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
 class Processes:
     """Starts children (optionally pinned with taskset) and stops all of them on exit."""
 
@@ -136,16 +153,7 @@ class Processes:
     async def stop(self, child: Child, grace: float = 5.0) -> None:
         proc = child.proc
         if proc.returncode is None:
-            # The child leads its own session, so its pid is also its process group id:
-            # signalling the group reaches nginx's worker too, and nothing else.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+            await stop_group(proc, grace)
         else:
             # Exited on its own; a forked worker could still hold the group.
             with contextlib.suppress(ProcessLookupError):

@@ -54,7 +54,7 @@ from typing import Any
 import aiohttp
 import uvloop
 import yaml
-from benchkit import cpu_seconds, free_port
+from benchkit import cpu_seconds, free_port, stop_group
 from prometheus_client.parser import text_string_to_metric_families
 
 from httpscale.kube.api import APPLY_PATCH, ApiError, Kube, Obj
@@ -478,15 +478,7 @@ class OperatorProcess:
         proc = self.proc
         if proc is None:
             return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        await stop_group(proc, grace)
         if self._reader is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._reader, 5)

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from benchkit import stop_group
 
 __all__ = ["PodProcess", "pod_environment", "write_identity"]
 
@@ -159,15 +160,7 @@ class PodProcess:
         proc = self.proc
         if proc is None:
             return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        await stop_group(proc, grace)
         if self._reader is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._reader, 5)
