@@ -66,21 +66,23 @@ class Interceptor:
         """Return never; raise if a task of `tasks` dies (the caller then shuts down)."""
         await self.tasks.wait()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, *, force: bool = False) -> None:
+        """Stop in order (see the module's docstring); `force`: no readiness delay and no drain,
+        in-flight and held requests are cut off at once (local mode's second signal)."""
         proxy = self.proxy
         if proxy.draining:
             await self._stopped.wait()
             return
         proxy.draining = True  # /readyz answers 503 from now on
         self.tasks.begin_shutdown()
-        delay = self.settings.shutdown.readiness_delay
+        delay = 0.0 if force else self.settings.shutdown.readiness_delay
         if delay > 0:
             # A deliberate grace period, not synchronisation: load balancers and kube-proxy
             # need this long to see /readyz fail and stop sending new connections here.
             await asyncio.sleep(delay)
         if self._server is not None:
             self._server.close()
-        await proxy.drain(self.settings.shutdown.drain_timeout)
+        await proxy.drain(0.0 if force else self.settings.shutdown.drain_timeout)
         await self.tasks.close()
         if self._admin is not None:
             await self._admin.stop()

@@ -42,7 +42,7 @@ class LocalInterceptor(InterceptorControl, Protocol):
 
     async def start(self) -> None: ...
 
-    async def shutdown(self) -> None: ...
+    async def shutdown(self, *, force: bool = False) -> None: ...
 
     @property
     def proxy_address(self) -> tuple[str, int]: ...
@@ -133,7 +133,10 @@ class LocalRunner:
         try:
             if self._started:
                 self._started = False
-                await self.interceptor.shutdown()
+                # Forced before the shutdown began (the second signal can come before this
+                # task ran again after the first): no drain, whose wait would include a
+                # request that the killed replica's retry put on hold.
+                await self.interceptor.shutdown(force=self.forced)
         finally:
             try:
                 await self.autoscaler.close()

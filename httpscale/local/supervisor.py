@@ -65,6 +65,8 @@ class AppSupervisor:
         self.spec = spec
         self.settings = settings
         self.desired = 0
+        # Set by a forced stop: from then on nothing starts, whatever asks for replicas.
+        self.killed = False
         self.failures = 0  # consecutive failures (crash, failed start) feeding the backoff
         self.restarts = 0
         self._publish = publish
@@ -91,6 +93,10 @@ class AppSupervisor:
         return self._task
 
     def scale_to(self, desired: int) -> None:
+        if self.killed:
+            # A request held after the kill (the interceptor retries one whose replica died)
+            # would otherwise start a replica that the forced stop then waits for.
+            return
         self.desired = desired
         self._changed.set()
 
@@ -120,7 +126,9 @@ class AppSupervisor:
             await self._tasks.close()
 
     def kill_all(self) -> None:
-        """SIGKILL every process group now; for paths where awaiting is no longer possible."""
+        """SIGKILL every process group now; for paths where awaiting is no longer possible.
+        Nothing starts afterwards (`scale_to` is ignored)."""
+        self.killed = True
         self.desired = 0
         for replica in self._replicas:
             replica.stop_requested.set()  # an expected exit: not a crash to restart
@@ -201,6 +209,8 @@ class AppSupervisor:
         exit_task: asyncio.Task[int] | None = None
         spawned = False
         try:
+            if replica.stop_requested.is_set():
+                return  # stopped (killed) before its process was started
             try:
                 await replica.spawn()
             except OSError as exc:

@@ -108,6 +108,27 @@ def _gone(pid: int) -> bool:
         return True
 
 
+async def test_nothing_starts_after_kill_all(hello_spec: Callable[..., ProcessSpec]) -> None:
+    # local mode's forced stop (a second signal): a request held after the kill (the
+    # interceptor retries a request whose replica died) must not start a replica that the
+    # shutdown would then wait for.
+    sink = FakeSink()
+    sup = AppSupervisor("hello", hello_spec(), sink.publish, sink.drain, FAST)
+    sup.start()
+    try:
+        sup.scale_to(1)
+        await sink.wait_for(lambda eps: len(eps) == 1)
+        pid = sup.replicas[0].pid
+        sup.kill_all()
+        sup.scale_to(1)  # what a wake-up asks for
+        await eventually(lambda: not sup.replicas)
+        assert sup.desired == 0 and sup.running == 0
+        assert pid is not None and _gone(pid)
+    finally:
+        await sup.close()
+    assert not sup.replicas and sup.running == 0
+
+
 def test_replicas_die_when_httpscale_is_sigkilled(mark: str) -> None:
     """PR_SET_PDEATHSIG: even a SIGKILLed parent leaves no replica behind."""
     script = textwrap.dedent(

@@ -185,3 +185,6 @@ async def test_health_services_for_kubernetes_probes(standin: StandIn) -> None:
             await stopping
             readiness.cancel()
             liveness.cancel()
+            # The calls end in grpc's own tasks: awaited, so none outlives the test.
+            for call in (readiness, liveness):
+                await call.code()  # CANCELLED, or UNAVAILABLE if the server went first
