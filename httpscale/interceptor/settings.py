@@ -21,10 +21,12 @@ def _f(default: Any, help_text: str) -> Any:
 
 __all__ = [
     "InterceptorSettings",
+    "Http2",
     "InterceptorShutdown",
     "Limits",
     "Listen",
     "Timeouts",
+    "Tls",
     "interceptor_options",
     "listen_from_file",
     "settings_from_options",
@@ -78,11 +80,54 @@ class InterceptorShutdown:
 
 
 @dataclass(frozen=True, slots=True)
+class Tls:
+    """TLS termination on a second listener, and TLS to upstreams that ask for it."""
+
+    listen: str = _f("", "HOST:PORT of the TLS listener (HTTP/1.1 and h2 by ALPN); empty: none")
+    cert: str = _f("", "default certificate (PEM, leaf first, then its chain)")
+    key: str = _f("", "private key of --tls-cert (PEM)")
+    cert_dir: str = _f(
+        "", "directory of certificates chosen by SNI: NAME.crt + NAME.key, or NAME/tls.crt + "
+        "NAME/tls.key (a mounted Secret); host names from each certificate's SAN"
+    )
+    min_version: str = _f("1.2", "lowest TLS version accepted: 1.2 or 1.3")
+    ciphers: str = _f("", "OpenSSL cipher list for TLS 1.2; empty: modern AEAD-only default")
+    reload_interval: float = _f(
+        2.0, "seconds between checks of the certificate files for a change (Secret rotation)"
+    )
+    upstream_ca_file: str = _f(
+        "", "CA bundle verifying upstream TLS (https, h2); empty: the system's CAs"
+    )
+    upstream_verify: bool = _f(True, "verify upstream certificates and host names")
+    upstream: bool = _f(
+        False, "TLS to every upstream whose route does not say (as appProtocol: https would)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Http2:
+    """HTTP/2 on both sides (h2 over TLS by ALPN, h2c by prior knowledge)."""
+
+    h2c: bool = _f(True, "accept HTTP/2 with prior knowledge (h2c) on the plain port")
+    max_concurrent_streams: int = _f(100, "streams one client connection may have open at once")
+    max_header_list_size: int = _f(65536, "bytes of one header list (decoded); over it -> 431")
+    max_frame_size: int = _f(16384, "largest frame payload accepted, bytes (16384-16777215)")
+    initial_window_size: int = _f(
+        1048576, "per-stream receive window advertised, bytes: how much a peer may send unread"
+    )
+    upstream_connections: int = _f(
+        4, "HTTP/2 connections per endpoint at most; streams share them up to the peer's limit"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class InterceptorSettings:
     listen: Listen = field(default_factory=Listen)
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     shutdown: InterceptorShutdown = field(default_factory=InterceptorShutdown)
+    tls: Tls = field(default_factory=Tls)
+    http2: Http2 = field(default_factory=Http2)
 
 
 _GROUPS: tuple[tuple[str, type[Any]], ...] = (
@@ -90,6 +135,8 @@ _GROUPS: tuple[tuple[str, type[Any]], ...] = (
     ("timeouts", Timeouts),
     ("limits", Limits),
     ("shutdown", InterceptorShutdown),
+    ("tls", Tls),
+    ("http2", Http2),
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

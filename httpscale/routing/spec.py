@@ -144,6 +144,12 @@ class RouteSpec:
     # An InterceptorRoute's static route: answered by the interceptor (see CannedResponse).
     # Its key is "<namespace>/<name>#static-<i>"; sources give it the target's endpoints.
     canned: CannedResponse | None = None
+    # How the interceptor talks to this route's endpoints: "http" (HTTP/1.1, clear text),
+    # "https" (HTTP/1.1 over TLS), "h2c" (HTTP/2, clear text, prior knowledge) or "h2" (HTTP/2
+    # over TLS). From the Service port's `appProtocol` on a cluster, from the `upstream` URL's
+    # scheme in local mode. gRPC requests go over HTTP/2 whatever this says ("http" -> h2c,
+    # "https" -> h2).
+    upstream_scheme: str = "http"
 
     @property
     def matches(self) -> tuple[RouteMatch, ...]:
