@@ -24,17 +24,52 @@ from typing import Any
 from httpscale.kube.api import Obj
 from httpscale.routing.spec import Endpoint
 
-__all__ = ["SERVICE_NAME_LABEL", "ServicePort", "compact_slice", "ready_endpoints", "service_port"]
+__all__ = [
+    "SERVICE_NAME_LABEL",
+    "ServicePort",
+    "compact_slice",
+    "ready_endpoints",
+    "service_port",
+    "upstream_scheme",
+]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass(frozen=True, slots=True)
 class ServicePort:
-    """The Service port a route means: its name ("" for an unnamed single port), number."""
+    """The Service port a route means: its name ("" for an unnamed single port), number, and
+    `appProtocol` ("" when unset)."""
 
     name: str
     port: int
+    app_protocol: str = ""
+
+
+# A Service port's `appProtocol` -> how the interceptor talks to its pods (RouteSpec's
+# `upstream_scheme`). Kubernetes' own names first (KEP-3726: kubernetes.io/h2c, ws, wss), then
+# the IANA service names and the values meshes and Gateway implementations read for the same
+# thing, so a Service already annotated for one of them works unchanged. Anything else (tcp,
+# a custom value) is HTTP/1.1 in clear text, as when the field is unset.
+_SCHEMES = {
+    "http": "http",
+    "kubernetes.io/ws": "http",
+    "https": "https",
+    "kubernetes.io/wss": "https",
+    "kubernetes.io/h2c": "h2c",
+    "h2c": "h2c",
+    "http2": "h2c",
+    "grpc": "h2c",
+    "kubernetes.io/h2": "h2",
+    "h2": "h2",
+    "grpcs": "h2",
+    "grpc-tls": "h2",
+}
+
+
+def upstream_scheme(app_protocol: str) -> str:
+    """The RouteSpec `upstream_scheme` for a Service port's `appProtocol` (case-insensitive)."""
+    return _SCHEMES.get(app_protocol.strip().lower(), "http")
 
 
 def service_port(service: Obj | None, port: int | None, port_name: str | None) -> ServicePort | str:
@@ -48,7 +83,7 @@ def service_port(service: Obj | None, port: int | None, port_name: str | None) -
         name = str(entry.get("name") or "")
         number = entry.get("port")
         if (port is not None and number == port) or (port_name is not None and name == port_name):
-            return ServicePort(name, int(number))
+            return ServicePort(name, int(number), str(entry.get("appProtocol") or ""))
     wanted = f"port {port}" if port is not None else f"port name {port_name!r}"
     return f"the Service has no {wanted}"
 

@@ -26,7 +26,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from httpscale.kube.api import Kube, Obj
@@ -37,6 +37,7 @@ from httpscale.kube.endpoints import (
     compact_slice,
     ready_endpoints,
     service_port,
+    upstream_scheme,
 )
 from httpscale.kube.resources import (
     ENDPOINTSLICES,
@@ -241,6 +242,7 @@ class ClusterRouteSource:
                 dns_fallback = Endpoint(f"{failover.service}.{httpso.namespace}", port.port)
         route_spec = to_route_spec(httpso.key, spec, failover_endpoint=dns_fallback)
         target = _ServiceRef(httpso.namespace, ref.service, ref.port, ref.port_name)
+        route_spec = self._upstream_protocol(route_spec, target)
         return _Object(version, created, [_Route(route_spec, target, fallback)])
 
     def _map_route(self, route: InterceptorRoute, version: str, created: str) -> _Object:
@@ -260,9 +262,21 @@ class ClusterRouteSource:
         specs = interceptor_route_specs(route, body)
         routes = [
             # A static route answers by itself, or (WhenUnavailable) forwards to the target.
-            _Route(s, target, fallback if s.key == route.key else None) for s in specs
+            _Route(self._upstream_protocol(s, target), target,
+                   fallback if s.key == route.key else None)
+            for s in specs
         ]
         return _Object(version, created, routes, frozenset(used))
+
+    def _upstream_protocol(self, spec: RouteSpec, target: _ServiceRef) -> RouteSpec:
+        """`spec` speaking what the target Service port's `appProtocol` says (HTTP/1.1 in
+        clear text while the Service is unknown: it is remapped when the Service arrives)."""
+        scheme = self._scheme(target)
+        return spec if scheme == spec.upstream_scheme else replace(spec, upstream_scheme=scheme)
+
+    def _scheme(self, ref: _ServiceRef) -> str:
+        port = self._service_port(ref)
+        return upstream_scheme(port.app_protocol) if isinstance(port, ServicePort) else "http"
 
     def _rebuild(self) -> None:
         """Push the route list if it changed, and the endpoints of routes that changed."""
@@ -335,20 +349,34 @@ class ClusterRouteSource:
         for service in changed:
             for route_key in self._by_service.get(service, ()):
                 self._push_endpoints(route_key)
-                # An HTTPSO's failover port may be named: its Service tells the number.
                 route = self._table.get(route_key)
-                if route is not None and route.fallback is not None and route.fallback.key == (
-                    service
+                if route is None:
+                    continue
+                # An HTTPSO's failover port may be named: its Service tells the number.
+                if route.fallback is not None and route.fallback.key == service:
+                    remap = True
+                # The target port's appProtocol says how to talk to the pods.
+                if route.target is not None and route.target.key == service and (
+                    route.spec.upstream_scheme != self._scheme(route.target)
                 ):
                     remap = True
         if remap:
             for (kind, key), obj in list(self._objects.items()):
-                if kind == "HTTPScaledObject" and any(
-                    r.fallback is not None and r.fallback.key in changed for r in obj.routes
-                ):
+                if any(self._stale(r, changed, kind) for r in obj.routes):
                     del self._objects[(kind, key)]
                     self._map(kind, key)
             self._rebuild()
+
+    def _stale(self, route: _Route, changed: frozenset[str], kind: str) -> bool:
+        """Whether a Service change alters what `route` was mapped to."""
+        target = route.target
+        if target is not None and target.key in changed and (
+            route.spec.upstream_scheme != self._scheme(target)
+        ):
+            return True
+        return kind == "HTTPScaledObject" and (
+            route.fallback is not None and route.fallback.key in changed
+        )
 
     def _index_slice(self, key: str, obj: Obj | None) -> set[str]:
         """Keep `_slices_by_service` current for one slice; the Services it was or is of."""

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from httpscale.kube.endpoints import ServicePort, compact_slice, ready_endpoints, service_port
+import pytest
+
+from httpscale.kube.endpoints import (
+    ServicePort,
+    compact_slice,
+    ready_endpoints,
+    service_port,
+    upstream_scheme,
+)
 from httpscale.routing.spec import Endpoint
 
 
@@ -38,6 +46,25 @@ def test_a_port_is_named_by_number_or_name() -> None:
     assert "ExternalName" in str(service_port(_service(type_="ExternalName"), 80, None))
     # A single unnamed port: its slices name it "" too.
     assert service_port(_service({"port": 80}), 80, None) == ServicePort("", 80)
+
+
+@pytest.mark.parametrize(
+    ("app_protocol", "scheme"),
+    [
+        ("", "http"), ("http", "http"), ("tcp", "http"), ("kubernetes.io/ws", "http"),
+        ("https", "https"), ("kubernetes.io/wss", "https"),
+        ("kubernetes.io/h2c", "h2c"), ("H2C", "h2c"), ("grpc", "h2c"), ("http2", "h2c"),
+        ("kubernetes.io/h2", "h2"), ("grpcs", "h2"),
+    ],
+)
+def test_the_app_protocol_of_the_port_says_how_to_talk_to_its_pods(
+    app_protocol: str, scheme: str
+) -> None:
+    svc = _service({"name": "web", "port": 80, "appProtocol": app_protocol} if app_protocol
+                   else {"name": "web", "port": 80})
+    port = service_port(svc, 80, None)
+    assert port == ServicePort("web", 80, app_protocol)
+    assert upstream_scheme(port.app_protocol) == scheme
 
 
 def test_ready_unset_means_ready_and_the_slice_gives_the_pod_port() -> None:
