@@ -20,8 +20,8 @@ def _f(default: Any, help_text: str) -> Any:
     return field(default=default, metadata={"help": help_text})
 
 __all__ = [
-    "InterceptorSettings",
     "Http2",
+    "InterceptorSettings",
     "InterceptorShutdown",
     "Limits",
     "Listen",
