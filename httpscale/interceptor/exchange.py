@@ -464,7 +464,8 @@ class Exchange:
         self.phase = next_phase(self.phase, STREAMING)
         self.upstream = conn
         conn.bind(self, head_only=self.head_only)
-        head = self.info.head(self.method, self.target, self.client.client_ip_bytes)
+        client = self.client
+        head = self.info.head(self.method, self.target, client.client_ip_bytes, client.https)
         if self.upgrade is None and self._body:
             body, self._body, self._body_size = self._body, None, 0
             if self.request_chunked:

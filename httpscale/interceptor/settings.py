@@ -20,8 +20,8 @@ def _f(default: Any, help_text: str) -> Any:
     return field(default=default, metadata={"help": help_text})
 
 __all__ = [
-    "InterceptorSettings",
     "Http2",
+    "InterceptorSettings",
     "InterceptorShutdown",
     "Limits",
     "Listen",
@@ -89,6 +89,10 @@ class Tls:
     cert_dir: str = _f(
         "", "directory of certificates chosen by SNI: NAME.crt + NAME.key, or NAME/tls.crt + "
         "NAME/tls.key (a mounted Secret); host names from each certificate's SAN"
+    )
+    extra_certs: str = _f(
+        "", "more certificates chosen by SNI: CERT,KEY file pairs separated by ';' (local "
+        "mode's tls.certificates after the first)"
     )
     min_version: str = _f("1.2", "lowest TLS version accepted: 1.2 or 1.3")
     ciphers: str = _f("", "OpenSSL cipher list for TLS 1.2; empty: modern AEAD-only default")
