@@ -20,7 +20,7 @@ import logging
 import os
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -82,9 +82,10 @@ def _identity(path: Path) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _pair_identity(
-    cert: Path, key: Path
-) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+_PairIdentity = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def _pair_identity(cert: Path, key: Path) -> _PairIdentity | None:
     try:
         return (_identity(cert), _identity(key))
     except OSError:
@@ -101,11 +102,7 @@ class LoadedCert:
     context: ssl.SSLContext
     hosts: tuple[str, ...]
     serial: str
-    identity: tuple[tuple[int, ...], tuple[int, ...]]
-    # Set when a newer version of the files could not be loaded: its identity (None: a file
-    # was missing), so that the same broken version is reported once, not every check.
-    failed: bool = field(default=False)
-    broken: tuple[tuple[int, ...], tuple[int, ...]] | None = field(default=None)
+    identity: _PairIdentity
 
 
 class CertStore:
@@ -118,6 +115,9 @@ class CertStore:
         self._exact: dict[str, ssl.SSLContext] = {}
         self._wildcard: dict[str, ssl.SSLContext] = {}  # "example.com" for "*.example.com"
         self.default: LoadedCert | None = None
+        # Sources whose files on disk could not be loaded: their identity then (None: a file
+        # is missing) and whether that was reported.
+        self._failing: dict[str, tuple[_PairIdentity | None, bool]] = {}
         # What the listening socket is made with; the SNI callback swaps every connection to
         # the context of its certificate, so this one's own certificate is never sent.
         self.front = server_context(settings, self.alpn)
@@ -234,10 +234,12 @@ class CertStore:
         for name, cert, key in sources:
             old = self._certs.get(name)
             identity = _pair_identity(cert, key)
-            if old is not None and (
-                identity == old.identity or (old.failed and identity == old.broken)
+            failing = self._failing.get(name)
+            if (old is not None and identity == old.identity) or (
+                failing is not None and failing == (identity, True)
             ):
-                certs[name] = old  # unchanged, or a broken version already reported
+                if old is not None:
+                    certs[name] = old  # unchanged, or a broken version already reported
                 continue
             try:
                 loaded = certs[name] = self._load(name, cert, key)
@@ -246,15 +248,23 @@ class CertStore:
                     certs[name] = old  # mid-rotation: the next check loads the finished pair
                 continue
             except (OSError, ValueError) as exc:
+                if old is not None:
+                    certs[name] = old
+                if failing is None or failing[0] != identity:
+                    # Maybe caught between two writes (a new certificate, the old key): only
+                    # files that stay this way until the next check are broken.
+                    self._failing[name] = (identity, False)
+                    continue
+                self._failing[name] = (identity, True)
                 log.error("TLS: cannot load %s: %s; %s", name, _reason(exc, cert, key),
                           "still serving the certificate loaded before" if old else "skipped")
-                if old is not None:
-                    old.failed, old.broken = True, identity
-                    certs[name] = old
                 continue
+            self._failing.pop(name, None)
             changed.append(name)
             log.info("TLS: loaded %s (%s), serial %s, for %s", name, cert, loaded.serial,
                      ", ".join(loaded.hosts) or "no DNS name")
+        listed = {name for name, _, _ in sources}
+        self._failing = {k: v for k, v in self._failing.items() if k in listed}
         removed = [name for name in self._certs if name not in certs]
         if removed:
             log.info("TLS: %s removed", ", ".join(removed))
