@@ -81,7 +81,8 @@ class TestCA:
             "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\n"
             "authorityKeyIdentifier=keyid\n"
         )
-        key, csr, cert = base.with_suffix(".key"), base.with_suffix(".csr"), base.with_suffix(".crt")
+        key, csr = base.with_suffix(".key"), base.with_suffix(".csr")
+        cert = base.with_suffix(".crt")
         _openssl(
             "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", key, "-out", csr, "-subj", f"/CN={(list(dns) or list(ips) or [name])[0]}",

@@ -39,6 +39,7 @@ __all__ = [
     "UpstreamTls",
     "UpstreamTlsConfig",
     "UpstreamTlsError",
+    "describe_handshake_error",
     "parse_listen",
     "upstream_context",
 ]
@@ -195,10 +196,9 @@ class UpstreamTls:
         return None
 
 
-def describe_handshake_error(exc: ssl.SSLError, endpoint: str, server_name: str) -> str:
-    """The 502's reason for a failed upstream handshake."""
+def describe_handshake_error(exc: ssl.SSLError, server_name: str) -> str:
+    """Why a handshake with an upstream failed, for the 502's body (which names the endpoint)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS handshake with {endpoint} failed: certificate verify failed: "
-                f"{exc.verify_message} (as {server_name})")
-    return f"TLS handshake with {endpoint} failed: {exc.reason or exc}"
-
+        return (f"TLS handshake failed: certificate verify failed: {exc.verify_message} "
+                f"(server name {server_name})")
+    return f"TLS handshake failed: {exc.reason or exc} (server name {server_name})"

@@ -479,9 +479,7 @@ class EndpointPool:
                 ssl_handshake_timeout=self.limits.connect_timeout,
             )
         except ssl.SSLError as exc:
-            raise UpstreamTlsError(
-                0, describe_handshake_error(exc, str(endpoint), server_name)
-            ) from exc
+            raise UpstreamTlsError(0, describe_handshake_error(exc, server_name)) from exc
 
     def use_tls(self, tls: UpstreamTlsConfig | None) -> None:
         """Connect with `tls` from now on; idle connections made otherwise are closed."""

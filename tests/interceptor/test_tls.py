@@ -57,7 +57,8 @@ def cert_dir(tmp_path: Path, pki: Pki) -> Path:
     """NAME.crt + NAME.key files, and one Secret-style NAME/ directory."""
     d = tmp_path / "certs"
     d.mkdir()
-    for name, leaf in (("b-site-a", pki.site_a), ("c-wild", pki.wild), ("d-exact", pki.exact_in_wild)):
+    pairs = (("b-site-a", pki.site_a), ("c-wild", pki.wild), ("d-exact", pki.exact_in_wild))
+    for name, leaf in pairs:
         shutil.copy(leaf.cert, d / f"{name}.crt")
         shutil.copy(leaf.key, d / f"{name}.key")
     secret_dir(d / "e-secret", pki.secret)
@@ -168,7 +169,8 @@ async def test_http11_over_tls_reaches_a_plain_backend_with_x_forwarded_proto_ht
     try:
         spliced = await conn.request("GET", "/one")  # the splice path
         full = await conn.request(  # the full header pass (a chunked body)
-            "POST", "/two", headers=[("Transfer-Encoding", "chunked")], body=b"5\r\nhello\r\n0\r\n\r\n"
+            "POST", "/two", headers=[("Transfer-Encoding", "chunked")],
+            body=b"5\r\nhello\r\n0\r\n\r\n",
         )
         kept = await conn.request("GET", "/three", headers=[("X-Forwarded-Proto", "wss")])
     finally:
@@ -221,7 +223,7 @@ async def test_min_version_13_refuses_a_tls12_client(
     assert serial == pki.default.serial_hex
     # openssl s_client forced to 1.2 is refused too.
     proc = await asyncio.create_subprocess_exec(
-        "openssl", "s_client", "-tls1_2", "-connect", "%s:%d" % ic.tls_address,
+        "openssl", "s_client", "-tls1_2", "-connect", "{}:{}".format(*ic.tls_address),
         "-servername", "default.test", stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
@@ -237,9 +239,12 @@ async def test_min_version_13_refuses_a_tls12_client(
     [
         ({}, "--tls-listen is set but no certificate is"),
         ({"cert": "CERT"}, "--tls-key: needed"),
-        ({"min_version": "1.1", "cert": "CERT", "key": "KEY"}, "--tls-min-version: expected 1.2 or 1.3"),
-        ({"ciphers": "NOPE", "cert": "CERT", "key": "KEY"}, "--tls-ciphers: OpenSSL accepts no cipher"),
-        ({"cert": "CERT", "key": "OTHER_KEY"}, "--tls-cert: .*not a usable PEM certificate and matching key"),
+        ({"min_version": "1.1", "cert": "CERT", "key": "KEY"},
+         "--tls-min-version: expected 1.2 or 1.3"),
+        ({"ciphers": "NOPE", "cert": "CERT", "key": "KEY"},
+         "--tls-ciphers: OpenSSL accepts no cipher"),
+        ({"cert": "CERT", "key": "OTHER_KEY"},
+         "--tls-cert: .*not a usable PEM certificate and matching key"),
         ({"cert": "/nonexistent.crt", "key": "KEY"}, "--tls-cert: /nonexistent.crt: No such file"),
         ({"cert_dir": "/nonexistent"}, "--tls-cert-dir: /nonexistent does not exist"),
         ({"listen": "nope", "cert": "CERT", "key": "KEY"}, "--tls-listen: expected HOST:PORT"),

@@ -91,7 +91,9 @@ class Load:
                 await conn.aclose()
 
     async def during(self, rotate: Callable[[], Awaitable[None]]) -> None:
-        tasks = [asyncio.create_task(self.keep_alive()), asyncio.create_task(self.new_connections())]
+        tasks = [
+            asyncio.create_task(self.keep_alive()), asyncio.create_task(self.new_connections())
+        ]
         try:
             await eventually(lambda: self.ok >= 10, within=15, what="load running")
             await rotate()
