@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from httpscale.clikit import option
+
+if TYPE_CHECKING:
+    from httpscale.config.local_tls import TlsFileConfig
 
 
 def _f(default: Any, help_text: str) -> Any:
@@ -30,6 +33,7 @@ __all__ = [
     "interceptor_options",
     "listen_from_file",
     "settings_from_options",
+    "tls_from_file",
 ]
 
 
@@ -184,6 +188,35 @@ def listen_from_file(
         name: value
         for name, value in from_file.items()
         if ctx.get_parameter_source(f"interceptor__listen__{name}")
+        in (None, click.core.ParameterSource.DEFAULT)
+    }
+
+
+def tls_from_file(ctx: click.Context, tls: TlsFileConfig | None) -> dict[str, Any]:
+    """`Tls` fields from a config file's `tls` section (None: it has none), for
+    `settings_from_options(..., tls=...)`; like `listen_from_file`, a field the command line or
+    its environment variable gave is left out. The first certificate is the default, the
+    others go to `extra_certs`."""
+    if tls is None:
+        return {}
+    host, port = tls.listen
+    first, *others = tls.certificates
+    from_file: dict[str, Any] = {
+        "listen": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "cert": str(first[0]),
+        "key": str(first[1]),
+        "extra_certs": ";".join(f"{cert},{key}" for cert, key in others),
+        "min_version": tls.min_version,
+        "ciphers": tls.ciphers,
+        "upstream_ca_file": None if tls.upstream_ca_file is None else str(tls.upstream_ca_file),
+        "upstream_verify": tls.upstream_verify,
+        "reload_interval": tls.reload_interval,
+    }
+    return {
+        name: value
+        for name, value in from_file.items()
+        if value is not None
+        and ctx.get_parameter_source(f"interceptor__tls__{name}")
         in (None, click.core.ParameterSource.DEFAULT)
     }
 

@@ -228,7 +228,7 @@ def test_listen_forms(value: object, expected: tuple[str, int]) -> None:
         ),
         (
             {"apps": [app(run={"upstream": "ftp://h:1"})]},
-            "apps[0].run.upstream: only http:// upstreams are supported",
+            "apps[0].run.upstream: the scheme must be http, https, h2c or h2, got ftp://",
         ),
         (
             {"apps": [app(run={"upstream": "http://h:x"})]},
