@@ -16,13 +16,13 @@ import pytest
 from tlskit import Leaf, TestCA, handshake, secret_dir
 
 from httpscale.interceptor.app import Interceptor
-from httpscale.interceptor.settings import Tls
+from httpscale.interceptor.settings import InterceptorShutdown, Tls
 from httpscale.interceptor.tls import TlsConfigError, TlsListener
 
-from .backends import Backend
-from .client import Conn, get
+from .backends import Backend, BackendConn, Request, http_app
+from .client import Conn, build_request, get
 from .conftest import BackendFactory, InterceptorFactory
-from .helpers import app_route, settings
+from .helpers import app_route, settings, wait_refused
 
 
 @dataclasses.dataclass
@@ -261,3 +261,41 @@ async def test_bad_tls_settings_fail_the_start_naming_the_setting(
     ic = Interceptor(tls_settings(**tls))
     with pytest.raises(TlsConfigError, match=message):
         await ic.start()
+
+
+async def test_shutdown_stops_the_tls_listener_and_drains_its_connections(
+    backends: BackendFactory, make_interceptor: InterceptorFactory, pki: Pki
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def holding(req: Request, conn: BackendConn) -> None:
+        if req.target == "/hold":
+            entered.set()
+            await release.wait()
+        await conn.respond(200, b"done " + req.target.encode())
+
+    backend = await backends(http_app(holding))
+    s = tls_settings(cert=str(pki.default.cert), key=str(pki.default.key))
+    s = dataclasses.replace(s, shutdown=InterceptorShutdown(readiness_delay=0.0, drain_timeout=10))
+    ic = await make_interceptor(routes=[app_route(backend.endpoint)], settings=s)
+    assert ic.tls_address is not None
+    idle = await tls_conn(ic.tls_address, pki)
+    busy = await tls_conn(ic.tls_address, pki)
+    try:
+        assert (await idle.request("GET", "/")).status == 200
+        await busy.send(build_request("GET", "/hold"))
+        await asyncio.wait_for(entered.wait(), 10)
+        stopping = asyncio.create_task(ic.shutdown())
+        try:
+            await wait_refused(ic.tls_address)  # stopped accepting TLS too
+            assert await idle.read_until_eof() == b""  # the idle one is closed at once
+            assert not stopping.done(), "shutdown must wait for the in-flight TLS request"
+            release.set()
+            resp = await busy.read_response()
+            assert (resp.status, resp.body) == (200, b"done /hold")
+            await asyncio.wait_for(asyncio.shield(stopping), 10)
+        finally:
+            await stopping
+    finally:
+        await idle.aclose()
+        await busy.aclose()
