@@ -31,6 +31,7 @@ from httpscale.interceptor.tls_certs import CertStore, TlsConfigError
 from httpscale.routing.spec import RouteSpec
 
 if TYPE_CHECKING:
+    from httpscale.interceptor.downstream import ClientConnection
     from httpscale.interceptor.proxy import Proxy
 
 __all__ = [
@@ -70,10 +71,11 @@ class _Handshaken(asyncio.Protocol):
     """Made per TLS connection; on `connection_made` (the handshake is done) it hands the
     transport to the protocol the ALPN choice names and is never called again."""
 
-    __slots__ = ("proxy",)
+    __slots__ = ("client_connection", "proxy")
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, client_connection: type[ClientConnection]) -> None:
         self.proxy = proxy
+        self.client_connection = client_connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
@@ -83,7 +85,7 @@ class _Handshaken(asyncio.Protocol):
         if factory is not None:
             protocol = factory()
         else:
-            conn = self.proxy.protocol_factory()  # the clear-text path's ClientConnection
+            conn = self.client_connection(self.proxy)  # the clear-text path's own
             conn.https = True
             protocol = conn
         # uvloop's transports do not subclass asyncio.Transport but implement it.
@@ -95,9 +97,17 @@ class TlsListener:
     """The TLS server of one interceptor: its certificates, socket and reload task."""
 
     def __init__(self, proxy: Proxy, settings: InterceptorSettings) -> None:
+        # Imported here: downstream imports the upstream pools, which import this module.
+        from httpscale.interceptor.downstream import ClientConnection
+
+        self._client_connection = ClientConnection
         self.proxy = proxy
         self.settings = settings
         self.host, self.port = parse_listen(settings.tls.listen)
+        if not settings.tls.reload_interval > 0:
+            raise TlsConfigError(
+                f"--tls-reload-interval: must be > 0 seconds, got {settings.tls.reload_interval}"
+            )
         h2 = _h2_factory(proxy) is not None
         self.certs = CertStore(settings.tls, _H2_AND_HTTP11 if h2 else _HTTP11)
         self.certs.load()  # a TlsConfigError before anything listens
@@ -106,7 +116,8 @@ class TlsListener:
 
     async def start(self) -> tuple[str, int]:
         self._server = await self.proxy.loop.create_server(
-            lambda: _Handshaken(self.proxy), self.host, self.port, ssl=self.certs.front,
+            lambda: _Handshaken(self.proxy, self._client_connection), self.host, self.port,
+            ssl=self.certs.front,
             ssl_handshake_timeout=self.settings.timeouts.request_head,
             reuse_address=True, backlog=2048,
         )

@@ -118,6 +118,7 @@ class CertStore:
         # Sources whose files on disk could not be loaded: their identity then (None: a file
         # is missing) and whether that was reported.
         self._failing: dict[str, tuple[_PairIdentity | None, bool]] = {}
+        self._listing_failed = False
         # What the listening socket is made with; the SNI callback swaps every connection to
         # the context of its certificate, so this one's own certificate is never sent.
         self.front = server_context(settings, self.alpn)
@@ -225,10 +226,13 @@ class CertStore:
         certificate loaded before keeps being served."""
         try:
             sources = self._sources()
-        except OSError as exc:
-            log.error("TLS: cannot list %s: %s; serving the certificates loaded before",
-                      self.settings.cert_dir, exc.strerror or exc)
+        except (OSError, TlsConfigError) as exc:  # the directory gone, unreadable
+            if not self._listing_failed:  # said once, until it can be listed again
+                self._listing_failed = True
+                log.error("TLS: cannot list %s: %s; serving the certificates loaded before",
+                          self.settings.cert_dir, getattr(exc, "strerror", None) or exc)
             return []
+        self._listing_failed = False
         changed: list[str] = []
         certs: dict[str, LoadedCert] = {}
         for name, cert, key in sources:

@@ -175,3 +175,25 @@ async def test_a_broken_replacement_is_logged_and_the_old_certificate_served(
     install_pair(fixed, cert, key)
     await until_serial(ca, address, "default.test", fixed)
     assert len(logged()) == 1  # reported once, not at every check
+
+
+async def test_certificates_added_to_and_removed_from_the_directory(
+    make_interceptor: InterceptorFactory, ca: TestCA, tmp_path: Path
+) -> None:
+    default = ca.issue("default", dns=["default.test"])
+    added = ca.issue("added", dns=["added.test"])
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ic = await make_interceptor(settings=dataclasses.replace(settings(), tls=Tls(
+        listen="127.0.0.1:0", cert=str(default.cert), key=str(default.key),
+        cert_dir=str(certs), reload_interval=RELOAD,
+    )))
+    address = ic.tls_address
+    assert address is not None
+    assert await serial_for(ca, address, "added.test") == default.serial_hex
+    # The key first, then the certificate: the pair is listed once both are there.
+    shutil.copy(added.key, certs / "added.key")
+    shutil.copy(added.cert, certs / "added.crt")
+    await until_serial(ca, address, "added.test", added)
+    (certs / "added.crt").unlink()
+    await until_serial(ca, address, "added.test", default)
