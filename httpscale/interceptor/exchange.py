@@ -41,6 +41,7 @@ from httpscale.interceptor.placeholder import (
     wants_placeholder,
 )
 from httpscale.interceptor.routes import EndpointSlot, RouteState
+from httpscale.interceptor.tls import UpstreamTlsError
 from httpscale.interceptor.upstream import EndpointPool, UpstreamConnection
 from httpscale.routing.spec import CannedResponse, Endpoint, Placeholder
 
@@ -387,7 +388,9 @@ class Exchange:
             return
         except OSError as exc:
             self._connect_task = None
-            self._connect_failed("connect", f"cannot connect to {endpoint}: {exc.strerror}", 502)
+            # A refused TLS handshake is no replica still starting: answered now, not retried.
+            kind = "tls" if isinstance(exc, UpstreamTlsError) else "connect"
+            self._connect_failed(kind, f"cannot connect to {endpoint}: {exc.strerror}", 502)
             return
         self._connect_task = None
         if self.phase == FINISHED:

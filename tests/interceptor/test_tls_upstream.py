@@ -19,7 +19,7 @@ from httpscale.interceptor.settings import Tls
 from .backends import Backend, echo_app, http_app
 from .client import get
 from .conftest import InterceptorFactory
-from .helpers import app_route, settings
+from .helpers import admin_get, app_route, settings
 
 
 class TlsBackend(Backend):
@@ -152,3 +152,21 @@ async def test_a_route_that_turns_https_reconnects_with_tls(
     resp = await get(ic.proxy_address, "/now-tls")
     assert resp.status == 200, resp.body
     assert [r.target for r in secure.requests] == ["/now-tls"]
+
+
+async def test_a_failed_handshake_with_a_fresh_replica_is_not_retried(
+    make_interceptor: InterceptorFactory, tls_backend: Any, pki: Pki
+) -> None:
+    # A replica just reported ready is retried while it may not listen yet (for up to the
+    # readiness timeout); a certificate that does not verify will not get better: 502 now.
+    stranger = await tls_backend(pki.other, ips=["127.0.0.1"])
+    ic = await make_interceptor(
+        routes=[app_route(dynamic=True, upstream_scheme="https", readiness_timeout=60.0)],
+        settings=upstream_settings(pki),
+    )
+    ic.set_endpoints("default/app", [stranger.endpoint])
+    resp = await get(ic.proxy_address, "/", within=15)  # not held for the 60 s
+    assert resp.status == 502
+    assert "certificate verify failed" in resp.text
+    metrics = (await admin_get(ic.admin_address, "/metrics")).text
+    assert 'httpscale_upstream_errors_total{kind="tls",route="default/app"} 1.0' in metrics
