@@ -309,3 +309,19 @@ async def test_shutdown_stops_the_tls_listener_and_drains_its_connections(
     finally:
         await idle.aclose()
         await busy.aclose()
+
+
+async def test_a_client_that_never_finishes_the_handshake_is_closed_after_the_head_timeout(
+    make_interceptor: InterceptorFactory, pki: Pki
+) -> None:
+    s = tls_settings(cert=str(pki.default.cert), key=str(pki.default.key))
+    s = dataclasses.replace(s, timeouts=dataclasses.replace(s.timeouts, request_head=0.5))
+    ic = await make_interceptor(settings=s)
+    assert ic.tls_address is not None
+    reader, writer = await asyncio.open_connection(*ic.tls_address)  # TCP only, no ClientHello
+    try:
+        async with asyncio.timeout(10):  # closed by the 0.5 s handshake timeout, not by this
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+    assert not ic.proxy.connections  # it never became a client connection
