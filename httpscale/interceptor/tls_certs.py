@@ -119,8 +119,10 @@ class CertStore:
         # is missing) and whether that was reported.
         self._failing: dict[str, tuple[_PairIdentity | None, bool]] = {}
         self._listing_failed = False
-        # What the listening socket is made with; the SNI callback swaps every connection to
-        # the context of its certificate, so this one's own certificate is never sent.
+        # What the listening socket is made with: the policy, and no certificate, since the
+        # SNI callback (called with or without SNI) swaps every connection to the context of
+        # the certificate it gets. Version and ciphers stay the front's (OpenSSL keeps them
+        # across the swap), so every context is made with the same policy.
         self.front = server_context(settings, self.alpn)
         self.front.sni_callback = self._on_sni
 
