@@ -14,6 +14,7 @@ from httpscale.config.local_file import (
     load_local_config,
     parse_local_config,
 )
+from httpscale.config.local_tls import TlsFileConfig
 from httpscale.config.route_source import FileRouteSource
 from httpscale.model.errors import ConfigError
 
@@ -28,6 +29,7 @@ __all__ = [
     "LocalConfig",
     "ReadinessProbe",
     "TcpSocketProbe",
+    "TlsFileConfig",
     "UpstreamRun",
     "load_local_config",
     "parse_local_config",

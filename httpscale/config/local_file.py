@@ -15,6 +15,9 @@
       - name: api
         hosts: [api.localhost]
         run: {upstream: "http://127.0.0.1:9001"}   # a fixed upstream, never started
+    tls:                          # optional: a TLS listener too (see local_tls.py)
+      listen: 127.0.0.1:8443
+      certificates: [{cert: site.crt, key: site.key}]
 
 Each replica gets a free port: the literal text `{port}` in `command` and in `env` values is
 replaced by it, and `PORT` is set in the environment either way (the Heroku/Cloud Run
@@ -22,6 +25,7 @@ convention), so `{port}` is optional. `{python}` is replaced by the interpreter 
 httpscale, so Python apps run in the same virtualenv without an absolute path.
 Readiness defaults to a TCP connect to that port: it works for every server, while an HTTP
 GET of `/` fails on apps that have no root page.
+A fixed upstream's scheme (http, https, h2c, h2) says how the interceptor talks to it.
 A fixed upstream is routed to, never started or scaled by local mode; its scaling fields
 (`scalingMetric`, `replicas`, ...) are still read, because a standalone scaler
 (`httpscale scaler --config FILE`) learns each route's target for KEDA from them.
@@ -34,13 +38,20 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
+from httpscale.config.local_tls import (
+    DEFAULT_TLS_LISTEN,
+    TlsFileConfig,
+    parse_address,
+    parse_tls,
+    parse_upstream,
+)
 from httpscale.model.errors import ConfigError
-from httpscale.model.fields import Fields, parse_upstream_url
+from httpscale.model.fields import Fields
 from httpscale.model.httpso import (
     LOCAL_SPEC_KEYS,
     HTTPScaledObjectSpec,
@@ -143,6 +154,8 @@ class UpstreamRun:
     """A fixed upstream that is always there: routed to, never started or scaled."""
 
     upstream: Endpoint
+    scheme: str = "http"  # RouteSpec.upstream_scheme, from the URL
+    server_name: str = ""  # the URL's host, verified over TLS (https, h2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +176,7 @@ class LocalConfig:
     # Which of "listen" and "admin" the file writes (the others hold the defaults above): the
     # interceptor keeps its own defaults for an address the file leaves out.
     given: frozenset[str] = frozenset()
+    tls: TlsFileConfig | None = None  # the `tls` section, if any
 
 
 def load_local_config(path: str | Path) -> LocalConfig:
@@ -174,15 +188,24 @@ def load_local_config(path: str | Path) -> LocalConfig:
 
 def parse_local_config(data: object, *, source: str, path: Path | None = None) -> LocalConfig:
     top = Fields({} if data is None else data, source=source, key="")
-    top.allow("listen", "admin", "apps")
-    listen = _address(top, "listen", DEFAULT_LISTEN)
-    admin = _address(top, "admin", DEFAULT_ADMIN)
+    top.allow("listen", "admin", "apps", "tls")
+    listen = parse_address(top, "listen", DEFAULT_LISTEN)
+    admin = parse_address(top, "admin", DEFAULT_ADMIN)
     items = top.get_list("apps")
+    tls_fields = top.sub("tls")
     top.finish()
     if not items:
         raise top.error("apps", "list at least one app")
     if listen == admin and listen[1] != 0:
         raise top.error("admin", f"same address as listen ({listen[0]}:{listen[1]})")
+    tls = None
+    if tls_fields is not None:
+        tls_listen = parse_address(tls_fields, "listen", DEFAULT_TLS_LISTEN)
+        if tls_listen in (listen, admin) and tls_listen[1] != 0:
+            other = "listen" if tls_listen == listen else "admin"
+            raise tls_fields.error("listen", f"same address as {other}")
+        base = path.parent if path is not None else Path()
+        tls = parse_tls(tls_fields, listen=tls_listen, base=base)
 
     apps: list[AppConfig] = []
     seen: dict[str, int] = {}
@@ -198,7 +221,9 @@ def parse_local_config(data: object, *, source: str, path: Path | None = None) -
         apps.append(app)
     _check_overlaps(apps, source)
     given = frozenset(name for name in ("listen", "admin") if top.raw(name) is not None)
-    return LocalConfig(path=path, listen=listen, admin=admin, apps=tuple(apps), given=given)
+    return LocalConfig(
+        path=path, listen=listen, admin=admin, apps=tuple(apps), given=given, tls=tls
+    )
 
 
 def _app(item: object, *, source: str, key: str) -> AppConfig:
@@ -220,6 +245,8 @@ def _app(item: object, *, source: str, key: str) -> AppConfig:
     spec = parse_httpso_spec(spec_part, source=source, key_prefix=key, local=True)
     static = (run.upstream,) if isinstance(run, UpstreamRun) else None
     route = to_route_spec(f"local/{name}", spec, static_endpoints=static)
+    if isinstance(run, UpstreamRun) and run.scheme != "http":
+        route = replace(route, upstream_scheme=run.scheme, upstream_server_name=run.server_name)
     return AppConfig(name=name, spec=spec, route=route, run=run, scaling_keys=scaling_keys)
 
 
@@ -234,9 +261,9 @@ def _run(f: Fields) -> CommandRun | UpstreamRun:
         for key in _COMMAND_KEYS:
             if f.has(key):
                 raise f.error(key, "only applies to run.command, not run.upstream")
-        endpoint = parse_upstream_url(f.raw("upstream"), key=f.where("upstream"), source=f.source)
+        url = parse_upstream(f.raw("upstream"), key=f.where("upstream"), source=f.source)
         f.finish()
-        return UpstreamRun(upstream=endpoint)
+        return UpstreamRun(upstream=url.endpoint, scheme=url.scheme, server_name=url.server_name)
 
     raw = f.raw("command")
     if isinstance(raw, str):
@@ -295,29 +322,6 @@ def _env(f: Fields) -> dict[str, str]:
             raise raw.error(name, "not a valid environment variable name")
         out[name] = str(value)
     return out
-
-
-def _address(f: Fields, name: str, default: tuple[str, int]) -> tuple[str, int]:
-    """`host:port`, `[v6]:port`, `:port` (all interfaces) or a bare port (on the default host)."""
-    value = f.raw(name)
-    if value is None:
-        return default
-    if isinstance(value, int) and not isinstance(value, bool):
-        host, port_text = default[0], str(value)
-    elif isinstance(value, str):
-        host, sep, port_text = value.strip().rpartition(":")
-        if not sep:
-            host, port_text = default[0], value.strip()
-        elif host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
-            raise f.error(name, f"write IPv6 addresses as [addr]:port, got {value!r}")
-        host = host or "0.0.0.0"
-    else:
-        raise f.error(name, f"expected host:port like 127.0.0.1:8080, got {value!r}")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise f.error(name, f"expected host:port like 127.0.0.1:8080, got {value!r}")
-    return host, int(port_text)
 
 
 def _check_overlaps(apps: list[AppConfig], source: str) -> None:

@@ -1,8 +1,13 @@
 """The interceptor as one object: proxy server + admin server, with an ordered shutdown.
 
 Shutdown order (uvicorn's): /readyz turns 503 -> wait `readiness_delay` so load balancers stop
-sending -> stop accepting -> close idle keep-alive connections, let busy ones finish their
-current response (up to `drain_timeout`) -> abort the rest -> stop the admin server.
+sending -> stop accepting (both listeners: plain and TLS) -> close idle keep-alive connections,
+let busy ones finish their current response (up to `drain_timeout`) -> abort the rest -> stop
+the admin server.
+
+With `--tls-listen`, a TLS listener (httpscale/interceptor/tls.py) serves beside the plain
+one; its certificate reload task is one of `tasks`. A TLS setting or certificate that cannot
+be used fails `start()` with a `TlsConfigError` naming it, before anything listens.
 
 Tasks beside the proxy (a route source: `tasks.spawn(source.run(...), "route source")`) are
 owned by `tasks`: one dying makes `wait()` raise. They keep running through the drain (an
@@ -20,6 +25,7 @@ from httpscale.interceptor.admin import InterceptorAdmin
 from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, WakeListener
 from httpscale.interceptor.proxy import Proxy
 from httpscale.interceptor.settings import InterceptorSettings
+from httpscale.interceptor.tls import TlsListener, UpstreamTls
 from httpscale.routing.spec import Endpoint, RouteSpec
 from httpscale.runtime import TaskSupervisor
 
@@ -36,7 +42,9 @@ class Interceptor:
         self._proxy: Proxy | None = None
         self._admin: InterceptorAdmin | None = None
         self._server: asyncio.Server | None = None
+        self._tls: TlsListener | None = None
         self.proxy_address: tuple[str, int] = ("", 0)
+        self.tls_address: tuple[str, int] | None = None  # with --tls-listen
         self.admin_address: tuple[str, int] = ("", 0)
         self._stopped = asyncio.Event()
         self.tasks = TaskSupervisor(log)
@@ -49,6 +57,10 @@ class Interceptor:
 
     async def start(self) -> None:
         proxy = self._proxy = Proxy(self.settings)
+        upstream_tls = proxy.registry.upstream_tls = UpstreamTls(self.settings.tls)
+        if self.settings.tls.upstream_ca_file:
+            upstream_tls.check()  # a CA file that cannot be read fails here, not per route
+        tls = self._tls = TlsListener(proxy, self.settings) if self.settings.tls.listen else None
         self._admin = InterceptorAdmin(proxy, self.queue)
         proxy.wake_listeners.append(self._admin.wake)
         listen = self.settings.listen
@@ -58,6 +70,9 @@ class Interceptor:
         )
         sockname = self._server.sockets[0].getsockname()
         self.proxy_address = (sockname[0], sockname[1])
+        if tls is not None:
+            self.tls_address = await tls.start()
+            self.tasks.spawn(tls.watch(), "TLS certificate reload")
         log.info("proxy on %s:%d, admin on %s:%d, hot path: %s (%s)",
                  *self.proxy_address, *self.admin_address,
                  dataplane.active().name, dataplane.active().reason)
@@ -82,6 +97,8 @@ class Interceptor:
             await asyncio.sleep(delay)
         if self._server is not None:
             self._server.close()
+        if self._tls is not None:
+            self._tls.close()
         await proxy.drain(0.0 if force else self.settings.shutdown.drain_timeout)
         await self.tasks.close()
         if self._admin is not None:

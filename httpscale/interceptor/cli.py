@@ -2,7 +2,8 @@
 
 Routes come from the cluster (HTTPScaledObjects, InterceptorRoutes, EndpointSlices: see
 httpscale/kube/routes.py) or, with `--config`, from a local-mode file whose apps have static
-upstreams; the file's `listen` and `admin` addresses, where it writes them, are the defaults.
+upstreams; the file's `listen` and `admin` addresses and its `tls` section, where it writes
+them, are the defaults.
 Every option is also an environment variable `HTTPSCALE_<OPTION>`.
 """
 
@@ -21,7 +22,9 @@ from httpscale.interceptor.settings import (
     interceptor_options,
     listen_from_file,
     settings_from_options,
+    tls_from_file,
 )
+from httpscale.interceptor.tls import TlsConfigError
 from httpscale.model.errors import ConfigError
 from httpscale.runtime import configure_logging, run, serve_until_signal, tune_gc_for_serving
 
@@ -33,7 +36,8 @@ log = logging.getLogger(__name__)
 @click.command("interceptor")
 @option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
         help="Routes from a local-mode file (its apps), and its listen/admin addresses unless "
-        "--host, --port, --admin-host or --admin-port (or their variables) are given. "
+        "--host, --port, --admin-host or --admin-port (or their variables) are given, and its "
+        "tls section (each --tls-* option given wins). "
         "Without it: routes and endpoints from the cluster.")
 @option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None,
         help="Cluster mode: kubeconfig file; default: $KUBECONFIG, then the pod's "
@@ -66,8 +70,9 @@ def interceptor_command(
             config.listen if "listen" in config.given else None,
             config.admin if "admin" in config.given else None,
         )
-        settings = settings_from_options(options, listen=listen)
-        run(lambda: _serve(Interceptor(settings), source.run))
+        tls = tls_from_file(click.get_current_context(), config.tls)
+        settings = settings_from_options(options, listen=listen, tls=tls)
+        _run_reporting_tls_errors(lambda: _serve(Interceptor(settings), source.run))
         return
 
     settings = settings_from_options(options)
@@ -97,7 +102,14 @@ def interceptor_command(
         finally:
             await kube.close()
 
-    run(cluster_main)
+    _run_reporting_tls_errors(cluster_main)
+
+
+def _run_reporting_tls_errors(main: Any) -> None:
+    try:
+        run(main)
+    except TlsConfigError as exc:  # raised by Interceptor.start, before anything listens
+        raise click.ClickException(str(exc)) from None
 
 
 async def _serve(interceptor: Interceptor, feed: Any) -> None:

@@ -93,6 +93,7 @@ class ClientConnection(asyncio.Protocol):
         "client_ip",
         "client_ip_bytes",
         "flow",
+        "https",
         "parser",
         "pipeline",
         "proxy",
@@ -124,6 +125,7 @@ class ClientConnection(asyncio.Protocol):
         self._pipeline_popleft = self.pipeline.popleft
         self.client_ip = ""
         self.client_ip_bytes = b""  # for X-Forwarded-For, encoded once per connection
+        self.https = False  # came through the TLS listener (X-Forwarded-Proto: https)
         self.tunnel: Exchange | None = None
         self._upgrading: Exchange | None = None  # upgrade asked, upstream has not answered
         self.flow = Flow()  # reading paused, and why; the write buffer over its high-water mark

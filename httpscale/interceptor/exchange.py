@@ -41,6 +41,7 @@ from httpscale.interceptor.placeholder import (
     wants_placeholder,
 )
 from httpscale.interceptor.routes import EndpointSlot, RouteState
+from httpscale.interceptor.tls import UpstreamTlsError
 from httpscale.interceptor.upstream import EndpointPool, UpstreamConnection
 from httpscale.routing.spec import CannedResponse, Endpoint, Placeholder
 
@@ -387,7 +388,9 @@ class Exchange:
             return
         except OSError as exc:
             self._connect_task = None
-            self._connect_failed("connect", f"cannot connect to {endpoint}: {exc.strerror}", 502)
+            # A refused TLS handshake is no replica still starting: answered now, not retried.
+            kind = "tls" if isinstance(exc, UpstreamTlsError) else "connect"
+            self._connect_failed(kind, f"cannot connect to {endpoint}: {exc.strerror}", 502)
             return
         self._connect_task = None
         if self.phase == FINISHED:
@@ -464,7 +467,8 @@ class Exchange:
         self.phase = next_phase(self.phase, STREAMING)
         self.upstream = conn
         conn.bind(self, head_only=self.head_only)
-        head = self.info.head(self.method, self.target, self.client.client_ip_bytes)
+        client = self.client
+        head = self.info.head(self.method, self.target, client.client_ip_bytes, client.https)
         if self.upgrade is None and self._body:
             body, self._body, self._body_size = self._body, None, 0
             if self.request_chunked:

@@ -91,6 +91,9 @@ def _special_lengths(kinds: dict[bytes, int]) -> tuple[bool, ...]:
 # their length alone, before any hashing (Server, Date, Content-Type, Accept, Cookie, ...).
 _REQUEST_SPECIAL_LENGTH: Final = _special_lengths(_REQUEST_KINDS)
 _RESPONSE_SPECIAL_LENGTH: Final = _special_lengths(_RESPONSE_KINDS)
+# The X-Forwarded-Proto line added when the client sent none, by how it came.
+_XFP_HTTP: Final = b"X-Forwarded-Proto: http\r\n"
+_XFP_HTTPS: Final = b"X-Forwarded-Proto: https\r\n"
 # Status codes as bytes, for status lines built without %-formatting.
 _STATUS_BYTES: Final = tuple(b"%d" % n for n in range(1000))
 
@@ -133,8 +136,9 @@ class RequestInfo:
         """The request's header fields as received (header routing, the placeholder)."""
         return self._fields
 
-    def head(self, method: bytes, target: bytes, client_ip: bytes) -> bytes:
+    def head(self, method: bytes, target: bytes, client_ip: bytes, https: bool = False) -> bytes:
         """The head sent upstream: hop-by-hop headers dropped, X-Forwarded-* added, Host kept.
+        `https`: the client came through the TLS listener.
 
         Built once (a retry on another connection sends the same head).
         """
@@ -150,7 +154,7 @@ class RequestInfo:
         parts.append(client_ip)
         parts.append(b"\r\n")
         if not self.xfp:
-            parts.append(b"X-Forwarded-Proto: http\r\n")
+            parts.append(_XFP_HTTPS if https else _XFP_HTTP)
         if not self.xfh and self.host:
             parts.append(b"X-Forwarded-Host: ")
             parts.append(self.host)

@@ -7,7 +7,9 @@ request. Endpoints may arrive before their route (sources are independent); they
 
 A route answers every one of its matches (`RouteSpec.matches`: an InterceptorRoute's rules).
 Every change is also counted in the upstream pools (`Pools.use` / `unuse`), so that the pool of
-an endpoint no route uses any more is retired.
+an endpoint no route uses any more is retired. `use` also tells the pool how to connect: over
+TLS, and as which server name, when the route says so (`upstream_tls.for_route`: the route's
+`upstream_scheme`, or `--tls-upstream`); a route whose TLS choice changes re-tags its pools.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Final
 
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.routes import RouteState
+from httpscale.interceptor.settings import Tls
+from httpscale.interceptor.tls import UpstreamTls, UpstreamTlsConfig
 from httpscale.interceptor.upstream import Pools
 from httpscale.routing.spec import Endpoint, RouteSpec
 from httpscale.routing.table import RouteTable
@@ -39,12 +43,15 @@ class RouteRegistry:
         self.needs_headers = False  # some route matches on headers
         self._pending: dict[str, frozenset[Endpoint]] = {}
         self._pending_fallback: dict[str, frozenset[Endpoint]] = {}
+        # Replaced by the Interceptor with one made of its settings, before any route.
+        self.upstream_tls = UpstreamTls(Tls())
 
     def set_routes(self, specs: Sequence[RouteSpec]) -> list[RouteState]:
         """Swap in a new route list; returns the states of routes that went away."""
         states: dict[str, RouteState] = {}
-        gained: list[Endpoint] = []
+        gained: list[tuple[set[Endpoint], UpstreamTlsConfig | None]] = []
         lost: list[Endpoint] = []
+        tls_of = self.upstream_tls.for_route
         for spec in specs:
             if spec.key in states:
                 log.warning("route %s is listed twice; the first one is served", spec.key)
@@ -58,16 +65,21 @@ class RouteRegistry:
                 fallback = self._pending_fallback.pop(spec.key, None)
                 if fallback is not None:
                     state.set_fallback_endpoints(fallback)
-                gained += state.pool_endpoints()
+                gained.append((state.pool_endpoints(), tls_of(spec)))
             else:
                 before = state.pool_endpoints()
-                old_static = state.spec.static_endpoints
+                old_spec = state.spec
+                old_static = old_spec.static_endpoints
                 state.use_spec(spec)
                 if spec.static_endpoints is not None and spec.static_endpoints != old_static:
                     state.set_endpoints(spec.static_endpoints, static=True)
                 after = state.pool_endpoints()
-                if after != before:
-                    gained += after - before
+                tls = tls_of(spec)
+                if tls != tls_of(old_spec):
+                    gained.append((after, tls))  # every pool of the route, re-tagged
+                    lost += before
+                elif after != before:
+                    gained.append((after - before, tls))
                     lost += before - after
             states[spec.key] = state
         table = RouteTable.build(
@@ -90,7 +102,8 @@ class RouteRegistry:
         )
         self.loaded = True
         # Gains first: an endpoint moving from one route to another keeps its idle connections.
-        self._pools.use(gained)
+        for endpoints, tls in gained:
+            self._pools.use(endpoints, tls)
         self._pools.unuse(lost)
         return removed
 
@@ -101,7 +114,7 @@ class RouteRegistry:
             return
         before = state.pool_endpoints()
         state.set_endpoints(endpoints)
-        self._account(before, state.pool_endpoints())
+        self._account(state, before)
 
     def set_fallback_endpoints(self, key: str, endpoints: Iterable[Endpoint]) -> None:
         state = self.states.get(key)
@@ -110,11 +123,12 @@ class RouteRegistry:
             return
         before = state.pool_endpoints()
         state.set_fallback_endpoints(endpoints)
-        self._account(before, state.pool_endpoints())
+        self._account(state, before)
 
-    def _account(self, before: set[Endpoint], after: set[Endpoint]) -> None:
+    def _account(self, state: RouteState, before: set[Endpoint]) -> None:
+        after = state.pool_endpoints()
         if after != before:
-            self._pools.use(after - before)
+            self._pools.use(after - before, self.upstream_tls.for_route(state.spec))
             self._pools.unuse(before - after)
 
     def lookup(self, host: str, path: str, headers: Headers) -> RouteState | None:

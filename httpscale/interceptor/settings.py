@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from httpscale.clikit import option
+
+if TYPE_CHECKING:
+    from httpscale.config.local_tls import TlsFileConfig
 
 
 def _f(default: Any, help_text: str) -> Any:
@@ -30,6 +33,7 @@ __all__ = [
     "interceptor_options",
     "listen_from_file",
     "settings_from_options",
+    "tls_from_file",
 ]
 
 
@@ -89,6 +93,10 @@ class Tls:
     cert_dir: str = _f(
         "", "directory of certificates chosen by SNI: NAME.crt + NAME.key, or NAME/tls.crt + "
         "NAME/tls.key (a mounted Secret); host names from each certificate's SAN"
+    )
+    extra_certs: str = _f(
+        "", "more certificates chosen by SNI: CERT,KEY file pairs separated by ';' (local "
+        "mode's tls.certificates after the first)"
     )
     min_version: str = _f("1.2", "lowest TLS version accepted: 1.2 or 1.3")
     ciphers: str = _f("", "OpenSSL cipher list for TLS 1.2; empty: modern AEAD-only default")
@@ -180,6 +188,35 @@ def listen_from_file(
         name: value
         for name, value in from_file.items()
         if ctx.get_parameter_source(f"interceptor__listen__{name}")
+        in (None, click.core.ParameterSource.DEFAULT)
+    }
+
+
+def tls_from_file(ctx: click.Context, tls: TlsFileConfig | None) -> dict[str, Any]:
+    """`Tls` fields from a config file's `tls` section (None: it has none), for
+    `settings_from_options(..., tls=...)`; like `listen_from_file`, a field the command line or
+    its environment variable gave is left out. The first certificate is the default, the
+    others go to `extra_certs`."""
+    if tls is None:
+        return {}
+    host, port = tls.listen
+    first, *others = tls.certificates
+    from_file: dict[str, Any] = {
+        "listen": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "cert": str(first[0]),
+        "key": str(first[1]),
+        "extra_certs": ";".join(f"{cert},{key}" for cert, key in others),
+        "min_version": tls.min_version,
+        "ciphers": tls.ciphers,
+        "upstream_ca_file": None if tls.upstream_ca_file is None else str(tls.upstream_ca_file),
+        "upstream_verify": tls.upstream_verify,
+        "reload_interval": tls.reload_interval,
+    }
+    return {
+        name: value
+        for name, value in from_file.items()
+        if value is not None
+        and ctx.get_parameter_source(f"interceptor__tls__{name}")
         in (None, click.core.ParameterSource.DEFAULT)
     }
 

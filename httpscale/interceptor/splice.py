@@ -67,7 +67,7 @@ class SplicedRequest(RequestInfo):
         """The request target, once llhttp accepted `method SP target SP HTTP/1.1`."""
         return self._line[len(method) + 1 : -9]
 
-    def head(self, method: bytes, target: bytes, client_ip: bytes) -> bytes:
+    def head(self, method: bytes, target: bytes, client_ip: bytes, https: bool = False) -> bytes:
         """The head sent upstream: the request line and fields as received, then ours."""
         if self._head is not None:
             return self._head
@@ -79,6 +79,8 @@ class SplicedRequest(RequestInfo):
         parts.append(client_ip)
         if self.xfp:
             parts.append(b"\r\n")
+        elif https:
+            parts.append(b"\r\nX-Forwarded-Proto: https\r\n")
         else:
             parts.append(b"\r\nX-Forwarded-Proto: http\r\n")
         if not self.xfh and self.host:

@@ -9,11 +9,16 @@ registry): when no route has an endpoint as a ready, fallback or static endpoint
 pool is retired: its idle connections close at once, a connection handed back closes instead
 of idling (or goes to a request waiting for one), and the pool is dropped when its last
 connection closed. Nothing under way is cut, and an endpoint that comes back revives its pool.
+
+A pool connects over TLS when `use` gave it an `UpstreamTlsConfig` (its routes' scheme is
+https): decided when a connection is opened, never per request. A failed handshake is an
+`UpstreamTlsError` (a ConnectionError, so a 502) whose text says why and with which endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, cast
@@ -25,6 +30,7 @@ from httpscale.interceptor.flow import CLIENT_FULL, Flow
 from httpscale.interceptor.heads import read_response
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.splice import SplicedResponse, splice_response
+from httpscale.interceptor.tls import UpstreamTlsConfig, UpstreamTlsError, describe_handshake_error
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
@@ -378,7 +384,7 @@ class EndpointPool:
 
     __slots__ = (
         "_connecting", "_connections", "_idle", "_idle_timeout", "_max_idle", "_owner", "_sweep",
-        "_time", "_waiting", "endpoint", "limits", "loop", "retired",
+        "_time", "_waiting", "endpoint", "limits", "loop", "retired", "tls",
     )
 
     def __init__(
@@ -388,8 +394,10 @@ class EndpointPool:
         owner: Pools | None = None,
         *,
         retired: bool = False,
+        tls: UpstreamTlsConfig | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.tls = tls  # None: clear text
         self.limits = limits
         self._owner = owner
         # Copied out of the limits (a plain dataclass: a lookup by name from compiled code),
@@ -447,15 +455,39 @@ class EndpointPool:
     async def connect(self) -> UpstreamConnection:
         """Open a connection on a reservation made by `reserve` (released here)."""
         conn = UpstreamConnection(self)
+        tls = self.tls
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
-                await self.loop.create_connection(
-                    lambda: conn, self.endpoint.host, self.endpoint.port
-                )
+                if tls is None:
+                    await self.loop.create_connection(
+                        lambda: conn, self.endpoint.host, self.endpoint.port
+                    )
+                else:
+                    await self._connect_tls(conn, tls)
             self._connections.add(conn)
         finally:
             self.unreserve()
         return conn
+
+    async def _connect_tls(self, conn: UpstreamConnection, tls: UpstreamTlsConfig) -> None:
+        endpoint = self.endpoint
+        server_name = tls.server_name or endpoint.host  # an IP: checked against IP SANs
+        try:
+            await self.loop.create_connection(
+                lambda: conn, endpoint.host, endpoint.port, ssl=tls.context,
+                server_hostname=server_name,
+                ssl_handshake_timeout=self.limits.connect_timeout,
+            )
+        except ssl.SSLError as exc:
+            raise UpstreamTlsError(0, describe_handshake_error(exc, server_name)) from exc
+
+    def use_tls(self, tls: UpstreamTlsConfig | None) -> None:
+        """Connect with `tls` from now on; idle connections made otherwise are closed."""
+        if tls != self.tls:
+            self.tls = tls
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                conn.close()
 
     def unreserve(self) -> None:
         """Give back a reservation made by `reserve` (`connect` does, in the end)."""
@@ -561,24 +593,34 @@ class Pools:
         self._limits = limits
         self._pools: dict[Endpoint, EndpointPool] = {}
         self._refs: dict[Endpoint, int] = {}
+        # How to connect to each referenced endpoint over TLS (absent: clear text). Two routes
+        # that share an endpoint should agree; if not, the last `use` wins.
+        self._tls: dict[Endpoint, UpstreamTlsConfig] = {}
 
     def get(self, endpoint: Endpoint) -> EndpointPool:
         pool = self._pools.get(endpoint)
         if pool is None:
             pool = self._pools[endpoint] = EndpointPool(
-                endpoint, self._limits, self, retired=endpoint not in self._refs
+                endpoint, self._limits, self, retired=endpoint not in self._refs,
+                tls=self._tls.get(endpoint),
             )
         return pool
 
-    def use(self, endpoints: Iterable[Endpoint]) -> None:
-        """One more reference to each of `endpoints` (a route that may connect to it)."""
+    def use(self, endpoints: Iterable[Endpoint], tls: UpstreamTlsConfig | None = None) -> None:
+        """One more reference to each of `endpoints` (a route that may connect to it), to be
+        reached with `tls` (None: clear text)."""
         refs = self._refs
         for ep in endpoints:
             n = refs.get(ep, 0)
             refs[ep] = n + 1
-            if n == 0:
-                pool = self._pools.get(ep)
-                if pool is not None and pool.retired:
+            if tls is None:
+                self._tls.pop(ep, None)
+            else:
+                self._tls[ep] = tls
+            pool = self._pools.get(ep)
+            if pool is not None:
+                pool.use_tls(tls)
+                if n == 0 and pool.retired:
                     pool.revive()
 
     def unuse(self, endpoints: Iterable[Endpoint]) -> None:
@@ -590,6 +632,7 @@ class Pools:
                 refs[ep] = n
                 continue
             refs.pop(ep, None)
+            self._tls.pop(ep, None)
             pool = self._pools.get(ep)
             if pool is not None and not pool.retired:
                 pool.retire()

@@ -16,7 +16,9 @@ from httpscale.interceptor.settings import (
     interceptor_options,
     listen_from_file,
     settings_from_options,
+    tls_from_file,
 )
+from httpscale.interceptor.tls import TlsConfigError
 from httpscale.local.autoscaler import AutoscalerSettings
 from httpscale.local.plan import plan_apps
 from httpscale.local.runner import LocalRunner, LocalSettings
@@ -74,6 +76,8 @@ def local_command(
     # The file's `listen`/`admin` addresses (its defaults included: local mode binds loopback),
     # unless the command line or its environment twin names one.
     listen = listen_from_file(click.get_current_context(), config.listen, config.admin)
+    # The file's `tls` section likewise, field by field (--tls-* options win).
+    tls = tls_from_file(click.get_current_context(), config.tls)
     shutdown: dict[str, float] = {}
     source = click.get_current_context().get_parameter_source(_READINESS_DELAY)
     if source is click.core.ParameterSource.DEFAULT:
@@ -81,7 +85,7 @@ def local_command(
         # none, so Ctrl-C should not wait for it unless asked to.
         shutdown["readiness_delay"] = 0.0
     settings = LocalSettings(
-        interceptor=settings_from_options(options, listen=listen, shutdown=shutdown),
+        interceptor=settings_from_options(options, listen=listen, shutdown=shutdown, tls=tls),
         autoscaler=AutoscalerSettings(
             sync_interval=sync_interval,
             supervisor=SupervisorSettings(drain_timeout=drain_replica_timeout),
@@ -94,6 +98,8 @@ def local_command(
     except KeyboardInterrupt:
         # A Ctrl-C that arrived before the signal handlers were installed.
         sys.exit(130)
+    except TlsConfigError as exc:  # a --tls-* option (the file's section was checked above)
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             log.exception("httpscale local: stopped by an error (every app process was stopped)")

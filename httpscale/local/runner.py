@@ -50,6 +50,10 @@ class LocalInterceptor(InterceptorControl, Protocol):
     @property
     def admin_address(self) -> tuple[str, int]: ...
 
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """The TLS listener's, when there is one (the file's `tls` section)."""
+
     def mount_admin(self, prefix: str, handler: MountedHandler) -> None:
         """Serve `prefix` and below on the admin server (after `start`)."""
 
@@ -105,10 +109,12 @@ class LocalRunner:
         self.interceptor.mount_admin("/history", admin.history)
         host, port = self.interceptor.proxy_address
         admin_host, admin_port = self.interceptor.admin_address
+        tls = self.interceptor.tls_address
         log.info(
-            "httpscale local: proxy on http://%s:%d, status on http://%s:%d/status, apps: %s",
+            "httpscale local: proxy on http://%s:%d%s, status on http://%s:%d/status, apps: %s",
             host,
             port,
+            "" if tls is None else f" and https://{tls[0]}:{tls[1]}",
             admin_host,
             admin_port,
             ", ".join(p.name for p in self.plans),

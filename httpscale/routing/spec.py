@@ -150,6 +150,10 @@ class RouteSpec:
     # scheme in local mode. gRPC requests go over HTTP/2 whatever this says ("http" -> h2c,
     # "https" -> h2).
     upstream_scheme: str = "http"
+    # The TLS server name sent (SNI) and verified for "https"/"h2" upstreams; "" means the
+    # endpoint's IP address (then the certificate must list it as an IP subjectAltName). Local
+    # mode takes the `upstream` URL's host; on a cluster, the Service's DNS name.
+    upstream_server_name: str = ""
 
     @property
     def matches(self) -> tuple[RouteMatch, ...]:

@@ -228,7 +228,7 @@ def test_listen_forms(value: object, expected: tuple[str, int]) -> None:
         ),
         (
             {"apps": [app(run={"upstream": "ftp://h:1"})]},
-            "apps[0].run.upstream: only http:// upstreams are supported",
+            "apps[0].run.upstream: the scheme must be http, https, h2c or h2, got ftp://",
         ),
         (
             {"apps": [app(run={"upstream": "http://h:x"})]},
@@ -306,3 +306,115 @@ def test_semantic_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_local_config(path)
     assert str(info.value) == f"{path}: apps[1].run.upstrem: unknown key (did you mean 'upstream'?)"
+
+
+# -- TLS: the `tls` section and upstream URL schemes ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with site.crt/key, api.crt/key and ca.crt (made with openssl)."""
+    from tlskit import TestCA
+
+    d = tmp_path_factory.mktemp("certs")
+    ca = TestCA(d)
+    for name in ("site", "api"):
+        leaf = ca.issue(name, dns=[f"{name}.test"])
+        (d / f"{name}.crt").write_bytes(leaf.cert.read_bytes())
+        (d / f"{name}.key").write_bytes(leaf.key.read_bytes())
+    (d / "ca.crt").write_bytes(ca.cert.read_bytes())
+    return d
+
+
+TLS_APPS = "apps:\n  - name: api\n    hosts: [api.test]\n    run: {upstream: 'http://h:1'}\n"
+
+
+def test_tls_section_paths_are_relative_to_the_file(certs: Path) -> None:
+    path = certs / "local.yaml"
+    path.write_text(
+        TLS_APPS + "tls:\n  listen: 127.0.0.1:9443\n  certificates:\n"
+        "    - {cert: site.crt, key: site.key}\n    - {cert: api.crt, key: api.key}\n"
+        '  minVersion: "1.3"\n  upstreamCA: ca.crt\n  upstreamVerify: false\n'
+        "  reloadInterval: 5s\n"
+    )
+    tls = load_local_config(path).tls
+    assert tls is not None
+    assert tls.listen == ("127.0.0.1", 9443)
+    assert tls.certificates == (
+        (certs / "site.crt", certs / "site.key"), (certs / "api.crt", certs / "api.key")
+    )
+    assert (tls.min_version, tls.upstream_ca_file, tls.upstream_verify, tls.reload_interval) == (
+        "1.3", certs / "ca.crt", False, 5.0
+    )
+    assert load_local_config(write(certs / "..", TLS_APPS)).tls is None  # no section, no TLS
+
+
+def test_tls_section_defaults(certs: Path) -> None:
+    path = certs / "min.yaml"
+    path.write_text(TLS_APPS + "tls: {certificates: [{cert: site.crt, key: site.key}]}\n")
+    tls = load_local_config(path).tls
+    assert tls is not None
+    assert tls.listen == ("127.0.0.1", 8443)
+    assert (tls.min_version, tls.ciphers, tls.upstream_ca_file, tls.upstream_verify) == (
+        None, None, None, None
+    )
+
+
+@pytest.mark.parametrize(
+    ("tls", "expected"),
+    [
+        ("{}", "tls.certificates: list at least one {cert: FILE, key: FILE}"),
+        ("{certificates: [{cert: site.crt}]}", "tls.certificates[0].key: required"),
+        ("{certificates: [{cert: site.crt, key: site.key}, {cert: api.crt, key: nope.key}]}",
+         "tls.certificates[1].key: file not found: {certs}/nope.key"),
+        ("{certificates: [{cert: site.crt, key: api.key}]}",
+         "tls.certificates[0].key: {certs}/api.key: not the PEM private key of {certs}/site.crt"),
+        ("{certificates: [{cert: site.key, key: site.key}]}",
+         "tls.certificates[0].cert: {certs}/site.key: not a PEM certificate"),
+        ("{certificates: [{cert: site.crt, key: site.key, chain: x}]}",
+         "tls.certificates[0].chain: unknown key"),
+        ("{certs: []}", "tls.certs: unknown key"),
+        ("{minVersion: 1.1, certificates: [{cert: site.crt, key: site.key}]}",
+         'tls.minVersion: expected "1.2" or "1.3", got 1.1'),
+        ("{ciphers: NOPE, certificates: [{cert: site.crt, key: site.key}]}",
+         "tls.ciphers: OpenSSL accepts no cipher of 'NOPE'"),
+        ("{upstreamCA: site.key, certificates: [{cert: site.crt, key: site.key}]}",
+         "tls.upstreamCA: {certs}/site.key: not a PEM CA bundle"),
+        ("{upstreamVerify: maybe, certificates: [{cert: site.crt, key: site.key}]}",
+         "tls.upstreamVerify: expected true or false, got 'maybe'"),
+        ("{listen: '127.0.0.1:8080', certificates: [{cert: site.crt, key: site.key}]}",
+         "tls.listen: same address as listen"),
+    ],
+)
+def test_tls_errors_name_the_file_and_the_key(certs: Path, tls: str, expected: str) -> None:
+    path = certs / "bad.yaml"
+    path.write_text(TLS_APPS + f"tls: {tls}\n")
+    with pytest.raises(ConfigError) as info:
+        load_local_config(path)
+    assert str(info.value).startswith(f"{path}: " + expected.replace("{certs}", str(certs)))
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint", "scheme", "server_name"),
+    [
+        ("http://127.0.0.1:9001", Endpoint("127.0.0.1", 9001), "http", ""),
+        ("https://api.example:8443", Endpoint("api.example", 8443), "https", "api.example"),
+        ("https://10.0.0.1", Endpoint("10.0.0.1", 443), "https", "10.0.0.1"),
+        ("h2c://127.0.0.1:50051", Endpoint("127.0.0.1", 50051), "h2c", ""),
+        ("h2://grpc.example", Endpoint("grpc.example", 443), "h2", "grpc.example"),
+    ],
+)
+def test_upstream_scheme_chooses_the_backend_protocol(
+    url: str, endpoint: Endpoint, scheme: str, server_name: str
+) -> None:
+    config = parse_local_config({"apps": [app(run={"upstream": url})]}, source="local.yaml")
+    route = config.apps[0].route
+    assert route.static_endpoints == (endpoint,)
+    assert (route.upstream_scheme, route.upstream_server_name) == (scheme, server_name)
+
+
+def test_an_upstream_path_is_refused_in_the_url_scheme() -> None:
+    assert error_of({"apps": [app(run={"upstream": "https://h:1/base"})]}) == (
+        "local.yaml: apps[0].run.upstream: URL 'https://h:1/base' must be just https://host:port "
+        "(no path, query or user)"
+    )
