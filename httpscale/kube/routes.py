@@ -272,7 +272,12 @@ class ClusterRouteSource:
         """`spec` speaking what the target Service port's `appProtocol` says (HTTP/1.1 in
         clear text while the Service is unknown: it is remapped when the Service arrives)."""
         scheme = self._scheme(target)
-        return spec if scheme == spec.upstream_scheme else replace(spec, upstream_scheme=scheme)
+        # Over TLS the pod's certificate is checked against the Service's cluster DNS name, the
+        # name a client inside the cluster would use (cert-manager and service meshes issue it).
+        name = f"{target.name}.{target.namespace}.svc" if scheme in ("https", "h2") else ""
+        if scheme == spec.upstream_scheme and name == spec.upstream_server_name:
+            return spec
+        return replace(spec, upstream_scheme=scheme, upstream_server_name=name)
 
     def _scheme(self, ref: _ServiceRef) -> str:
         port = self._service_port(ref)
