@@ -1,0 +1,743 @@
+"""One HTTP/2 stream through the proxy: the per-stream twin of `exchange.Exchange`.
+
+Same life and the same rules as an HTTP/1.1 exchange (its docstring): phases start -> (held)
+-> connecting -> streaming -> finished; the route looked up by :authority (else Host) and
+path; `concurrency` and `request_count` counted; an endpoint slot taken or the stream held
+(cold start: the route is woken, the stream waits for a replica, then goes through); hold,
+failover and readiness timeouts; connect retries to a fresh replica; placeholder and canned
+answers; `request_timeout` and the response-head timeout; metrics; `_finish` exactly once,
+giving back the slot and the concurrency. A client's RST_STREAM is `client_lost`, counted 499.
+
+Differences that HTTP/2 makes:
+- One `Deadline` per stream watches what the upstream connection's deadline watches for an
+  HTTP/1.1 exchange: the response head after the request was sent, then body idleness.
+- The proxy's own answers to a gRPC request are trailers-only gRPC statuses (grpc.py); a
+  gRPC call's `grpc-timeout` caps the whole stream as the route's `request_timeout` does.
+- Forwarding is in forward.py: HTTP/1.1 upstreams through aiohttp, HTTP/2 upstreams (h2c,
+  h2, and every gRPC call) through `proxy.h2_upstreams`, for which this class is the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final
+
+from h2.errors import ErrorCodes
+
+from httpscale.interceptor.deadline import Deadline
+from httpscale.interceptor.exchange import (
+    CONNECTING,
+    FINISHED,
+    HELD,
+    START,
+    STREAMING,
+    next_phase,
+)
+from httpscale.interceptor.h2.grpc import is_grpc, parse_timeout, trailers_only
+from httpscale.interceptor.placeholder import (
+    canned_response,
+    placeholder_response,
+    wants_placeholder,
+)
+from httpscale.interceptor.routes import EndpointSlot, RouteState
+from httpscale.routing.spec import Endpoint
+
+if TYPE_CHECKING:
+    from httpscale.interceptor.h2.server import H2ServerConnection
+
+__all__ = ["H2Stream"]
+
+_monotonic: Final = time.monotonic
+_TIMER_SLACK: Final = 0.005
+_NO_FIELDS: Final[list[tuple[bytes, bytes]]] = []
+# Connection-specific fields (RFC 9113 §8.2.2) and what HTTP/1.1 treats as hop-by-hop.
+_HOP: Final = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+     b"te", b"http2-settings", b"host")
+)
+_TRACE_FIELDS: Final = frozenset((b"traceparent", b"tracestate", b"baggage"))
+
+
+class H2Stream:
+    def __init__(
+        self, conn: H2ServerConnection, stream_id: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.conn = conn
+        self.proxy = conn.proxy
+        self.id = stream_id
+        method = path = authority = b""
+        host: bytes | None = None
+        ctype = timeout = b""
+        fields: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            fields.append((name, value))
+            if name == b"host":
+                host = value
+            elif name == b"content-type":
+                ctype = value
+            elif name == b"grpc-timeout":
+                timeout = value
+        self.method = method
+        self.path = path or b"/"
+        # RFC 9113 §8.3.1: :authority, else Host, names the target.
+        self.authority = authority or host or b""
+        self.fields = fields
+        self.grpc = is_grpc(ctype)
+        self.grpc_timeout = parse_timeout(timeout) if self.grpc and timeout else None
+        self.head_only = method == b"HEAD"
+        self.started = _monotonic()
+        self.phase = START
+        self.route: RouteState | None = None
+        self.slot: EndpointSlot | None = None
+        self.status = 0
+        self.error = ""
+        self.held_since = 0.0
+        self.cold_start = False
+        self.fallback = False
+        self._tried: frozenset[Endpoint] = frozenset()
+        self._deadline = 0.0
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._request_timer: asyncio.TimerHandle | None = None
+        self.deadline = Deadline(self.proxy.loop, self.io_timeout)
+        self._head_due = False
+        self.task: asyncio.Task[None] | None = None
+        self.span: Any = None
+        # Request body from the client, not yet passed on (unacknowledged: the stream's
+        # window bounds it).
+        self.request_done = False
+        self.body: deque[bytes] = deque()
+        self.body_passed = False  # some of it went upstream: no retry elsewhere after that
+        self.trailers_in: list[tuple[bytes, bytes]] | None = None
+        self._body_event: asyncio.Event | None = None
+        self._request_sent = False
+        # Response to the client, queued past its flow-control windows.
+        self.response_started = False
+        self.response_done = False
+        self.out: deque[bytes] = deque()
+        self.out_size = 0
+        self.out_end = False
+        self.out_trailers: list[tuple[bytes, bytes]] | None = None
+        self.ended_out = False
+        self.reset = False
+        self._writable: asyncio.Event | None = None
+        limits = self.proxy.settings.limits
+        self.high_water = limits.write_high_water
+        self.low_water = limits.write_low_water
+        # An HTTP/2 upstream stream (forward.py binds it), and its window owed to it.
+        self.up: Any = None
+        self._up_blocked = False
+        self._up_ended = False
+        self._credit = 0
+
+    # -- start: route, count, pick or hold (as Exchange.start) -------------------------------
+
+    def begin(self, *, ended: bool) -> None:
+        self.request_done = ended
+        tracer = getattr(self.proxy, "tracer", None)
+        if tracer is not None:
+            self.span = tracer.start(
+                method=self.method.decode("latin-1"), scheme=self.conn.scheme.decode(),
+                host=self.authority.decode("latin-1"), target=self.path.decode("latin-1"),
+                headers=self.fields, protocol="2", client_ip=self.conn.client_ip,
+            )
+        if self.method == b"CONNECT":
+            self._answer(405, "CONNECT is not supported")
+            return
+        host = self.authority.decode("latin-1")
+        path = self.path.decode("latin-1")
+        registry = self.proxy.registry
+        route = registry.lookup(host, path, self.fields if registry.needs_headers else _NO_FIELDS)
+        if route is None:
+            path = path.split("?", 1)[0].split("#", 1)[0]
+            self._answer(404, f"no route for host {host!r} and path {path!r}")
+            return
+        self.route = route
+        if self.span is not None:
+            self.span.route(route.key)
+        route.concurrency += 1
+        route.request_count += 1
+        canned = route.canned
+        if canned is not None and (canned.always or route.at_zero):
+            status, data = canned_response(
+                canned, path, head_only=self.head_only, keep_alive=True, http10=False
+            )
+            self._send_own(status, data)
+            return
+        timeout = route.request_timeout
+        if self.grpc_timeout is not None and (timeout is None or self.grpc_timeout < timeout):
+            timeout = self.grpc_timeout
+        if timeout is not None:
+            self._request_timer = self.proxy.loop.call_later(
+                timeout, self._request_expired, timeout
+            )
+        slot = route.try_acquire()
+        if slot is not None:
+            self._use(slot)
+            return
+        spec = route.spec
+        placeholder = spec.placeholder
+        # A page for a browser; a gRPC client is held instead (it cannot show one).
+        if (
+            placeholder is not None
+            and not self.grpc
+            and route.at_zero
+            and not spec.overflow_placeholder
+            and wants_placeholder(placeholder, self.fields)
+        ):
+            route.wake()
+            self.proxy.metrics.cold_start(route.key)
+            self._send_placeholder(path)
+            return
+        if not route.hold(self):
+            self.proxy.metrics.hold_overflow(route.key)
+            if placeholder is not None and spec.overflow_placeholder and not self.grpc:
+                self._send_placeholder(path)
+                return
+            self._answer(
+                503,
+                f"too many requests waiting for {route.key} "
+                f"(maxPendingRequests={spec.max_pending_requests})",
+                extra=[(b"retry-after", b"1")],
+            )
+            return
+        self.phase = next_phase(self.phase, HELD)
+        self.held_since = self.started
+        self.cold_start = route.at_zero
+        if self.cold_start:
+            self.proxy.metrics.cold_start(route.key)
+        wait = spec.readiness_timeout
+        failover = spec.failover_timeout
+        if failover is not None and (failover < wait or route.has_fallback):
+            wait = failover
+        self._deadline = self.started + wait
+        self._hold_timer = self.proxy.loop.call_later(wait, self._hold_expired)
+
+    def begin_refused(self, status: int, message: str) -> None:
+        """Answered before routing (a header list over the limit): counted on no route."""
+        self.request_done = True  # nothing of its body is wanted
+        self._answer(status, message)
+
+    def _request_expired(self, timeout: float) -> None:
+        self._request_timer = None
+        route = self.route
+        if self.phase == FINISHED or route is None:
+            return
+        if route.unhold(self):
+            self._held_for(_monotonic() - self.held_since)
+        self.proxy.metrics.upstream_error(route.key, "request_timeout")
+        self._answer(504, f"{route.key} did not answer within {timeout:g}s")
+
+    def _send_placeholder(self, path: str) -> None:
+        route = self.route
+        assert route is not None and route.spec.placeholder is not None
+        status, data = placeholder_response(
+            route.spec.placeholder, self.fields, path, head_only=self.head_only,
+            keep_alive=True, http10=False,
+        )
+        self._send_own(status, data)
+
+    def _held_for(self, seconds: float) -> None:
+        assert self.route is not None
+        self.proxy.metrics.held(self.route.key, seconds)
+        if self.span is not None:
+            self.span.held(seconds, cold_start=self.cold_start)
+
+    # -- holding (routes.Waiter) -------------------------------------------------------------
+
+    def assign(self, slot: EndpointSlot) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        self._held_for(_monotonic() - self.held_since)
+        self._use(slot)
+
+    def reject(self, status: int, message: str) -> None:
+        self._answer(status, message)
+
+    def _hold_expired(self) -> None:
+        self._hold_timer = None
+        route = self.route
+        assert route is not None
+        spec = route.spec
+        slot = route.pick_fallback(self._tried)
+        now = _monotonic()
+        if slot is None:
+            ready_by = self.started + spec.readiness_timeout
+            if now + _TIMER_SLACK < ready_by:
+                self._deadline = ready_by
+                self._hold_timer = self.proxy.loop.call_later(ready_by - now, self._hold_expired)
+                return
+        route.unhold(self)
+        self._held_for(now - self.held_since)
+        if slot is not None:
+            self.fallback = True
+            self._use(slot)
+            return
+        self._answer(
+            504, f"{route.key} did not become ready within {spec.readiness_timeout:g}s"
+        )
+
+    # -- connecting (forward.py does the I/O) ------------------------------------------------
+
+    def _use(self, slot: EndpointSlot) -> None:
+        self.phase = next_phase(self.phase, CONNECTING)
+        self.slot = slot
+        self._connect(slot.endpoint)
+
+    def _connect(self, endpoint: Endpoint) -> None:
+        from httpscale.interceptor.h2.forward import forward
+
+        self._tried = self._tried | {endpoint}
+        if self.span is not None:
+            self.span.upstream(str(endpoint))
+        self.task = self.proxy.spawn(forward(self, endpoint), "h2-stream")
+
+    def connect_failed(self, kind: str, message: str, status: int) -> None:
+        """No connection (or no stream) to the endpoint: as Exchange._connect_failed."""
+        self.task = None
+        if self.phase == FINISHED:
+            return
+        route = self.route
+        assert route is not None
+        self.proxy.metrics.upstream_error(route.key, kind)
+        slot = self.slot
+        if self.fallback:
+            if slot is not None:
+                route.release(slot)
+                self.slot = None
+            other = route.pick_fallback(self._tried)
+            if other is not None:
+                self._use_after_retry(other)
+                return
+        elif slot is not None and kind == "connect" and not self.body_passed:
+            fresh = self.cold_start or (
+                not slot.static
+                and _monotonic() - slot.ready_since < route.spec.readiness_timeout
+            )
+            route.release(slot)
+            self.slot = None
+            other = route.pick(exclude=self._tried)
+            if other is not None:
+                self._use_after_retry(other)
+                return
+            if fresh:
+                deadline = self._deadline or (self.started + route.spec.readiness_timeout)
+                backoff = self.proxy.settings.limits.connect_retry_backoff
+                if _monotonic() + backoff < deadline:
+                    self._tried = frozenset()
+                    self._hold_timer = self.proxy.loop.call_later(backoff, self._retry_pick)
+                    return
+        self._answer(status, message)
+
+    def _retry_pick(self) -> None:
+        self._hold_timer = None
+        route = self.route
+        assert route is not None
+        slot = route.pick(exclude=())
+        if slot is not None:
+            self._use_after_retry(slot)
+        elif route.hold(self):
+            self.phase = next_phase(self.phase, HELD)
+            if not self.cold_start and route.at_zero:
+                self.cold_start = True
+                self.proxy.metrics.cold_start(route.key)
+            deadline = self._deadline or (self.started + route.spec.readiness_timeout)
+            self.held_since = _monotonic()
+            self._hold_timer = self.proxy.loop.call_later(
+                max(0.0, deadline - self.held_since), self._hold_expired
+            )
+        else:
+            self._answer(503, f"too many requests waiting for {route.key}")
+
+    def _use_after_retry(self, slot: EndpointSlot) -> None:
+        self.phase = next_phase(self.phase, CONNECTING)
+        self.slot = slot
+        self._connect(slot.endpoint)
+
+    def bound(self) -> None:
+        """The request left for the upstream (forward.py): its deadlines start."""
+        self.phase = next_phase(self.phase, STREAMING)
+        if not self.request_done:
+            self.deadline.set(self.proxy.time() + self.proxy.body_idle)
+
+    def request_sent(self) -> None:
+        """All of the request is upstream: the response head is due."""
+        if self._request_sent or self.phase != STREAMING:
+            return
+        self._request_sent = True
+        if not self.response_started:
+            self._head_due = True
+            self.deadline.set(self.proxy.time() + self.proxy.response_header_timeout(self.route))
+
+    def io_timeout(self) -> None:
+        if self.phase == FINISHED:
+            return
+        assert self.route is not None
+        if self._head_due:
+            self.proxy.metrics.upstream_error(self.route.key, "response_timeout")
+            timeout = self.proxy.response_header_timeout(self.route)
+            self._answer(504, f"upstream did not send a response head within {timeout:g}s")
+            return
+        idle = self.proxy.body_idle
+        if self.response_started:
+            self.proxy.metrics.upstream_error(self.route.key, "body_timeout")
+            self._answer(504, "")
+        elif not self.request_done:
+            self._answer(408, f"request body stalled for {idle:g}s")
+        else:
+            self.proxy.metrics.upstream_error(self.route.key, "body_timeout")
+            self._answer(504, f"upstream idle for {idle:g}s")
+
+    # -- request body from the client (server.py) --------------------------------------------
+
+    def request_data(self, data: bytes) -> None:
+        if self.phase == FINISHED:
+            self.conn.acknowledge(self.id, len(data))  # answered already: dropped
+            return
+        if not data:
+            return
+        self.body.append(data)
+        if self.phase == STREAMING:
+            self.deadline.set(self.proxy.time() + self.proxy.body_idle)
+        if self.up is not None:
+            self.pump_up()
+        elif self._body_event is not None:
+            self._body_event.set()
+
+    def request_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.trailers_in = trailers  # StreamEnded follows
+
+    def request_end(self) -> None:
+        self.request_done = True
+        if self.phase == FINISHED:
+            return
+        if self.up is not None:
+            self.pump_up()
+        elif self._body_event is not None:
+            self._body_event.set()
+
+    async def body_chunks(self) -> Any:
+        """The request body for an HTTP/1.1 upstream (aiohttp pulls it): each chunk is
+        acknowledged to the client once the upstream took it."""
+        while True:
+            while not self.body:
+                if self.request_done:
+                    self.request_sent()
+                    return
+                event = self._body_event = asyncio.Event()
+                await event.wait()
+                self._body_event = None
+            data = self.body.popleft()
+            self.body_passed = True
+            yield data
+            self.conn.acknowledge(self.id, len(data))
+
+    def pump_up(self) -> None:
+        """Pass what the client sent to the HTTP/2 upstream, while it takes more."""
+        up = self.up
+        while self.body and not self._up_blocked:
+            data = self.body.popleft()
+            self.body_passed = True
+            if not up.send_data(data):
+                self._up_blocked = True
+            self.conn.acknowledge(self.id, len(data))
+        if not self.body and self.request_done and not self._up_ended:
+            self._up_ended = True
+            if self.trailers_in is not None:
+                up.send_trailers(self.trailers_in)
+            else:
+                up.end()
+            self.request_sent()
+
+    def bind_up(self, up: Any, *, ended: bool) -> None:
+        self.up = up
+        self._up_ended = ended
+        self.bound()
+        if self._credit:
+            credit, self._credit = self._credit, 0
+            up.consumed(credit)
+        if ended:
+            self.request_sent()
+        else:
+            self.pump_up()
+
+    # -- UpstreamStreamSink (contract C) -----------------------------------------------------
+
+    def upstream_headers(self, headers: list[tuple[bytes, bytes]], *, end_stream: bool) -> None:
+        status = 0
+        for name, value in headers:
+            if name == b":status":
+                status = int(value)
+                break
+        if status < 200:
+            return  # interim (100, 103): not relayed
+        self.response_head(status, headers, end_stream=end_stream)
+
+    def upstream_data(self, data: bytes, *, end_stream: bool) -> None:
+        self.response_data(data)
+        if end_stream:
+            self.response_end(None)
+
+    def upstream_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.response_end([(n, v) for n, v in trailers if n[:1] != b":"])
+
+    def upstream_reset(self, code: int, reason: str, *, retryable: bool) -> None:
+        self.up = None
+        if self.phase == FINISHED:
+            return
+        if retryable and not self.response_started and not self.body_passed:
+            self.deadline.clear()
+            self._head_due = False
+            self._request_sent = False
+            self._up_blocked = self._up_ended = False
+            self.connect_failed("connect", f"upstream refused the stream: {reason}", 502)
+            return
+        assert self.route is not None
+        self.proxy.metrics.upstream_error(self.route.key, "reset")
+        if self.response_started:
+            self._finish()
+            self.conn.reset_stream(self, code if 0 <= code <= 0xD else ErrorCodes.INTERNAL_ERROR)
+            return
+        self._answer(502, f"upstream reset the stream: {reason}")
+
+    def upstream_writable(self) -> None:
+        self._up_blocked = False
+        if self.up is not None and self.phase != FINISHED:
+            self.pump_up()
+
+    # -- response to the client ---------------------------------------------------------------
+
+    def response_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], *, end_stream: bool
+    ) -> None:
+        if self.phase == FINISHED:
+            return
+        self._head_due = False
+        self.status = status
+        self.response_started = True
+        out = [(b":status", str(status).encode())]
+        for name, value in headers:
+            name = name.lower()
+            if name[:1] != b":" and name not in _HOP:
+                out.append((name, value))
+        out.append(
+            (b"x-httpscale-cold-start", b"true" if self.cold_start else b"false")
+        )
+        end = end_stream or self.head_only or status in (204, 304)
+        self.deadline.set(self.proxy.time() + self.proxy.body_idle)
+        self.conn.send_headers(self, out, end_stream=end)
+        if end:
+            self.response_end(None)
+
+    def response_data(self, data: bytes) -> None:
+        if self.phase == FINISHED or not data or self.head_only:
+            if self.up is not None and data:
+                self.up.consumed(len(data))
+            return
+        self.deadline.set(self.proxy.time() + self.proxy.body_idle)
+        self.out.append(data)
+        self.out_size += len(data)
+        self.conn.flush_stream(self)
+
+    def response_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+        if self.phase == FINISHED:
+            return
+        self.response_done = True
+        if not self.ended_out:
+            self.out_end = True
+            self.out_trailers = trailers or None
+            self.conn.flush_stream(self)
+        self.up = None
+        self._finish()
+
+    def sent(self, n: int) -> None:
+        """`n` queued body bytes left in DATA frames (server.py)."""
+        self.out_size -= n
+        up = self.up
+        if up is not None:
+            up.consumed(n)
+        elif self.phase != FINISHED:
+            self._credit += n
+        event = self._writable
+        if event is not None and self.out_size <= self.low_water:
+            event.set()
+
+    async def writable(self) -> None:
+        """Wait until the queue toward the client is below its low-water mark."""
+        while self.out_size > self.low_water and self.phase != FINISHED and not self.reset:
+            event = self._writable = asyncio.Event()
+            await event.wait()
+            self._writable = None
+
+    # -- endings ------------------------------------------------------------------------------
+
+    def client_reset(self) -> None:
+        """RST_STREAM from the client: its upstream work is cancelled, counted 499."""
+        self.reset = True
+        self.out.clear()
+        self.client_lost()
+
+    def client_lost(self) -> None:
+        if self._writable is not None:
+            self._writable.set()
+        if self.phase == FINISHED:
+            return
+        if self.route is not None:
+            self.route.unhold(self)
+        self._drop_upstream()
+        if not self.response_done:
+            self.status = 499
+        self._finish()
+
+    def upstream_failed(self, kind: str, message: str) -> None:
+        if self.phase == FINISHED:
+            return
+        assert self.route is not None
+        self.proxy.metrics.upstream_error(self.route.key, kind)
+        self._answer(502, message)
+
+    def _drop_upstream(self) -> None:
+        task, self.task = self.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        up, self.up = self.up, None
+        if up is not None:
+            up.reset()
+
+    def _answer(
+        self, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """The proxy's own answer; a response already under way is reset instead."""
+        if self.phase == FINISHED:
+            return
+        self._drop_upstream()
+        self.error = message
+        if self.response_started:
+            self._finish()
+            self.conn.reset_stream(self, ErrorCodes.INTERNAL_ERROR)
+            return
+        self.status = status
+        if self.grpc:
+            self.response_started = self.response_done = True
+            self.conn.send_headers(self, trailers_only(status, message), end_stream=True)
+            self._finish()
+            return
+        body = b"" if self.head_only else message.encode("utf-8", "replace") + b"\n"
+        headers = [
+            (b":status", str(status).encode()),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(message.encode("utf-8", "replace")) + 1).encode()),
+            (b"x-httpscale-cold-start", b"false"),
+        ]
+        headers += [(n.lower(), v) for n, v in extra or ()]
+        self._respond(headers, body)
+
+    def _send_own(self, status: int, data: bytes) -> None:
+        """A placeholder or canned answer, made as HTTP/1.1 bytes: sent as HTTP/2."""
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        if status < 200:  # an interim status cannot end a stream
+            self._answer(502, f"configured answer status {status} is not a final status")
+            return
+        headers = [(b":status", str(status).encode())]
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name and name not in _HOP:
+                headers.append((name, value.strip()))
+        self.status = status
+        self._respond(headers, b"" if self.head_only else body)
+
+    def _respond(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.response_started = self.response_done = True
+        self.conn.send_headers(self, headers, end_stream=not body)
+        if body:
+            self.out.append(body)
+            self.out_size += len(body)
+            self.out_end = True
+            self.conn.flush_stream(self)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.phase == FINISHED:
+            return
+        self.phase = FINISHED
+        self.deadline.stop()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+        if self._body_event is not None:
+            self._body_event.set()
+        route = self.route
+        if route is not None:
+            route.unhold(self)
+            slot, self.slot = self.slot, None
+            if slot is not None:
+                route.release(slot)
+            route.concurrency -= 1
+        self.proxy.metrics.request(
+            route.key if route is not None else "", self.method, self.status,
+            _monotonic() - self.started,
+        )
+        if self.span is not None:
+            self.span.end(self.status, self.error)
+        # What the client sent and nobody will read: credited back (the stream may go on
+        # uploading until our END_STREAM or RST_STREAM reaches it).
+        if self.body:
+            n = sum(len(b) for b in self.body)
+            self.body.clear()
+            self.conn.acknowledge(self.id, n)
+
+    # -- upstream request headers (forward.py) ------------------------------------------------
+
+    def upstream_fields(self, *, http2: bool) -> list[tuple[bytes, bytes]]:
+        """The request's fields for the upstream: connection-specific ones dropped (Host
+        too: it is :authority, or added by the HTTP/1.1 client), X-Forwarded-* as heads.py
+        adds them, and the tracing context replaced when tracing is on."""
+        out: list[tuple[bytes, bytes]] = []
+        xff: bytes | None = None
+        xfp = xfh = False
+        cookies: list[bytes] = []
+        span = self.span
+        for name, value in self.fields:
+            if name in _HOP:
+                if http2 and name == b"te":
+                    out.append((name, value))  # "trailers": gRPC servers require it
+                continue
+            if name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+                continue
+            if name == b"cookie" and not http2:
+                cookies.append(value)  # RFC 9113 §8.2.3: one field again for HTTP/1.1
+                continue
+            if span is not None and name in _TRACE_FIELDS:
+                continue
+            xfp = xfp or name == b"x-forwarded-proto"
+            xfh = xfh or name == b"x-forwarded-host"
+            out.append((name, value))
+        if cookies:
+            out.append((b"cookie", b"; ".join(cookies)))
+        ip = self.conn.client_ip.encode()
+        out.append((b"x-forwarded-for", ip if xff is None else xff + b", " + ip))
+        if not xfp:
+            out.append((b"x-forwarded-proto", self.conn.scheme))
+        if not xfh and self.authority:
+            out.append((b"x-forwarded-host", self.authority))
+        if span is not None:
+            out += span.propagation_headers()
+        return out
+
