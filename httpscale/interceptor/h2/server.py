@@ -42,7 +42,7 @@ from h2.exceptions import ProtocolError, TooManyStreamsError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
-from hyperframe.frame import RstStreamFrame
+from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from httpscale.interceptor.h2.stream import H2Stream
 
@@ -189,7 +189,7 @@ class H2ServerConnection(asyncio.Protocol):
         elif isinstance(event, TrailersReceived):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
-                stream.request_trailers(cast(list[tuple[bytes, bytes]], event.headers))
+                stream.request_trailers(event.headers)
         elif isinstance(event, RemoteSettingsChanged):
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self.flush_all()
@@ -341,9 +341,12 @@ class H2ServerConnection(asyncio.Protocol):
             return
         if not self.goaway_sent:
             self.goaway_sent = True
-            self.h2.close_connection(
-                ErrorCodes.NO_ERROR, last_stream_id=self.h2.highest_inbound_stream_id
-            )
+            # Not h2's close_connection: that closes its state machine, and the open streams
+            # could send nothing more. A GOAWAY frame alone lets them finish (RFC 9113 §6.8).
+            frame = GoAwayFrame(0)
+            frame.last_stream_id = self.h2.highest_inbound_stream_id
+            frame.error_code = ErrorCodes.NO_ERROR
+            self.h2._prepare_for_sending([frame])
             self._flush()
         self._maybe_idle()
 
