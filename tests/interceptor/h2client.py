@@ -52,6 +52,7 @@ class H2Client:
             self.h2.local_settings.update(settings)
         self.replies: dict[int, Reply] = {}
         self.goaway: ConnectionTerminated | None = None
+        self.error: Exception | None = None
         self.closed = asyncio.Event()
         self.goaway_seen = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -116,6 +117,8 @@ class H2Client:
                 self.flush()
         except (ConnectionError, OSError):
             pass
+        except Exception as exc:  # the reason a reply never came, for the test's assertion
+            self.error = exc
         finally:
             self.closed.set()
             for r in self.replies.values():
@@ -143,7 +146,7 @@ class H2Client:
             if ev.error_code == 0:
                 # h2 closes its state machine on any GOAWAY; a graceful one lets the streams
                 # up to last_stream_id finish, which is what the tests check.
-                self.h2.state_machine.state = ConnectionState.OPEN
+                self.h2.state_machine.state = ConnectionState.CLIENT_OPEN
         if r:
             r.changed.set()
 

@@ -231,6 +231,7 @@ async def test_drain_sends_goaway_and_lets_open_streams_finish(backends, make_in
         assert c.goaway.last_stream_id == sid
         release.set()
         r = await c.reply(sid)
+        assert c.error is None, c.error
         await asyncio.wait_for(shutdown, 10)
         await asyncio.wait_for(c.closed.wait(), 5)
     finally:
