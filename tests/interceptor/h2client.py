@@ -17,6 +17,7 @@ from h2.events import (
     StreamEnded,
     StreamReset,
     TrailersReceived,
+    WindowUpdated,
 )
 
 __all__ = ["H2Client", "Reply"]
@@ -53,6 +54,7 @@ class H2Client:
         self.replies: dict[int, Reply] = {}
         self.goaway: ConnectionTerminated | None = None
         self.error: Exception | None = None
+        self.window_opened = asyncio.Event()
         self.closed = asyncio.Event()
         self.goaway_seen = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -97,6 +99,20 @@ class H2Client:
     def reset(self, sid: int, code: int = 8) -> None:
         self.h2.reset_stream(sid, code)
         self.flush()
+
+    async def upload(self, sid: int, data: bytes, *, end: bool = True) -> None:
+        """Send `data` as the stream's and connection's windows allow (waits for updates)."""
+        view = memoryview(data)
+        while view:
+            window = min(self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
+            if window <= 0:
+                self.window_opened.clear()
+                await self.window_opened.wait()
+                continue
+            chunk, view = view[:window], view[window:]
+            self.h2.send_data(sid, bytes(chunk), end_stream=end and not view)
+            self.flush()
+            await self.writer.drain()
 
     async def reply(self, sid: int, within: float = TIMEOUT) -> Reply:
         r = self.replies[sid]
@@ -147,6 +163,8 @@ class H2Client:
                 # h2 closes its state machine on any GOAWAY; a graceful one lets the streams
                 # up to last_stream_id finish, which is what the tests check.
                 self.h2.state_machine.state = ConnectionState.CLIENT_OPEN
+        if isinstance(ev, WindowUpdated):
+            self.window_opened.set()
         if r:
             r.changed.set()
 
