@@ -25,7 +25,7 @@ async def _curl(*args: str) -> tuple[int, str, str]:
 
 
 async def test_curl_h2c_prior_knowledge_reaches_http1_backend(proxied):
-    ic, backend = await proxied()
+    ic, _ = await proxied()
     host, port = ic.proxy_address
     rc, out, err = await _curl(
         "--http2-prior-knowledge", "-H", "Host: app.test", "-w", "\n%{http_version}",
@@ -105,7 +105,7 @@ async def test_many_concurrent_streams_one_connection_counted(backends, make_int
 
 
 async def test_post_body_forwarded(proxied):
-    ic, backend = await proxied()
+    ic, _ = await proxied()
     c = await H2Client.open(ic.proxy_address)
     try:
         sid = c.request("/up", method="POST", headers=[("content-length", "11")],

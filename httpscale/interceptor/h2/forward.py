@@ -13,6 +13,7 @@ cookie jar, no automatic headers). Response trailers of an HTTP/1.1 upstream are
 from __future__ import annotations
 
 import importlib
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from httpscale.interceptor.settings import InterceptorSettings
 
 __all__ = ["Http1Upstreams", "forward", "make_h2_upstreams"]
+
+log = logging.getLogger(__name__)
 
 # Headers aiohttp would otherwise invent (the client's own, if any, are passed as they came).
 _NO_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -114,10 +117,16 @@ async def forward(stream: H2Stream, endpoint: Endpoint) -> None:
     assert route is not None
     scheme = route.spec.upstream_scheme
     tls = scheme in ("https", "h2") or (scheme == "http" and stream.proxy.settings.tls.upstream)
-    if scheme in ("h2c", "h2") or stream.grpc:
-        await _forward_h2(stream, endpoint, tls)
-    else:
-        await _forward_http1(stream, endpoint, tls)
+    try:
+        if scheme in ("h2c", "h2") or stream.grpc:
+            await _forward_h2(stream, endpoint, tls)
+        else:
+            await _forward_http1(stream, endpoint, tls)
+    except Exception as exc:
+        # Whatever went wrong, the stream ends through its one exit (counters, slot).
+        log.warning("forwarding stream %d to %s failed", stream.id, endpoint, exc_info=True)
+        stream.task = None
+        stream.upstream_failed("error", f"forwarding to the upstream failed: {exc!r}")
 
 
 async def _forward_h2(stream: H2Stream, endpoint: Endpoint, tls: bool) -> None:
@@ -218,4 +227,8 @@ async def _forward_http1(stream: H2Stream, endpoint: Endpoint, tls: bool) -> Non
         stream.task = None
         stream.upstream_failed("reset", "upstream closed the connection mid-response")
     finally:
-        resp.release() if resp.content.at_eof() else resp.close()
+        # Back to the pool only when both messages were complete; else closed.
+        if resp.content.at_eof() and stream.request_done and not stream.body:
+            resp.release()
+        else:
+            resp.close()

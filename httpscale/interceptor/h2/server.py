@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection, _decode_headers
+from h2.connection import ConnectionState, H2Connection, _decode_headers
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -119,7 +119,6 @@ class H2ServerConnection(asyncio.Protocol):
         self.write_paused = False
         self.goaway_sent = False
         self._timer: asyncio.TimerHandle | None = None
-        self._first_request = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -194,7 +193,12 @@ class H2ServerConnection(asyncio.Protocol):
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self.flush_all()
         elif isinstance(event, ConnectionTerminated):
-            # The client will open no more streams; those it has may finish.
+            if event.error_code:
+                self.close()  # an error: its streams are lost (connection_lost ends them)
+                return
+            # A graceful GOAWAY: the client opens no more streams, those it has may finish.
+            # (h2 closes its state machine on any GOAWAY; reopened so that they can.)
+            self.h2.state_machine.state = ConnectionState.SERVER_OPEN
             self.goaway_sent = True
             self._maybe_idle()
         elif isinstance(event, SettingsAcknowledged):
@@ -207,8 +211,6 @@ class H2ServerConnection(asyncio.Protocol):
             # A stream past our GOAWAY's last id: refused, the client retries it elsewhere.
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        if not self._first_request:
-            self._first_request = True
         self._disarm()
         headers = cast(list[tuple[bytes, bytes]], event.headers or [])
         stream = H2Stream(self, stream_id, headers)
@@ -260,7 +262,11 @@ class H2ServerConnection(asyncio.Protocol):
     ) -> None:
         if self.transport is None or stream.reset:
             return
-        self.h2.send_headers(stream.id, headers, end_stream=end_stream)
+        try:
+            self.h2.send_headers(stream.id, headers, end_stream=end_stream)
+        except ProtocolError:
+            self._lost_stream(stream)  # reset by the client meanwhile
+            return
         if end_stream:
             self._stream_sent(stream)
         self._flush()
@@ -269,6 +275,19 @@ class H2ServerConnection(asyncio.Protocol):
         """Send the stream's queued body within the client's windows; its end when all is."""
         if self.transport is None or stream.reset:
             return
+        try:
+            self._flush_stream(stream)
+        except ProtocolError:
+            self._lost_stream(stream)
+
+    def _lost_stream(self, stream: H2Stream) -> None:
+        stream.reset = True
+        stream.out.clear()
+        self.streams.pop(stream.id, None)
+        self._flush()
+        self._maybe_idle()
+
+    def _flush_stream(self, stream: H2Stream) -> None:
         h2 = self.h2
         sent = 0
         ended = False

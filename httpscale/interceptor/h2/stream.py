@@ -437,6 +437,10 @@ class H2Stream:
                 event = self._body_event = asyncio.Event()
                 await event.wait()
                 self._body_event = None
+                if self.phase == FINISHED:
+                    # Answered before the upload ended: the upstream must not take a short
+                    # body for a whole one, so its connection fails instead.
+                    raise ConnectionAbortedError("the stream ended before its request body")
             data = self.body.popleft()
             self.body_passed = True
             yield data
