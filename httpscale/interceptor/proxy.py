@@ -79,8 +79,9 @@ class Proxy:
 
     def _start_http2(self) -> None:
         from httpscale.interceptor.h2.forward import Http1Upstreams, make_h2_upstreams
-        from httpscale.interceptor.h2.server import H2ServerConnection
+        from httpscale.interceptor.h2.server import H2ServerConnection, check_settings
 
+        check_settings(self.settings.http2)
         self.h2_protocol_factory = functools.partial(H2ServerConnection, self)
         self.h2_upstreams = make_h2_upstreams(self.settings)
         self.h2_http1 = Http1Upstreams(self.settings)

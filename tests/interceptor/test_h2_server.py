@@ -257,3 +257,12 @@ async def test_held_stream_goes_through_after_cold_start(backends, make_intercep
     assert r.status == 200 and bytes(r.body) == b"awake"
     assert r.header(b"x-httpscale-cold-start") == b"true"
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
+
+
+def test_out_of_range_http2_settings_name_the_option():
+    from httpscale.interceptor.h2.server import check_settings
+    from httpscale.interceptor.settings import Http2
+
+    with pytest.raises(ValueError, match=r"--http2-max-frame-size: 100 is outside 16384\.\."):
+        check_settings(Http2(max_frame_size=100))
+    check_settings(Http2())

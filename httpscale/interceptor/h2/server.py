@@ -48,8 +48,9 @@ from httpscale.interceptor.h2.stream import H2Stream
 
 if TYPE_CHECKING:
     from httpscale.interceptor.proxy import Proxy
+    from httpscale.interceptor.settings import Http2
 
-__all__ = ["PREFACE", "H2ServerConnection"]
+__all__ = ["PREFACE", "H2ServerConnection", "check_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,21 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # HPACK bound as a multiple of the advertised header list size: between the two the stream is
 # answered 431; past it the decoder stops (a header block that large is an attack).
 _HARD_HEADER_FACTOR = 2
+
+
+def check_settings(s: Http2) -> None:
+    """ValueError naming the option when a value is outside what RFC 9113 §6.5.2 allows
+    (else every HTTP/2 connection would fail at its start instead)."""
+    bounds = (
+        ("max_frame_size", s.max_frame_size, 16384, 16777215),
+        ("initial_window_size", s.initial_window_size, 1024, 2**31 - 1),
+        ("max_concurrent_streams", s.max_concurrent_streams, 1, 2**31 - 1),
+        ("max_header_list_size", s.max_header_list_size, 1024, 2**31 - 1),
+    )
+    for name, value, low, high in bounds:
+        if not low <= value <= high:
+            option = "--http2-" + name.replace("_", "-")
+            raise ValueError(f"{option}: {value} is outside {low}..{high}")
 
 
 class _Connection(H2Connection):
