@@ -1,6 +1,7 @@
 """A real grpcio server for the gRPC tests: service `test.Echo` with unary, server-streaming
-and bidirectional methods, registered by a generic handler with bytes in and out (no
-serializers: grpcio passes the raw message bytes), so no .proto needs compiling."""
+(`Stream`, and `Big`: COUNTxSIZE messages) and bidirectional methods, registered by a generic
+handler with bytes in and out (no serializers: grpcio passes the raw message bytes), so no
+.proto needs compiling."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ async def _stream(
         yield b"part%d" % i
 
 
+async def _big(
+    request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+) -> AsyncIterator[bytes]:
+    count, size = (int(x) for x in request.split(b"x"))
+    for i in range(count):
+        yield bytes([65 + i % 26]) * size
+
+
 async def _bidi(
     requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
 ) -> AsyncIterator[bytes]:
@@ -42,6 +51,7 @@ class GrpcApp:
                 "Unary": grpc.unary_unary_rpc_method_handler(_unary),
                 "Stream": grpc.unary_stream_rpc_method_handler(_stream),
                 "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
+                "Big": grpc.unary_stream_rpc_method_handler(_big),
             },
         )
         self.server.add_generic_rpc_handlers((handler,))

@@ -65,6 +65,30 @@ async def test_unary_stream_and_bidi_end_to_end(grpc_backend, make_interceptor):
 
 
 @needs_h2_upstream
+async def test_large_server_stream_passes_through_the_windows(grpc_backend, make_interceptor):
+    # 24 MiB in 1 MiB messages: far over every window on both sides, so the bytes only
+    # arrive whole if the client's and the app's windows are reopened as data moves on.
+    ic = await make_interceptor(routes=[app_route(grpc_backend)])
+    async with _channel(ic.proxy_address) as ch:
+        call = ch.unary_stream(f"/{SERVICE}/Big")(b"24x1048576", timeout=60)
+        sizes = [len(m) async for m in call]
+    assert sizes == [1 << 20] * 24
+
+
+@needs_h2_upstream
+async def test_cancelled_call_is_counted_499_and_released(grpc_backend, make_interceptor):
+    ic = await make_interceptor(routes=[app_route(grpc_backend)])
+    async with _channel(ic.proxy_address) as ch:
+        call = ch.stream_stream(f"/{SERVICE}/Bidi")(timeout=20)
+        await call.write(b"x")
+        assert await call.read() == b"X"
+        assert queue_entry(ic)["Concurrency"] == 1
+        call.cancel()  # RST_STREAM CANCEL from the client
+        await eventually(lambda: queue_entry(ic)["Concurrency"] == 0, within=10)
+    assert ic.proxy.metrics.requests_by_status().get(499) == 1
+
+
+@needs_h2_upstream
 async def test_call_at_zero_waits_for_the_app(grpc_backend, make_interceptor):
     ic = await make_interceptor(routes=[app_route(dynamic=True)])
     async with _channel(ic.proxy_address) as ch:
