@@ -39,7 +39,6 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError, TooManyStreamsError
-from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
@@ -123,8 +122,6 @@ class H2ServerConnection(asyncio.Protocol):
         # h2 copies these at construction; the settings above are in force from the start
         # (RFC 9113 §6.5.3: a peer honours them once it has read our SETTINGS).
         self.h2.max_inbound_frame_size = s.max_frame_size
-        self.h2.incoming_buffer = FrameBuffer(server=True)
-        self.h2.incoming_buffer.max_frame_size = s.max_frame_size
         self.h2.hard_header_limit = s.max_header_list_size * _HARD_HEADER_FACTOR
         self.h2.decoder.max_header_list_size = self.h2.hard_header_limit
         self.initial_window = s.initial_window_size

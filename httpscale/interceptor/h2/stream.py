@@ -500,10 +500,12 @@ class H2Stream:
         if self.phase == FINISHED:
             return
         if retryable and not self.response_started and not self.body_passed:
+            # Certainly not processed: as if the connect had failed (and so may go again).
             self.deadline.clear()
             self._head_due = False
             self._request_sent = False
             self._up_blocked = self._up_ended = False
+            self.phase = next_phase(self.phase, CONNECTING)
             self.connect_failed("connect", f"upstream refused the stream: {reason}", 502)
             return
         assert self.route is not None
