@@ -266,3 +266,54 @@ def test_out_of_range_http2_settings_name_the_option():
     with pytest.raises(ValueError, match=r"--http2-max-frame-size: 100 is outside 16384\.\."):
         check_settings(Http2(max_frame_size=100))
     check_settings(Http2())
+
+
+async def test_idle_connection_gets_goaway_and_is_closed(proxied):
+    ic, _ = await proxied(keepalive_idle=0.3)
+    c = await H2Client.open(ic.proxy_address)
+    try:
+        assert (await c.get("/")).status == 200
+        await asyncio.wait_for(c.closed.wait(), 10)
+    finally:
+        await c.aclose()
+    assert c.goaway is not None and c.goaway.error_code == ErrorCodes.NO_ERROR
+    assert not ic.proxy.h2_connections
+
+
+async def test_no_request_within_the_head_timeout_closes(proxied):
+    ic, _ = await proxied(request_head=0.3)
+    reader, writer = await asyncio.open_connection(*ic.proxy_address)
+    try:
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # the preface, then nothing
+        data = await asyncio.wait_for(reader.read(), 10)  # until the interceptor closes
+    finally:
+        writer.close()
+    assert data  # its SETTINGS and a GOAWAY came before the close
+    await eventually(lambda: not ic.proxy.h2_connections)
+
+
+async def test_streams_after_the_drain_goaway_are_refused(backends, make_interceptor):
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def app(req: Request, conn: BackendConn) -> None:
+        entered.set()
+        await release.wait()
+        await conn.respond(200, b"done", [])
+
+    b = await backends(http_app(app))
+    ic = await make_interceptor(routes=[app_route(b.endpoint)])
+    c = await H2Client.open(ic.proxy_address)
+    try:
+        first = c.request("/first")
+        await asyncio.wait_for(entered.wait(), 10)
+        shutdown = asyncio.ensure_future(ic.shutdown())
+        await asyncio.wait_for(c.goaway_seen.wait(), 5)
+        late = await c.get("/late")
+        assert late.reset == ErrorCodes.REFUSED_STREAM
+        release.set()
+        assert (await c.reply(first)).status == 200
+        await asyncio.wait_for(shutdown, 10)
+    finally:
+        await c.aclose()
+    assert len(b.requests) == 1
