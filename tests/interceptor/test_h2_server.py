@@ -317,3 +317,38 @@ async def test_streams_after_the_drain_goaway_are_refused(backends, make_interce
     finally:
         await c.aclose()
     assert len(b.requests) == 1
+
+
+async def test_refused_connect_to_a_just_ready_endpoint_is_retried(make_interceptor):
+    from httpscale.routing.spec import Endpoint
+
+    from .backends import free_port
+
+    port = free_port()
+    ic = await make_interceptor(routes=[app_route(dynamic=True)])
+    started: list[asyncio.Server] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlate!")
+        await writer.drain()
+        writer.close()
+
+    refused = ic.proxy.metrics._upstream_errors
+    c = await H2Client.open(ic.proxy_address)
+    try:
+        sid = c.request("/")
+        await eventually(lambda: (ic.route_stats(APP_KEY) or {}).get("held") == 1)
+        # Reported ready before it listens (the readiness/accept race): the stream's connect
+        # is refused, and it tries again until the app listens.
+        ic.set_endpoints(APP_KEY, [Endpoint("127.0.0.1", port)])
+        await eventually(lambda: refused[(APP_KEY, "connect")] >= 1, within=5)
+        started.append(await asyncio.start_server(serve, "127.0.0.1", port))
+        r = await c.reply(sid)
+    finally:
+        await c.aclose()
+        for server in started:
+            server.close()
+            await server.wait_closed()
+    assert r.status == 200 and bytes(r.body) == b"late!"
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
