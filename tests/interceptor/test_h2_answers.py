@@ -5,6 +5,7 @@ protocol is `proxy.h2_protocol_factory`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import ssl
 import subprocess
@@ -68,11 +69,11 @@ async def test_request_timeout_per_stream_while_held(make_interceptor):
     assert queue_entry(ic) == {"Concurrency": 0, "RequestCount": 1}
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
+def _self_signed(tmp: Path, san: str = "DNS:app.test") -> tuple[Path, Path]:
     cert, key = tmp / "tls.crt", tmp / "tls.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=app.test", "-addext", "subjectAltName=DNS:app.test",
+         "-subj", "/CN=app.test", "-addext", f"subjectAltName={san}",
          "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True, timeout=60,
     )
@@ -108,3 +109,37 @@ async def test_h2_over_tls_by_alpn(backends, make_interceptor, tmp_path):
     headers = {k.lower(): v for k, v in json.loads(body)["headers"]}
     assert headers["x-forwarded-proto"] == "https"
     assert headers["host"] == f"app.test:{port}"
+
+
+async def test_https_upstream_verified_against_the_ca_file(make_interceptor, tmp_path):
+    from httpscale.interceptor.settings import Tls
+    from httpscale.routing.spec import Endpoint
+
+    from .helpers import settings
+
+    cert, key = await asyncio.to_thread(_self_signed, tmp_path, "IP:127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    s = dataclasses.replace(settings(), tls=Tls(upstream_ca_file=str(cert)))
+    ic = await make_interceptor(
+        routes=[app_route(Endpoint("127.0.0.1", port), upstream_scheme="https")], settings=s
+    )
+    c = await H2Client.open(ic.proxy_address)
+    try:
+        r = await c.get("/s")
+    finally:
+        await c.aclose()
+        server.close()
+        await server.wait_closed()
+    assert r.status == 200 and bytes(r.body) == b"secret"
+    assert seen and seen[0].startswith(b"GET /s HTTP/1.1\r\n")
