@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from httpscale.interceptor.exchange import CONNECTING, FINISHED
+from httpscale.interceptor.h2.fields import upstream_fields
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ async def _forward_h2(stream: H2Stream, endpoint: Endpoint, tls: bool) -> None:
         (b":scheme", b"https" if tls else b"http"),
         (b":authority", stream.authority),
         (b":path", stream.path),
-        *stream.upstream_fields(http2=True),
+        *upstream_fields(stream, http2=True),
     ]
     ended = stream.request_done and not stream.body and stream.trailers_in is None
     route = stream.route
@@ -180,7 +181,7 @@ async def _forward_http1(stream: H2Stream, endpoint: Endpoint, tls: bool) -> Non
     )
     headers: CIMultiDict[str] = CIMultiDict()
     headers["Host"] = stream.authority.decode("latin-1")
-    for name, value in stream.upstream_fields(http2=False):
+    for name, value in upstream_fields(stream, http2=False):
         headers.add(name.decode("latin-1"), value.decode("latin-1"))
     has_body = not stream.request_done or bool(stream.body)
     options: dict[str, Any] = {}

@@ -43,6 +43,7 @@ from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
+from httpscale.interceptor.h2.relay import StreamRelay
 from httpscale.interceptor.h2.stream import H2Stream
 
 if TYPE_CHECKING:
@@ -271,7 +272,7 @@ class H2ServerConnection(asyncio.Protocol):
         self._flush()
 
     def send_headers(
-        self, stream: H2Stream, headers: list[tuple[bytes, bytes]], *, end_stream: bool
+        self, stream: StreamRelay, headers: list[tuple[bytes, bytes]], *, end_stream: bool
     ) -> None:
         if self.transport is None or stream.reset:
             return
@@ -284,7 +285,7 @@ class H2ServerConnection(asyncio.Protocol):
             self._stream_sent(stream)
         self._flush()
 
-    def flush_stream(self, stream: H2Stream) -> None:
+    def flush_stream(self, stream: StreamRelay) -> None:
         """Send the stream's queued body within the client's windows; its end when all is."""
         if self.transport is None or stream.reset:
             return
@@ -293,14 +294,14 @@ class H2ServerConnection(asyncio.Protocol):
         except ProtocolError:
             self._lost_stream(stream)
 
-    def _lost_stream(self, stream: H2Stream) -> None:
+    def _lost_stream(self, stream: StreamRelay) -> None:
         stream.reset = True
         stream.out.clear()
         self.streams.pop(stream.id, None)
         self._flush()
         self._maybe_idle()
 
-    def _flush_stream(self, stream: H2Stream) -> None:
+    def _flush_stream(self, stream: StreamRelay) -> None:
         h2 = self.h2
         sent = 0
         ended = False
@@ -338,7 +339,7 @@ class H2ServerConnection(asyncio.Protocol):
             if stream.out or (stream.out_end and not stream.ended_out):
                 self.flush_stream(stream)
 
-    def reset_stream(self, stream: H2Stream, code: int) -> None:
+    def reset_stream(self, stream: StreamRelay, code: int) -> None:
         """RST_STREAM to the client (a response cut short, or an upload no longer wanted)."""
         if self.streams.pop(stream.id, None) is None or self.transport is None:
             return
@@ -351,7 +352,7 @@ class H2ServerConnection(asyncio.Protocol):
         self._flush()
         self._maybe_idle()
 
-    def _stream_sent(self, stream: H2Stream) -> None:
+    def _stream_sent(self, stream: StreamRelay) -> None:
         """The response's END_STREAM left: the stream is done on our side."""
         stream.ended_out = True
         if not stream.request_done:

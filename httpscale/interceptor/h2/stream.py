@@ -15,13 +15,14 @@ Differences that HTTP/2 makes:
   gRPC call's `grpc-timeout` caps the whole stream as the route's `request_timeout` does.
 - Forwarding is in forward.py: HTTP/1.1 upstreams through aiohttp, HTTP/2 upstreams (h2c,
   h2, and every gRPC call) through `proxy.h2_upstreams`, for which this class is the sink.
+  The bytes both ways and their backpressure are the base class's (relay.py); the header
+  fields sent on are made in fields.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 from h2.errors import ErrorCodes
@@ -35,7 +36,9 @@ from httpscale.interceptor.exchange import (
     STREAMING,
     next_phase,
 )
+from httpscale.interceptor.h2.fields import from_http1
 from httpscale.interceptor.h2.grpc import is_grpc, parse_timeout, trailers_only
+from httpscale.interceptor.h2.relay import StreamRelay
 from httpscale.interceptor.placeholder import (
     canned_response,
     placeholder_response,
@@ -52,20 +55,12 @@ __all__ = ["H2Stream"]
 _monotonic: Final = time.monotonic
 _TIMER_SLACK: Final = 0.005
 _NO_FIELDS: Final[list[tuple[bytes, bytes]]] = []
-# Connection-specific fields (RFC 9113 §8.2.2) and what HTTP/1.1 treats as hop-by-hop.
-_HOP: Final = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
-     b"te", b"http2-settings", b"host")
-)
-_TRACE_FIELDS: Final = frozenset((b"traceparent", b"tracestate", b"baggage"))
-
-
-class H2Stream:
+class H2Stream(StreamRelay):
     def __init__(
         self, conn: H2ServerConnection, stream_id: int, headers: list[tuple[bytes, bytes]]
     ) -> None:
+        super().__init__(conn.proxy)
         self.conn = conn
-        self.proxy = conn.proxy
         self.id = stream_id
         method = path = authority = b""
         host: bytes | None = None
@@ -112,32 +107,6 @@ class H2Stream:
         self._head_due = False
         self.task: asyncio.Task[None] | None = None
         self.span: Any = None
-        # Request body from the client, not yet passed on (unacknowledged: the stream's
-        # window bounds it).
-        self.request_done = False
-        self.body: deque[bytes] = deque()
-        self.body_passed = False  # some of it went upstream: no retry elsewhere after that
-        self.trailers_in: list[tuple[bytes, bytes]] | None = None
-        self._body_event: asyncio.Event | None = None
-        self._request_sent = False
-        # Response to the client, queued past its flow-control windows.
-        self.response_started = False
-        self.response_done = False
-        self.out: deque[bytes] = deque()
-        self.out_size = 0
-        self.out_end = False
-        self.out_trailers: list[tuple[bytes, bytes]] | None = None
-        self.ended_out = False
-        self.reset = False
-        self._writable: asyncio.Event | None = None
-        limits = self.proxy.settings.limits
-        self.high_water = limits.write_high_water
-        self.low_water = limits.write_low_water
-        # An HTTP/2 upstream stream (forward.py binds it), and its window owed to it.
-        self.up: Any = None
-        self._up_blocked = False
-        self._up_ended = False
-        self._credit = 0
 
     # -- start: route, count, pick or hold (as Exchange.start) -------------------------------
 
@@ -168,10 +137,10 @@ class H2Stream:
         route.request_count += 1
         canned = route.canned
         if canned is not None and (canned.always or route.at_zero):
-            status, data = canned_response(
+            _, data = canned_response(
                 canned, path, head_only=self.head_only, keep_alive=True, http10=False
             )
-            self._send_own(status, data)
+            self._send_own(data)
             return
         timeout = route.request_timeout
         if self.grpc_timeout is not None and (timeout is None or self.grpc_timeout < timeout):
@@ -240,11 +209,11 @@ class H2Stream:
     def _send_placeholder(self, path: str) -> None:
         route = self.route
         assert route is not None and route.spec.placeholder is not None
-        status, data = placeholder_response(
+        _, data = placeholder_response(
             route.spec.placeholder, self.fields, path, head_only=self.head_only,
             keep_alive=True, http10=False,
         )
-        self._send_own(status, data)
+        self._send_own(data)
 
     def _held_for(self, seconds: float) -> None:
         assert self.route is not None
@@ -398,103 +367,6 @@ class H2Stream:
             self.proxy.metrics.upstream_error(self.route.key, "body_timeout")
             self._answer(504, f"upstream idle for {idle:g}s")
 
-    # -- request body from the client (server.py) --------------------------------------------
-
-    def request_data(self, data: bytes) -> None:
-        if self.phase == FINISHED:
-            self.conn.acknowledge(self.id, len(data))  # answered already: dropped
-            return
-        if not data:
-            return
-        self.body.append(data)
-        if self.phase == STREAMING:
-            self.deadline.set(self.proxy.time() + self.proxy.body_idle)
-        if self.up is not None:
-            self.pump_up()
-        elif self._body_event is not None:
-            self._body_event.set()
-
-    def request_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        self.trailers_in = trailers  # StreamEnded follows
-
-    def request_end(self) -> None:
-        self.request_done = True
-        if self.phase == FINISHED:
-            return
-        if self.up is not None:
-            self.pump_up()
-        elif self._body_event is not None:
-            self._body_event.set()
-
-    async def body_chunks(self) -> Any:
-        """The request body for an HTTP/1.1 upstream (aiohttp pulls it): each chunk is
-        acknowledged to the client once the upstream took it."""
-        while True:
-            while not self.body:
-                if self.request_done:
-                    self.request_sent()
-                    return
-                event = self._body_event = asyncio.Event()
-                await event.wait()
-                self._body_event = None
-                if self.phase == FINISHED:
-                    # Answered before the upload ended: the upstream must not take a short
-                    # body for a whole one, so its connection fails instead.
-                    raise ConnectionAbortedError("the stream ended before its request body")
-            data = self.body.popleft()
-            self.body_passed = True
-            yield data
-            self.conn.acknowledge(self.id, len(data))
-
-    def pump_up(self) -> None:
-        """Pass what the client sent to the HTTP/2 upstream, while it takes more."""
-        up = self.up
-        while self.body and not self._up_blocked:
-            data = self.body.popleft()
-            self.body_passed = True
-            if not up.send_data(data):
-                self._up_blocked = True
-            self.conn.acknowledge(self.id, len(data))
-        if not self.body and self.request_done and not self._up_ended:
-            self._up_ended = True
-            if self.trailers_in is not None:
-                up.send_trailers(self.trailers_in)
-            else:
-                up.end()
-            self.request_sent()
-
-    def bind_up(self, up: Any, *, ended: bool) -> None:
-        self.up = up
-        self._up_ended = ended
-        self.bound()
-        if self._credit:
-            credit, self._credit = self._credit, 0
-            up.consumed(credit)
-        if ended:
-            self.request_sent()
-        else:
-            self.pump_up()
-
-    # -- UpstreamStreamSink (contract C) -----------------------------------------------------
-
-    def upstream_headers(self, headers: list[tuple[bytes, bytes]], *, end_stream: bool) -> None:
-        status = 0
-        for name, value in headers:
-            if name == b":status":
-                status = int(value)
-                break
-        if status < 200:
-            return  # interim (100, 103): not relayed
-        self.response_head(status, headers, end_stream=end_stream)
-
-    def upstream_data(self, data: bytes, *, end_stream: bool) -> None:
-        self.response_data(data)
-        if end_stream:
-            self.response_end(None)
-
-    def upstream_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        self.response_end([(n, v) for n, v in trailers if n[:1] != b":"])
-
     def upstream_reset(self, code: int, reason: str, *, retryable: bool) -> None:
         self.up = None
         if self.phase == FINISHED:
@@ -515,75 +387,6 @@ class H2Stream:
             self.conn.reset_stream(self, code if 0 <= code <= 0xD else ErrorCodes.INTERNAL_ERROR)
             return
         self._answer(502, f"upstream reset the stream: {reason}")
-
-    def upstream_writable(self) -> None:
-        self._up_blocked = False
-        if self.up is not None and self.phase != FINISHED:
-            self.pump_up()
-
-    # -- response to the client ---------------------------------------------------------------
-
-    def response_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], *, end_stream: bool
-    ) -> None:
-        if self.phase == FINISHED:
-            return
-        self._head_due = False
-        self.status = status
-        self.response_started = True
-        out = [(b":status", str(status).encode())]
-        for name, value in headers:
-            name = name.lower()
-            if name[:1] != b":" and name not in _HOP:
-                out.append((name, value))
-        out.append(
-            (b"x-httpscale-cold-start", b"true" if self.cold_start else b"false")
-        )
-        end = end_stream or self.head_only or status in (204, 304)
-        self.deadline.set(self.proxy.time() + self.proxy.body_idle)
-        self.conn.send_headers(self, out, end_stream=end)
-        if end:
-            self.response_end(None)
-
-    def response_data(self, data: bytes) -> None:
-        if self.phase == FINISHED or not data or self.head_only:
-            if self.up is not None and data:
-                self.up.consumed(len(data))
-            return
-        self.deadline.set(self.proxy.time() + self.proxy.body_idle)
-        self.out.append(data)
-        self.out_size += len(data)
-        self.conn.flush_stream(self)
-
-    def response_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
-        if self.phase == FINISHED:
-            return
-        self.response_done = True
-        if not self.ended_out:
-            self.out_end = True
-            self.out_trailers = trailers or None
-            self.conn.flush_stream(self)
-        self.up = None
-        self._finish()
-
-    def sent(self, n: int) -> None:
-        """`n` queued body bytes left in DATA frames (server.py)."""
-        self.out_size -= n
-        up = self.up
-        if up is not None:
-            up.consumed(n)
-        elif self.phase != FINISHED:
-            self._credit += n
-        event = self._writable
-        if event is not None and self.out_size <= self.low_water:
-            event.set()
-
-    async def writable(self) -> None:
-        """Wait until the queue toward the client is below its low-water mark."""
-        while self.out_size > self.low_water and self.phase != FINISHED and not self.reset:
-            event = self._writable = asyncio.Event()
-            await event.wait()
-            self._writable = None
 
     # -- endings ------------------------------------------------------------------------------
 
@@ -648,20 +451,12 @@ class H2Stream:
         headers += [(n.lower(), v) for n, v in extra or ()]
         self._respond(headers, body)
 
-    def _send_own(self, status: int, data: bytes) -> None:
+    def _send_own(self, data: bytes) -> None:
         """A placeholder or canned answer, made as HTTP/1.1 bytes: sent as HTTP/2."""
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
+        status, headers, body = from_http1(data)
         if status < 200:  # an interim status cannot end a stream
             self._answer(502, f"configured answer status {status} is not a final status")
             return
-        headers = [(b":status", str(status).encode())]
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name and name not in _HOP:
-                headers.append((name, value.strip()))
         self.status = status
         self._respond(headers, b"" if self.head_only else body)
 
@@ -707,43 +502,3 @@ class H2Stream:
             n = sum(len(b) for b in self.body)
             self.body.clear()
             self.conn.acknowledge(self.id, n)
-
-    # -- upstream request headers (forward.py) ------------------------------------------------
-
-    def upstream_fields(self, *, http2: bool) -> list[tuple[bytes, bytes]]:
-        """The request's fields for the upstream: connection-specific ones dropped (Host
-        too: it is :authority, or added by the HTTP/1.1 client), X-Forwarded-* as heads.py
-        adds them, and the tracing context replaced when tracing is on."""
-        out: list[tuple[bytes, bytes]] = []
-        xff: bytes | None = None
-        xfp = xfh = False
-        cookies: list[bytes] = []
-        span = self.span
-        for name, value in self.fields:
-            if name in _HOP:
-                if http2 and name == b"te":
-                    out.append((name, value))  # "trailers": gRPC servers require it
-                continue
-            if name == b"x-forwarded-for":
-                xff = value if xff is None else xff + b", " + value
-                continue
-            if name == b"cookie" and not http2:
-                cookies.append(value)  # RFC 9113 §8.2.3: one field again for HTTP/1.1
-                continue
-            if span is not None and name in _TRACE_FIELDS:
-                continue
-            xfp = xfp or name == b"x-forwarded-proto"
-            xfh = xfh or name == b"x-forwarded-host"
-            out.append((name, value))
-        if cookies:
-            out.append((b"cookie", b"; ".join(cookies)))
-        ip = self.conn.client_ip.encode()
-        out.append((b"x-forwarded-for", ip if xff is None else xff + b", " + ip))
-        if not xfp:
-            out.append((b"x-forwarded-proto", self.conn.scheme))
-        if not xfh and self.authority:
-            out.append((b"x-forwarded-host", self.authority))
-        if span is not None:
-            out += span.propagation_headers()
-        return out
-
