@@ -41,7 +41,9 @@ def make_h2_upstreams(settings: InterceptorSettings) -> Any:
     """`H2Upstreams(settings)` (contract C), or None while that module is not in the tree."""
     try:
         module = importlib.import_module("httpscale.interceptor.h2.upstream")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "httpscale.interceptor.h2.upstream":
+            raise  # the module is there but broken: say so at start, not per stream
         return None
     return module.H2Upstreams(settings)
 
