@@ -133,6 +133,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.write_paused = False
         self.goaway_sent = False
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_pending = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -269,7 +270,7 @@ class H2ServerConnection(asyncio.Protocol):
             self.h2.acknowledge_received_data(n, stream_id)
         except ProtocolError:
             return  # the stream closed meanwhile; h2 still credits the connection window
-        self._flush()
+        self._flush_soon()
 
     def send_headers(
         self, stream: StreamRelay, headers: list[tuple[bytes, bytes]], *, end_stream: bool
@@ -283,7 +284,7 @@ class H2ServerConnection(asyncio.Protocol):
             return
         if end_stream:
             self._stream_sent(stream)
-        self._flush()
+        self._flush_soon()
 
     def flush_stream(self, stream: StreamRelay) -> None:
         """Send the stream's queued body within the client's windows; its end when all is."""
@@ -298,7 +299,7 @@ class H2ServerConnection(asyncio.Protocol):
         stream.reset = True
         stream.out.clear()
         self.streams.pop(stream.id, None)
-        self._flush()
+        self._flush_soon()
         self._maybe_idle()
 
     def _flush_stream(self, stream: StreamRelay) -> None:
@@ -320,8 +321,6 @@ class H2ServerConnection(asyncio.Protocol):
             h2.send_data(stream.id, data, end_stream=last)
             ended = last
             sent += len(data)
-            # Written out per frame: a large body never waits whole in h2's buffer.
-            self._flush()
         if sent:
             stream.sent(sent)
         if ended:
@@ -332,7 +331,7 @@ class H2ServerConnection(asyncio.Protocol):
             else:
                 h2.send_data(stream.id, b"", end_stream=True)
             self._stream_sent(stream)
-        self._flush()
+        self._flush_soon()
 
     def flush_all(self) -> None:
         for stream in list(self.streams.values()):
@@ -349,7 +348,7 @@ class H2ServerConnection(asyncio.Protocol):
             self.h2.reset_stream(stream.id, code)
         except ProtocolError:
             pass  # closed both ways already
-        self._flush()
+        self._flush_soon()
         self._maybe_idle()
 
     def _stream_sent(self, stream: StreamRelay) -> None:
@@ -385,6 +384,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
+            self._flush()
             self.transport.close()
 
     def abort(self) -> None:
@@ -418,7 +418,16 @@ class H2ServerConnection(asyncio.Protocol):
         self._flush()
         self.close()
 
+    def _flush_soon(self) -> None:
+        """Write what h2 has queued at the end of this loop turn: the frames one response
+        makes (HEADERS, DATA, END_STREAM), and those of other streams meanwhile, leave in one
+        write, one system call, instead of one each."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.proxy.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
