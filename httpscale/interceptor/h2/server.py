@@ -32,7 +32,6 @@ from h2.events import (
     DataReceived,
     RemoteSettingsChanged,
     RequestReceived,
-    SettingsAcknowledged,
     StreamEnded,
     StreamReset,
     TrailersReceived,
@@ -131,7 +130,8 @@ class H2ServerConnection(asyncio.Protocol):
         self.scheme = b"http"
         self.client_ip = ""
         self.write_paused = False
-        self.goaway_sent = False
+        # A GOAWAY went either way: no new stream; the connection closes once its streams are done.
+        self.closing = False
         self._timer: asyncio.TimerHandle | None = None
         self._flush_pending = False
 
@@ -214,15 +214,13 @@ class H2ServerConnection(asyncio.Protocol):
             # A graceful GOAWAY: the client opens no more streams, those it has may finish.
             # (h2 closes its state machine on any GOAWAY; reopened so that they can.)
             self.h2.state_machine.state = ConnectionState.SERVER_OPEN
-            self.goaway_sent = True
+            self.closing = True
             self._maybe_idle()
-        elif isinstance(event, SettingsAcknowledged):
-            pass
 
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
         assert stream_id is not None
-        if self.goaway_sent:
+        if self.closing:
             # A stream past our GOAWAY's last id: refused, the client retries it elsewhere.
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
@@ -371,8 +369,8 @@ class H2ServerConnection(asyncio.Protocol):
         """GOAWAY now (last stream id: the highest seen); close once the streams are done."""
         if self.transport is None:
             return
-        if not self.goaway_sent:
-            self.goaway_sent = True
+        if not self.closing:
+            self.closing = True
             # Not h2's close_connection: that closes its state machine, and the open streams
             # could send nothing more. A GOAWAY frame alone lets them finish (RFC 9113 §6.8).
             frame = GoAwayFrame(0)
@@ -394,7 +392,7 @@ class H2ServerConnection(asyncio.Protocol):
     def _maybe_idle(self) -> None:
         if self.streams or self.transport is None:
             return
-        if self.goaway_sent:
+        if self.closing:
             self.close()
         else:
             self._arm(self.proxy.settings.timeouts.keepalive_idle)
@@ -413,7 +411,7 @@ class H2ServerConnection(asyncio.Protocol):
         if self.streams or self.transport is None:
             return
         # No preface or first request in time, or idle too long: say goodbye politely.
-        self.goaway_sent = True
+        self.closing = True
         self.h2.close_connection(ErrorCodes.NO_ERROR)
         self._flush()
         self.close()
