@@ -141,3 +141,18 @@ async def test_grpc_timeout_caps_the_hold(make_interceptor):
             await _unary(ch)(b"x", timeout=0.5)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await eventually(lambda: queue_entry(ic)["Concurrency"] == 0, within=5)
+
+
+def test_grpc_timeout_values_read_and_written():
+    from httpscale.interceptor.h2.grpc import format_timeout, parse_timeout
+
+    assert parse_timeout(b"100m") == pytest.approx(0.1)
+    assert parse_timeout(b"2S") == 2.0
+    assert parse_timeout(b"1H") == 3600.0
+    assert parse_timeout(b"5x") is None and parse_timeout(b"m") is None
+    assert parse_timeout(b"123456789m") is None  # over 8 digits: malformed, ignored
+    # What is forwarded after a hold: the time left, never zero, within 8 digits.
+    assert format_timeout(1.5) == b"1500m"
+    assert format_timeout(-3.0) == b"1m"
+    assert format_timeout(10 * 86400.0) == b"864000S"
+    assert parse_timeout(format_timeout(42.25)) == pytest.approx(42.25)

@@ -4,7 +4,10 @@ HTTP/2 ones."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Final
+
+from httpscale.interceptor.h2.grpc import format_timeout
 
 if TYPE_CHECKING:
     from httpscale.interceptor.h2.stream import H2Stream
@@ -42,6 +45,11 @@ def upstream_fields(stream: H2Stream, *, http2: bool) -> list[tuple[bytes, bytes
             continue
         if span is not None and name in _TRACE_FIELDS:
             continue
+        if name == b"grpc-timeout" and stream.grpc_timeout is not None:
+            # What is left of the call's deadline after the time it was held: the app's own
+            # deadline then ends when the client's does.
+            left = stream.grpc_timeout - (time.monotonic() - stream.started)
+            value = format_timeout(left)
         xfp = xfp or name == b"x-forwarded-proto"
         xfh = xfh or name == b"x-forwarded-host"
         out.append((name, value))

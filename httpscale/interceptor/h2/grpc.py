@@ -26,6 +26,7 @@ __all__ = [
     "DEADLINE_EXCEEDED",
     "NOT_FOUND",
     "UNAVAILABLE",
+    "format_timeout",
     "grpc_status",
     "is_grpc",
     "parse_timeout",
@@ -85,3 +86,12 @@ def parse_timeout(value: bytes) -> float | None:
         return None
     unit = _UNITS.get(value[-1:])
     return None if unit is None else int(value[:-1]) * unit
+
+
+def format_timeout(seconds: float) -> bytes:
+    """A grpc-timeout value for `seconds` (at most 8 digits: milliseconds, else seconds);
+    at least 1 ms, as a deadline already past still ends the call promptly at the app."""
+    millis = max(1, int(seconds * 1000))
+    if millis < 100_000_000:
+        return b"%dm" % millis
+    return b"%dS" % min(int(seconds), 99_999_999)
