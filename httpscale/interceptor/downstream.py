@@ -43,6 +43,9 @@ class _NoCallbacks:
     pass
 
 
+#: What llhttp reads of an HTTP/2 connection preface before it stops (see `_h2c`).
+_PREFACE_HEAD: Final = b"PRI * HTTP/2.0\r\n\r\n"
+
 #: Put in a closed connection's parser slots (see `ClientConnection._release`).
 _SPENT_PARSER: Final = httptools.HttpRequestParser(_NoCallbacks())
 
@@ -213,6 +216,9 @@ class ClientConnection(asyncio.Protocol):
             else:
                 raise
         except httptools.HttpParserError as exc:
+            # llhttp pauses on an HTTP/2 preface: here, off the HTTP/1.1 path, it may be h2c.
+            if self._parsing is None and not self.pipeline and self._h2c(data):
+                return
             if self._parsing is None and self.pipeline:
                 # Bad bytes *after* complete requests: answer those first, then refuse and
                 # close. Data after "Connection: close" is ignored, as RFC 9112 §9.6 says.
@@ -450,6 +456,33 @@ class ClientConnection(asyncio.Protocol):
         self._upgrading = exchange
         if rest:
             exchange.tunnel_from_client(rest)
+
+    def _h2c(self, data: bytes) -> bool:
+        """HTTP/2 with prior knowledge (RFC 9113 §3.3): the connection is handed to the
+        HTTP/2 protocol with the preface, and this object steps out. False: not a preface,
+        or h2c is off (the parser's 400 then stands, as before)."""
+        proxy = self.proxy
+        factory = proxy.h2_protocol_factory
+        transport = self.transport
+        if factory is None or not proxy.settings.http2.h2c or transport is None:
+            return False
+        # llhttp stopped right after the preface's first 18 bytes, its request head; the
+        # rest ("SM\r\n\r\n" and the first frames) follows in this read or the next.
+        if data.startswith(_PREFACE_HEAD):
+            rest = data[len(_PREFACE_HEAD) :]
+        else:
+            at = data.find(b"SM\r\n\r\n")
+            if at < 0:
+                return False
+            rest = data[at:]
+        self.proxy.connections.discard(self)
+        self._cancel_timers()
+        self._release()
+        protocol = factory()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(_PREFACE_HEAD + rest)
+        return True
 
     def _refuse(self, status: int, message: str) -> None:
         self._cancel_timers()

@@ -1,12 +1,19 @@
 """What every connection and exchange of one interceptor shares: routes, pools, metrics, tasks.
 
 Also owns the drain: stop taking new requests on kept-alive connections, close idle ones, let
-busy ones finish their current response, and abort what is left when the timeout passes.
+busy ones finish their current response, and abort what is left when the timeout passes. An
+HTTP/2 connection gets a GOAWAY (its open streams finish) and closes once they have.
+
+HTTP/2 (httpscale.interceptor.h2, pure Python, imported only when HTTP/2 is on):
+`h2_protocol_factory` makes the protocol for a connection that speaks it (TLS ALPN "h2", or
+the h2c preface on the plain port); `h2_upstreams` (contract C) and `h2_http1` carry its
+streams to HTTP/2 and HTTP/1.1 upstreams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -53,13 +60,31 @@ class Proxy:
         )
         self.registry = RouteRegistry(self._wake, self.pools)
         self.connections: set[ClientConnection] = set()
+        # HTTP/2 client connections (h2.server.H2ServerConnection): idle, close, abort and
+        # start_drain; kept apart so that the HTTP/1.1 set stays typed for the compiled path.
+        self.h2_connections: set[Any] = set()
         self.metrics = InterceptorMetrics(
-            lambda: list(self.registry.states.values()), lambda: len(self.connections)
+            lambda: list(self.registry.states.values()),
+            lambda: len(self.connections) + len(self.h2_connections),
         )
+        self.h2_protocol_factory: Callable[[], asyncio.Protocol] | None = None
+        self.h2_upstreams: Any = None
+        self.h2_http1: Any = None
+        if settings.http2.enabled:
+            self._start_http2()
         self.draining = False
         self.wake_listeners: list[WakeListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._all_closed = asyncio.Event()
+
+    def _start_http2(self) -> None:
+        from httpscale.interceptor.h2.forward import Http1Upstreams, make_h2_upstreams
+        from httpscale.interceptor.h2.server import H2ServerConnection, check_settings
+
+        check_settings(self.settings.http2)
+        self.h2_protocol_factory = functools.partial(H2ServerConnection, self)
+        self.h2_upstreams = make_h2_upstreams(self.settings)
+        self.h2_http1 = Http1Upstreams(self.settings)
 
     def protocol_factory(self) -> ClientConnection:
         return ClientConnection(self)
@@ -90,8 +115,8 @@ class Proxy:
             except Exception:  # a broken listener must not fail the request that woke it
                 log.exception("wake listener failed for %s", key)
 
-    def connection_closed(self, conn: ClientConnection) -> None:
-        if self.draining and not self.connections:
+    def connection_closed(self, conn: object) -> None:
+        if self.draining and not self.connections and not self.h2_connections:
             self._all_closed.set()
 
     async def drain(self, grace: float) -> None:
@@ -100,16 +125,27 @@ class Proxy:
         for conn in list(self.connections):
             if conn.idle:
                 conn.close()
-        if self.connections:
+        for h2conn in list(self.h2_connections):
+            h2conn.start_drain()
+        if self.connections or self.h2_connections:
             try:
                 async with asyncio.timeout(grace):
                     await self._all_closed.wait()
             except TimeoutError:
-                log.warning("drain timeout: aborting %d connections", len(self.connections))
+                log.warning(
+                    "drain timeout: aborting %d connections",
+                    len(self.connections) + len(self.h2_connections),
+                )
         for conn in list(self.connections):
             conn.abort()
+        for h2conn in list(self.h2_connections):
+            h2conn.abort()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self.pools.close()
+        if self.h2_http1 is not None:
+            await self.h2_http1.close()
+        if self.h2_upstreams is not None:
+            await self.h2_upstreams.close()

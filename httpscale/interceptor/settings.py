@@ -116,6 +116,7 @@ class Tls:
 class Http2:
     """HTTP/2 on both sides (h2 over TLS by ALPN, h2c by prior knowledge)."""
 
+    enabled: bool = _f(True, "HTTP/2 at all: ALPN offers h2 on the TLS listener, h2c is possible")
     h2c: bool = _f(True, "accept HTTP/2 with prior knowledge (h2c) on the plain port")
     max_concurrent_streams: int = _f(100, "streams one client connection may have open at once")
     max_header_list_size: int = _f(65536, "bytes of one header list (decoded); over it -> 431")
