@@ -63,7 +63,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def _h2_factory(proxy: Proxy) -> Callable[[], asyncio.Protocol] | None:
     # `Proxy.h2_protocol_factory` comes with the HTTP/2 part (None while HTTP/2 is off).
-    factory: Callable[[], asyncio.Protocol] | None = getattr(proxy, "h2_protocol_factory", None)
+    factory: Callable[[], asyncio.Protocol] | None = proxy.h2_protocol_factory
     return factory
 
 

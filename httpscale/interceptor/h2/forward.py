@@ -23,6 +23,7 @@ from yarl import URL
 
 from httpscale.interceptor.exchange import CONNECTING, FINISHED
 from httpscale.interceptor.h2.fields import upstream_fields
+from httpscale.interceptor.tls import upstream_context
 from httpscale.routing.spec import Endpoint
 
 if TYPE_CHECKING:
@@ -52,18 +53,6 @@ def _refused_error() -> type[Exception]:
     module = importlib.import_module("httpscale.interceptor.h2.upstream")
     refused: type[Exception] = module.H2UpstreamRefused
     return refused
-
-
-def _upstream_context(settings: InterceptorSettings, alpn: list[str]) -> ssl.SSLContext:
-    # A minimal stand-in for tls.upstream_context (contract B), replaced at the merge.
-    tls = settings.tls
-    ctx = ssl.create_default_context(cafile=tls.upstream_ca_file or None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not tls.upstream_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(alpn)
-    return ctx
 
 
 class Http1Upstreams:
@@ -97,7 +86,7 @@ class Http1Upstreams:
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = _upstream_context(self.settings, ["http/1.1"])
+            self._ssl = upstream_context(self.settings.tls, alpn=["http/1.1"])
         return self._ssl
 
     async def close(self) -> None:
@@ -149,7 +138,7 @@ async def _forward_h2(stream: H2Stream, endpoint: Endpoint, tls: bool) -> None:
     ended = stream.request_done and not stream.body and stream.trailers_in is None
     route = stream.route
     assert route is not None
-    server_name = getattr(route.spec, "upstream_server_name", "") or endpoint.host
+    server_name = route.spec.upstream_server_name or endpoint.host
     try:
         up = await upstreams.open_stream(
             endpoint, tls=tls, server_name=server_name, headers=headers, end_stream=ended,
@@ -190,7 +179,7 @@ async def _forward_http1(stream: H2Stream, endpoint: Endpoint, tls: bool) -> Non
     if tls:
         options["ssl"] = upstreams.ssl_context()
         assert stream.route is not None
-        server_name = getattr(stream.route.spec, "upstream_server_name", "")
+        server_name = stream.route.spec.upstream_server_name
         if server_name:
             options["server_hostname"] = server_name
     try:
