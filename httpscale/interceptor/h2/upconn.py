@@ -344,6 +344,10 @@ class H2UpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.lost or self._closing:
             return
+        if not self.ready.is_set() and data.startswith(b"HTTP/"):
+            first_line = data.split(b"\r\n", 1)[0][:60]
+            self._fail(OSError(f"{self.label}: upstream is not HTTP/2: it answered {first_line!r}"))
+            return
         try:
             events = self._h2.receive_data(data)
         except ProtocolError as exc:

@@ -140,16 +140,22 @@ class H2Upstreams:
                 )
             fut: asyncio.Future[Exception | None] = loop.create_future()
             pool.waiters.append(fut)
+            for_connect = pool.connecting is not None
             try:
                 async with asyncio.timeout_at(deadline):
                     error = await fut
             except TimeoutError:
-                if pool.connecting is not None:
+                if fut.done() and not fut.cancelled():
+                    error = fut.result()  # woken in the same instant: that outcome wins
+                    if error is None:
+                        continue
+                elif for_connect or not pool.conns:
                     raise TimeoutError(f"HTTP/2 connect to {endpoint} timed out") from None
-                raise H2UpstreamRefused(
-                    f"all {len(pool.conns)} HTTP/2 connection(s) to {endpoint} stayed at the "
-                    f"server's stream limit for the connect timeout"
-                ) from None
+                else:
+                    raise H2UpstreamRefused(
+                        f"all {len(pool.conns)} HTTP/2 connection(s) to {endpoint} stayed at "
+                        f"the server's stream limit for the connect timeout"
+                    ) from None
             finally:
                 if fut in pool.waiters:
                     pool.waiters.remove(fut)

@@ -1,0 +1,292 @@
+"""A small HTTP/2 server on loopback, built on the h2 library, whose behaviour each test scripts
+(reset a stream, send GOAWAY, hold back WINDOW_UPDATEs, ...), and a sink that records what an
+`H2Upstreams` stream reports.
+
+Each request runs `handler(stream)` in a task the server owns (cancelled and awaited by
+`close`). Received DATA is acknowledged at once unless the server was made with
+`auto_ack=False`; then the test opens the window with `stream.ack(n)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
+
+from httpscale.interceptor.h2.upstream import UpstreamStream
+
+Headers = list[tuple[bytes, bytes]]
+Handler = Callable[["ServerStream"], Awaitable[None]]
+
+
+class ServerStream:
+    def __init__(self, conn: ServerConn, stream_id: int, headers: Headers) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.headers = dict(headers)
+        self.body = bytearray()
+        self.ended = asyncio.Event()  # the request's END_STREAM arrived
+        self.reset_code: int | None = None  # RST_STREAM from the client
+        self.request_trailers: Headers | None = None
+        self.sent = 0  # response body bytes sent
+        self.received = asyncio.Event()  # set on every DATA (tests clear it)
+
+    def respond(self, headers: Headers, *, end_stream: bool = False) -> None:
+        self.conn.h2.send_headers(self.id, headers, end_stream=end_stream)
+        self.conn.flush()
+
+    async def send(self, data: bytes, *, end_stream: bool = False) -> None:
+        """Send as the client's windows allow, waiting for WINDOW_UPDATEs."""
+        h2 = self.conn.h2
+        view = memoryview(data)
+        while True:
+            room = min(h2.local_flow_control_window(self.id), h2.max_outbound_frame_size)
+            if room <= 0 and view:
+                self.conn.window.clear()
+                await self.conn.window.wait()
+                continue
+            chunk, view = view[:room], view[room:]
+            h2.send_data(self.id, bytes(chunk), end_stream=end_stream and not view)
+            self.sent += len(chunk)
+            self.conn.flush()
+            if not view:
+                return
+
+    def trailers(self, headers: Headers) -> None:
+        self.conn.h2.send_headers(self.id, headers, end_stream=True)
+        self.conn.flush()
+
+    def reset(self, code: int) -> None:
+        self.conn.h2.reset_stream(self.id, code)
+        self.conn.flush()
+
+    def ack(self, n: int) -> None:
+        self.conn.h2.acknowledge_received_data(n, self.id)
+        self.conn.flush()
+
+    async def read_all(self) -> bytes:
+        await self.ended.wait()
+        return bytes(self.body)
+
+
+class ServerConn(asyncio.Protocol):
+    def __init__(self, server: H2Server) -> None:
+        self.server = server
+        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, ServerStream] = {}
+        self.window = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.goaway_received = asyncio.Event()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def goaway(self, last_stream_id: int, code: int = ErrorCodes.NO_ERROR) -> None:
+        self.h2.close_connection(code, last_stream_id=last_stream_id)
+        # h2 marks itself CLOSED now; let it go on serving the streams up to last_stream_id
+        # (as a graceful server does).
+        self.h2.state_machine.state = type(self.h2.state_machine.state).SERVER_OPEN
+        self.flush()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.conns.append(self)
+        self.h2.initiate_connection()
+        if self.server.settings:
+            self.h2.update_settings(self.server.settings)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            self.server.errors.append(exc)
+            self.flush()
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        for event in events:
+            self._event(event)
+        self.flush()
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            stream = self.streams[event.stream_id] = ServerStream(
+                self, event.stream_id, cast(Headers, event.headers)
+            )
+            if event.stream_ended is not None:
+                stream.ended.set()
+            self.server.spawn(stream)
+        elif isinstance(event, DataReceived):
+            stream = self.streams[event.stream_id]
+            stream.body += event.data
+            stream.received.set()
+            if self.server.auto_ack:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if event.stream_ended is not None:
+                stream.ended.set()
+        elif isinstance(event, TrailersReceived):
+            stream = self.streams[event.stream_id]
+            stream.request_trailers = cast(Headers, event.headers)
+            stream.ended.set()
+        elif isinstance(event, StreamEnded):
+            self.streams[event.stream_id].ended.set()
+        elif isinstance(event, StreamReset):
+            if (stream := self.streams.get(event.stream_id)) is not None:
+                stream.reset_code = int(event.error_code)
+                stream.ended.set()
+            self.window.set()
+        elif isinstance(event, WindowUpdated | RemoteSettingsChanged):
+            self.window.set()
+        elif isinstance(event, ConnectionTerminated):
+            self.goaway_received.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.window.set()
+        self.closed.set()
+
+
+class H2Server:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        settings: dict[SettingCodes | int, int] | None = None,
+        auto_ack: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.auto_ack = auto_ack
+        self.ssl_context = ssl_context
+        self.conns: list[ServerConn] = []
+        self.requests: list[ServerStream] = []
+        self.errors: list[Exception] = []  # from handlers, or HTTP/2 errors of a connection
+        self.request_arrived = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> H2Server:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ServerConn(self), "127.0.0.1", 0, ssl=self.ssl_context
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def spawn(self, stream: ServerStream) -> None:
+        self.requests.append(stream)
+        self.request_arrived.set()
+        task = asyncio.get_running_loop().create_task(
+            self._run(stream), name=f"h2 test server stream {stream.id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, stream: ServerStream) -> None:
+        try:
+            await self.handler(stream)
+        except Exception as exc:
+            self.errors.append(exc)
+
+    async def wait_requests(self, n: int) -> list[ServerStream]:
+        while len(self.requests) < n:
+            self.request_arrived.clear()
+            await self.request_arrived.wait()
+        return self.requests[:n]
+
+    def open_conns(self) -> list[ServerConn]:
+        return [c for c in self.conns if not c.closed.is_set()]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class Recorder:
+    """An UpstreamStreamSink keeping every event; consumes data at once unless told not to."""
+
+    def __init__(self, *, consume: bool = True) -> None:
+        self.consume = consume
+        self.stream: UpstreamStream | None = None
+        self.events: list[tuple[str, Any]] = []
+        self.headers: list[Headers] = []
+        self.body = bytearray()
+        self.trailers: Headers | None = None
+        self.reset: tuple[int, str, bool] | None = None
+        self.writable = 0
+        self.ended = asyncio.Event()  # the last event came
+        self._changed = asyncio.Event()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def status(self) -> int:
+        final = [h for h in self.headers if int(dict(h)[b":status"]) >= 200]
+        return int(dict(final[0])[b":status"])
+
+    def upstream_headers(self, headers: Headers, *, end_stream: bool) -> None:
+        self.events.append(("headers", end_stream))
+        self.headers.append(headers)
+        if end_stream:
+            self.ended.set()
+        self._changed.set()
+
+    def upstream_data(self, data: bytes, *, end_stream: bool) -> None:
+        self.events.append(("data", end_stream))
+        self.body += data
+        if self.consume and self.stream is not None:
+            self.stream.consumed(len(data))
+        if end_stream:
+            self.ended.set()
+        self._changed.set()
+
+    def upstream_trailers(self, trailers: Headers) -> None:
+        self.events.append(("trailers", None))
+        self.trailers = trailers
+        self.ended.set()
+        self._changed.set()
+
+    def upstream_reset(self, code: int, reason: str, *, retryable: bool) -> None:
+        self.events.append(("reset", code))
+        self.reset = (code, reason, retryable)
+        self.ended.set()
+        self._changed.set()
+
+    def upstream_writable(self) -> None:
+        self.events.append(("writable", None))
+        self.writable += 1
+        self._changed.set()
