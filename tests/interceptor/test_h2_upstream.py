@@ -361,7 +361,7 @@ async def test_stream_ids_exhausted_retire_the_connection(
     # plain attribute, so start this connection near the end of the id space instead.
     (pool,) = up._pools.values()
     (conn,) = pool.conns
-    conn._h2.highest_outbound_stream_id = 2**31 - 5
+    conn.h2.highest_outbound_stream_id = 2**31 - 5
     for _ in range(2):
         _, sink = await open_stream(up, server)
         await sink.ended.wait()

@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from httpscale.interceptor.h2.upconn import H2UpConnection, H2UpstreamRefused, UpstreamStream
+from httpscale.interceptor.h2.upconn import H2UpConnection
+from httpscale.interceptor.h2.upstream_stream import H2UpstreamRefused, UpstreamStream
 from httpscale.interceptor.settings import InterceptorSettings, Tls
 from httpscale.routing.spec import Endpoint
 
