@@ -115,6 +115,9 @@ class ServerConn(asyncio.Protocol):
         self.h2.initiate_connection()
         if self.server.settings:
             self.h2.update_settings(self.server.settings)
+            window = self.server.settings.get(SettingCodes.INITIAL_WINDOW_SIZE, 65535)
+            if window > 65535:  # the connection window as large as a stream's
+                self.h2.increment_flow_control_window(window - 65535)
         self.flush()
 
     def data_received(self, data: bytes) -> None:

@@ -694,3 +694,111 @@ async def test_close_leaves_nothing_behind(
     with pytest.raises(H2UpstreamRefused, match="shut down"):
         await open_stream(up, server)
     # The no_leaked_tasks fixture (tests/conftest.py) checks that no task is left behind.
+
+
+# -- a peer that stops reading -------------------------------------------------------------------
+
+
+async def _fill_until_paused(stream: UpstreamStream) -> int:
+    """Send until send_data says stop: with windows as large as HTTP/2 allows, only the
+    socket (the server does not read it) can make it say so."""
+    chunk = b"x" * (1 << 20)
+    for n in range(1, 512):
+        if not stream.send_data(chunk):
+            return n * len(chunk)
+    raise AssertionError("send_data never pushed back")
+
+
+async def test_peer_not_reading_pauses_sending_and_holds_new_streams_back(
+    upstreams: UpstreamsFactory, h2server: ServerFactory
+) -> None:
+    huge = {SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1}
+    server = await h2server(hold, settings=huge)
+    up = upstreams(high=64 * 1024, low=16 * 1024)
+    stream, sink = await open_stream(up, server, headers=request("/up", b"POST"), end_stream=False)
+    (first,) = await server.wait_requests(1)
+    assert first.conn.transport is not None
+    first.conn.transport.pause_reading()
+    sent = await _fill_until_paused(stream)
+    # A stream opened now is held back: its HEADERS wait for the socket to drain.
+    second, second_sink = await open_stream(up, server, headers=request("/second"))
+    assert second.id == 0
+    first.conn.transport.resume_reading()
+    await sink.until(lambda: sink.writable > 0)
+    (_, late) = await server.wait_requests(2)
+    assert late.headers[b":path"] == b"/second" and late.id == 3
+    stream.end()
+    assert len(await first.read_all()) == sent
+    await _respond(first, b"")
+    await _respond(late, b"")
+    await sink.ended.wait()
+    await second_sink.ended.wait()
+
+
+async def test_lost_while_held_back_only_unsent_streams_are_retryable(
+    upstreams: UpstreamsFactory, h2server: ServerFactory
+) -> None:
+    server = await h2server(hold, settings={SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    up = upstreams(high=64 * 1024, low=16 * 1024)
+    stream, sink = await open_stream(up, server, headers=request("/up", b"POST"), end_stream=False)
+    (first,) = await server.wait_requests(1)
+    assert first.conn.transport is not None
+    first.conn.transport.pause_reading()
+    await _fill_until_paused(stream)
+    _, unsent = await open_stream(up, server, headers=request("/second"))
+    first.conn.transport.abort()
+    await sink.ended.wait()
+    await unsent.ended.wait()
+    assert sink.reset is not None and sink.reset[2] is False
+    assert unsent.reset is not None and unsent.reset[2] is True
+    assert len(server.requests) == 1
+
+
+async def test_header_list_over_the_peer_limit_is_refused(
+    upstreams: UpstreamsFactory, h2server: ServerFactory
+) -> None:
+    server = await h2server(hold, settings={SettingCodes.MAX_HEADER_LIST_SIZE: 300})
+    up = upstreams()
+    # The peer's SETTINGS must have arrived: a first stream waits for the connection.
+    await open_stream(up, server, headers=request("/small"))
+    with pytest.raises(H2UpstreamRefused, match="MAX_HEADER_LIST_SIZE of 300"):
+        await open_stream(up, server, headers=[*request("/big"), (b"x-big", b"v" * 300)])
+    await open_stream(up, server, headers=request("/after"))
+    paths = [s.headers[b":path"] for s in await server.wait_requests(2)]
+    assert paths == [b"/small", b"/after"]
+
+
+async def test_a_cancelled_connect_lets_a_waiter_try_again(upstreams: UpstreamsFactory) -> None:
+    up = upstreams(connect=0.5)
+    accepted = 0
+
+    class Mute(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            nonlocal accepted
+            accepted += 1
+
+    mute = await asyncio.get_running_loop().create_server(Mute, "127.0.0.1", 0)
+    ep = Endpoint("127.0.0.1", mute.sockets[0].getsockname()[1])
+
+    def attempt() -> asyncio.Task[UpstreamStream]:
+        return asyncio.ensure_future(up.open_stream(
+            ep, tls=False, server_name="", headers=request(), end_stream=True, sink=Recorder()
+        ))
+
+    try:
+        first = attempt()
+        second = attempt()
+        await asyncio.sleep(0)  # both started: the first connects, the second waits for it
+        assert up.stats()[str(ep)] == {
+            "connections": 0, "streams": 0, "connecting": 1, "waiting": 1
+        }
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(TimeoutError):
+            await second
+        assert accepted == 2
+    finally:
+        mute.close()
+        await mute.wait_closed()
+    assert up.stats() == {}
