@@ -308,9 +308,10 @@ async def test_stream_limit_opens_a_second_connection_and_then_waits(
 ) -> None:
     server = await h2server(hold, settings={SettingCodes.MAX_CONCURRENT_STREAMS: 1})
     up = upstreams(connections=2, connect=0.5)
-    _, a = await open_stream(up, server)
-    _, b = await open_stream(up, server)
-    sa, sb = await server.wait_requests(2)
+    _, a = await open_stream(up, server, headers=request("/a"))
+    _, b = await open_stream(up, server, headers=request("/b"))
+    await server.wait_requests(2)
+    sa, sb = sorted(server.requests, key=lambda s: s.headers[b":path"])
     assert sa.conn is not sb.conn
     # Both connections full, no third allowed: the next stream waits for room...
     waiting = asyncio.ensure_future(open_stream(up, server))
@@ -338,13 +339,17 @@ async def test_most_recently_used_connection_is_preferred(
 ) -> None:
     server = await h2server(hold, settings={SettingCodes.MAX_CONCURRENT_STREAMS: 2})
     up = upstreams(connections=2)
-    sinks = [(await open_stream(up, server))[1] for _ in range(3)]  # 2 on conn A, 1 on B
-    s1, s2, s3 = await server.wait_requests(3)
+    # Two streams on connection A, the third on B (the requests may reach the server in any
+    # order: two sockets).
+    sinks = [(await open_stream(up, server, headers=request(f"/{i}")))[1] for i in range(1, 4)]
+    await server.wait_requests(3)
+    s1, s2, s3 = sorted(server.requests, key=lambda s: s.headers[b":path"])
     assert s1.conn is s2.conn and s3.conn is not s1.conn
     await _respond(s1, b"")  # room on A again, B has room too: B was used last
     await sinks[0].ended.wait()
-    await open_stream(up, server)
-    (*_, s4) = await server.wait_requests(4)
+    await open_stream(up, server, headers=request("/4"))
+    await server.wait_requests(4)
+    (s4,) = [s for s in server.requests if s.headers[b":path"] == b"/4"]
     assert s4.conn is s3.conn
     for s in (s2, s3, s4):
         await _respond(s, b"")

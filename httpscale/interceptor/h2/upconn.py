@@ -19,6 +19,7 @@ Rules this module keeps:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import ssl
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol, cast
@@ -60,6 +61,8 @@ MAX_STREAM_ID: Final = 2**31 - 1
 #: hold unread; the connection's only has to keep a few slow streams from stalling the others.
 _CONNECTION_WINDOW_STREAMS: Final = 64
 _DEFAULT_WINDOW: Final = 65535
+#: Orders connections by their latest stream: a clock would tie (uvloop's ticks in ms).
+_OPENS: Final = itertools.count(1)
 
 
 class ConnectionOwner(Protocol):
@@ -112,7 +115,7 @@ class H2UpConnection(asyncio.Protocol):
         self.closing = False  # GOAWAY sent or aborted: h2 takes no more input from us
         self.lost = False
         self.write_paused = False
-        self.last_used = 0.0
+        self.last_used = 0  # when its latest stream opened, as a count of opens (see _OPENS)
         self._loop = asyncio.get_running_loop()
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -140,7 +143,7 @@ class H2UpConnection(asyncio.Protocol):
                     f"SETTINGS_MAX_HEADER_LIST_SIZE of {limit}"
                 )
         self._stop_idle_timer()
-        self.last_used = self._loop.time()
+        self.last_used = next(_OPENS)
         stream = UpstreamStream(self, sink)
         stream._end = end_stream
         if self.write_paused:
