@@ -807,3 +807,28 @@ async def test_a_cancelled_connect_lets_a_waiter_try_again(upstreams: UpstreamsF
         mute.close()
         await mute.wait_closed()
     assert up.stats() == {}
+
+
+async def test_close_cuts_a_connect_under_way(upstreams: UpstreamsFactory) -> None:
+    up = upstreams(connect=30.0)
+    connected = asyncio.Event()
+
+    class Mute(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            connected.set()
+
+    mute = await asyncio.get_running_loop().create_server(Mute, "127.0.0.1", 0)
+    ep = Endpoint("127.0.0.1", mute.sockets[0].getsockname()[1])
+    try:
+        attempt = asyncio.ensure_future(up.open_stream(
+            ep, tls=False, server_name="", headers=request(), end_stream=True, sink=Recorder()
+        ))
+        await connected.wait()
+        await up.close()
+        # Not the 30 s connect timeout: the attempt fails as soon as close() cut it.
+        with pytest.raises(ConnectionResetError, match="before HTTP/2 was set up"):
+            await attempt
+    finally:
+        mute.close()
+        await mute.wait_closed()
+    assert up.stats() == {}

@@ -158,11 +158,11 @@ class H2UpConnection(asyncio.Protocol):
         try:
             h2.send_headers(sid, headers, end_stream=end_stream)
         except ProtocolError as exc:
-            # h2 validates while it HPACK-encodes: the encoder's table may now differ from the
-            # peer's, so this connection takes no further stream.
+            # Headers h2 refuses to send: it validates while it HPACK-encodes, so the encoder's
+            # table may now differ from the peer's, and this connection takes no further stream.
             h2.streams.pop(sid, None)
             self.drain()
-            raise H2UpstreamRefused(f"request headers not valid for HTTP/2: {exc}") from None
+            raise H2UpstreamRefused(f"no stream could be opened on {self.label}: {exc}") from None
         stream.id = sid
         stream.local_closed = end_stream
         self.streams[sid] = stream
@@ -215,10 +215,7 @@ class H2UpConnection(asyncio.Protocol):
             if self.draining:
                 self.close()
                 return
-            self._stop_idle_timer()
-            self._idle_timer = self._loop.call_later(
-                self._settings.timeouts.upstream_idle, self.close_idle
-            )
+            self._arm_idle_timer()
         self.owner.stream_slot_freed(self)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -226,6 +223,9 @@ class H2UpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        if self.closing:  # aborted (shutdown) while it was being connected
+            transport.abort()
+            return
         transport.set_write_buffer_limits(self.high_water, self.low_water)
         if self._tls:
             ssl_object = cast(ssl.SSLObject | None, transport.get_extra_info("ssl_object"))
@@ -360,7 +360,10 @@ class H2UpConnection(asyncio.Protocol):
             elif (stream := self.streams.get(event.stream_id)) is not None:
                 stream.pump()
         elif isinstance(event, RemoteSettingsChanged):
-            self.ready.set()
+            if not self.ready.is_set():
+                self.ready.set()
+                if not self.streams and not self._pending:
+                    self._arm_idle_timer()  # in case its first stream never comes
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self._pump_all()
             self.owner.stream_slot_freed(self)
@@ -373,6 +376,12 @@ class H2UpConnection(asyncio.Protocol):
             self.draining = True
             self.owner.stream_slot_freed(self)
             self.close()
+
+    def _arm_idle_timer(self) -> None:
+        self._stop_idle_timer()
+        self._idle_timer = self._loop.call_later(
+            self._settings.timeouts.upstream_idle, self.close_idle
+        )
 
     def _stop_idle_timer(self) -> None:
         if self._idle_timer is not None:
