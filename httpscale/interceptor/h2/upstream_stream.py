@@ -39,8 +39,8 @@ class UpstreamStream:
     """One request/response exchange on an upstream HTTP/2 connection (contract C)."""
 
     __slots__ = (
-        "_blocked", "_conn", "_end", "_queue", "_queued", "_trailers", "_unacked", "done",
-        "id", "local_closed", "sink",
+        "_blocked", "_conn", "_end", "_offset", "_queue", "_queued", "_trailers", "_unacked",
+        "done", "id", "local_closed", "sink",
     )
 
     def __init__(self, conn: H2UpConnection, sink: UpstreamStreamSink) -> None:
@@ -48,7 +48,8 @@ class UpstreamStream:
         self.sink = sink
         self.id = 0  # assigned when its HEADERS go out
         self._queue: deque[bytes] = deque()
-        self._queued = 0  # bytes in _queue
+        self._queued = 0  # bytes in _queue not yet sent
+        self._offset = 0  # of the first unsent byte in _queue[0]
         self._end = False  # END_STREAM follows the queue
         self._trailers: Headers | None = None
         self._blocked = False  # send_data answered False; upstream_writable is owed
@@ -147,6 +148,7 @@ class UpstreamStream:
         self.done = True
         self._queue.clear()
         self._queued = 0
+        self._offset = 0
         self._blocked = False
         self._conn.forget(self)
 
@@ -176,14 +178,18 @@ class UpstreamStream:
             if room <= 0:
                 break
             chunk = queue[0]
-            if len(chunk) <= room:
+            start = self._offset
+            end = min(len(chunk), start + room)
+            # Frames are cut from the queued bytes in place (a big body is not copied per frame).
+            piece = chunk if start == 0 and end == len(chunk) else memoryview(chunk)[start:end]
+            if end == len(chunk):
                 queue.popleft()
+                self._offset = 0
             else:
-                queue[0] = chunk[room:]
-                chunk = chunk[:room]
-            self._queued -= len(chunk)
+                self._offset = end
+            self._queued -= end - start
             last = not queue and self._end and self._trailers is None
-            h2.send_data(sid, chunk, end_stream=last)
+            h2.send_data(sid, piece, end_stream=last)
             self.local_closed = last
             conn.flush()  # lets the transport say pause_writing before the next frame
         if not queue and self._end and not self.local_closed:
