@@ -58,6 +58,8 @@ class ServerStream:
         h2 = self.conn.h2
         view = memoryview(data)
         while True:
+            if self.reset_code is not None:
+                return  # the client reset the stream: nothing more to send
             room = min(h2.local_flow_control_window(self.id), h2.max_outbound_frame_size)
             if room <= 0 and view:
                 self.conn.window.clear()

@@ -490,6 +490,28 @@ async def test_response_window_opens_only_as_the_sink_consumes(
     assert bytes(sink.body) == body and sink.reset is None
 
 
+async def test_reset_streams_give_their_unread_bytes_back_to_the_connection(
+    upstreams: UpstreamsFactory, h2server: ServerFactory
+) -> None:
+    body = b"z" * (1 << 20)
+    server = await h2server(lambda s: _respond(s, body))
+    window = 65535
+    up = upstreams(window=window)  # connection window: 64 stream windows
+    # More abandoned streams than the connection window holds: had their unread bytes not
+    # been handed back, the connection would stall for good.
+    for _ in range(70):
+        stream, sink = await open_stream(up, server, consume=False)
+        await sink.until(lambda sink=sink: len(sink.body) >= window)
+        stream.reset()
+        stream.reset()  # idempotent
+        assert sink.reset is None  # the sink's own reset is not reported back to it
+    _, last = await open_stream(up, server)
+    await last.ended.wait()
+    assert bytes(last.body) == body
+    assert len(server.conns) == 1
+    assert all(s.reset_code == ErrorCodes.CANCEL for s in server.requests[:70])
+
+
 async def test_interim_responses_and_request_trailers(
     upstreams: UpstreamsFactory, h2server: ServerFactory
 ) -> None:
