@@ -53,20 +53,29 @@ class ServerStream:
         self.conn.h2.send_headers(self.id, headers, end_stream=end_stream)
         self.conn.flush()
 
-    async def send(self, data: bytes, *, end_stream: bool = False) -> None:
-        """Send as the client's windows allow, waiting for WINDOW_UPDATEs."""
+    async def send(
+        self, data: bytes, *, end_stream: bool = False, frame: int = 1 << 24, pad: int = 0
+    ) -> None:
+        """Send as the client's windows allow, waiting for WINDOW_UPDATEs (in frames of at
+        most `frame` bytes, each with `pad` bytes of padding)."""
         h2 = self.conn.h2
         view = memoryview(data)
         while True:
             if self.reset_code is not None:
                 return  # the client reset the stream: nothing more to send
-            room = min(h2.local_flow_control_window(self.id), h2.max_outbound_frame_size)
+            room = min(
+                h2.local_flow_control_window(self.id) - (pad + 1 if pad else 0),
+                h2.max_outbound_frame_size - (pad + 1 if pad else 0), frame,
+            )
             if room <= 0 and view:
                 self.conn.window.clear()
                 await self.conn.window.wait()
                 continue
             chunk, view = view[:room], view[room:]
-            h2.send_data(self.id, bytes(chunk), end_stream=end_stream and not view)
+            h2.send_data(
+                self.id, bytes(chunk), end_stream=end_stream and not view,
+                pad_length=pad or None,
+            )
             self.sent += len(chunk)
             self.conn.flush()
             if not view:

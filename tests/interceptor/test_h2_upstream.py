@@ -512,6 +512,24 @@ async def test_reset_streams_give_their_unread_bytes_back_to_the_connection(
     assert all(s.reset_code == ErrorCodes.CANCEL for s in server.requests[:70])
 
 
+async def test_padding_is_acknowledged_by_itself(
+    upstreams: UpstreamsFactory, h2server: ServerFactory
+) -> None:
+    # 4,000 frames each with 255 bytes of padding: 1 MB of padding, 16 windows' worth, that no
+    # sink ever consumes. Were it not acknowledged at once, the stream would stall.
+    body = bytes(range(250)) * 16 * 1000  # 4 MB
+
+    async def padded(stream: ServerStream) -> None:
+        stream.respond(OK)
+        await stream.send(body, end_stream=True, frame=1000, pad=255)
+
+    server = await h2server(padded)
+    up = upstreams(window=65535)
+    _, sink = await open_stream(up, server)
+    await sink.ended.wait()
+    assert bytes(sink.body) == body
+
+
 async def test_interim_responses_and_request_trailers(
     upstreams: UpstreamsFactory, h2server: ServerFactory
 ) -> None:
