@@ -1,6 +1,6 @@
 """A small HTTP/2 server on loopback, built on the h2 library, whose behaviour each test scripts
-(reset a stream, send GOAWAY, hold back WINDOW_UPDATEs, ...), and a sink that records what an
-`H2Upstreams` stream reports.
+(reset a stream, send GOAWAY, hold back WINDOW_UPDATEs, ...), a sink that records what an
+`H2Upstreams` stream reports, and the helpers and fixtures the test_h2_upstream* modules share.
 
 Each request runs `handler(stream)` in a task the server owns (cancelled and awaited by
 `close`). Received DATA is acknowledged at once unless the server was made with
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
+import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -31,7 +32,9 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 
-from httpscale.interceptor.h2.upstream import UpstreamStream
+from httpscale.interceptor.h2.upstream import H2Upstreams, UpstreamStream
+from httpscale.interceptor.settings import Http2, InterceptorSettings, Limits, Timeouts, Tls
+from httpscale.routing.spec import Endpoint
 
 Headers = list[tuple[bytes, bytes]]
 Handler = Callable[["ServerStream"], Awaitable[None]]
@@ -304,3 +307,90 @@ class Recorder:
         self.events.append(("writable", None))
         self.writable += 1
         self._changed.set()
+
+
+# -- for the tests ------------------------------------------------------------------------------
+
+OK: list[tuple[bytes, bytes]] = [(b":status", b"200")]
+
+
+def make_settings(
+    *,
+    connect: float = 5.0,
+    idle: float = 60.0,
+    connections: int = 4,
+    window: int = 1048576,
+    high: int = 256 * 1024,
+    low: int = 64 * 1024,
+    ca_file: str = "",
+) -> InterceptorSettings:
+    return InterceptorSettings(
+        timeouts=Timeouts(upstream_connect=connect, upstream_idle=idle),
+        limits=Limits(write_high_water=high, write_low_water=low),
+        http2=Http2(upstream_connections=connections, initial_window_size=window),
+        tls=Tls(upstream_ca_file=ca_file),
+    )
+
+
+def request(path: str = "/", method: bytes = b"GET", scheme: bytes = b"http") -> list[
+    tuple[bytes, bytes]
+]:
+    return [
+        (b":method", method), (b":scheme", scheme), (b":authority", b"app.test"),
+        (b":path", path.encode()),
+    ]
+
+
+UpstreamsFactory = Callable[..., H2Upstreams]
+ServerFactory = Callable[..., Awaitable[H2Server]]
+
+
+@pytest.fixture(name="upstreams")
+async def upstreams_fixture() -> AsyncIterator[UpstreamsFactory]:
+    made: list[H2Upstreams] = []
+
+    def make(**kw: Any) -> H2Upstreams:
+        u = H2Upstreams(make_settings(**kw))
+        made.append(u)
+        return u
+
+    yield make
+    for u in made:
+        await u.close()
+
+
+@pytest.fixture(name="h2server")
+async def h2server_fixture() -> AsyncIterator[ServerFactory]:
+    made: list[H2Server] = []
+
+    async def make(handler: Callable[[ServerStream], Awaitable[None]], **kw: Any) -> H2Server:
+        server = await H2Server(handler, **kw).start()
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        await server.close()
+        assert not server.errors, server.errors
+
+
+async def open_stream(
+    up: H2Upstreams, server: H2Server, *, headers: list[tuple[bytes, bytes]] | None = None,
+    end_stream: bool = True, consume: bool = True, tls: bool = False, server_name: str = "",
+) -> tuple[UpstreamStream, Recorder]:
+    sink = Recorder(consume=consume)
+    stream = await up.open_stream(
+        Endpoint("127.0.0.1", server.port), tls=tls, server_name=server_name,
+        headers=headers or request(), end_stream=end_stream, sink=sink,
+    )
+    sink.stream = stream
+    return stream, sink
+
+
+async def hold(stream: ServerStream) -> None:
+    """A handler that leaves the stream open for the test to drive."""
+
+
+async def respond(stream: ServerStream, body: bytes) -> None:
+    stream.respond(OK)
+    await stream.send(body, end_stream=True)

@@ -7,7 +7,7 @@ a time per key, up to settings.http2.upstream_connections. Callers that find nei
 free attempt wait in FIFO order, for at most the connect timeout. A connection counts as open
 once the peer's SETTINGS arrived, so a server that is not HTTP/2 fails the connect, not a stream.
 
-No task is created here: a connect runs in the caller's task, and the waiters it leaves behind
+No background task: a connect runs in the caller's task, and the waiters it leaves behind
 are woken (with its error, if it failed) when it ends, however it ends.
 """
 
