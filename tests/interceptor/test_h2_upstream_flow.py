@@ -249,3 +249,22 @@ async def test_lost_while_held_back_only_unsent_streams_are_retryable(
     assert sink.reset is not None and sink.reset[2] is False
     assert unsent.reset is not None and unsent.reset[2] is True
     assert len(server.requests) == 1
+
+
+async def test_idle_connection_to_a_peer_not_reading_is_aborted(
+    upstreams: UpstreamsFactory, h2server: ServerFactory
+) -> None:
+    server = await h2server(hold, settings={SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    up = upstreams(high=64 * 1024, low=16 * 1024, idle=0.2)
+    stream, _ = await open_stream(up, server, headers=request("/up", b"POST"), end_stream=False)
+    (first,) = await server.wait_requests(1)
+    assert first.conn.transport is not None
+    first.conn.transport.pause_reading()
+    await _fill_until_paused(stream)
+    (pool,) = up._pools.values()
+    (conn,) = pool.conns
+    stream.reset()  # (as the h2 side does when its client went away)
+    # Idle now, with a write buffer the peer will never read: a graceful close would wait
+    # for it forever.
+    await conn.closed.wait()
+    assert up.stats() == {}

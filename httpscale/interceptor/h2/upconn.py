@@ -189,7 +189,11 @@ class H2UpConnection(asyncio.Protocol):
         except ProtocolError:
             pass  # a broken state: closing is all there is left to do
         self.flush()
-        self.transport.close()
+        if self.write_paused:
+            # The peer has not been reading what we sent: a close would wait on it forever.
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def abort(self) -> None:
         self.draining = True
