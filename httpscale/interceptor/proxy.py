@@ -78,12 +78,16 @@ class Proxy:
         self._all_closed = asyncio.Event()
 
     def _start_http2(self) -> None:
-        from httpscale.interceptor.h2.forward import Http1Upstreams, make_h2_upstreams
+        # Imported here, not at the top: the h2 package (and the h2 library) loads only when
+        # HTTP/2 is on, and the compiled hot path never imports it.
+        from httpscale.interceptor.h2.forward import Http1Upstreams
         from httpscale.interceptor.h2.server import H2ServerConnection, check_settings
+        from httpscale.interceptor.h2.upstream import H2Upstreams
 
         check_settings(self.settings.http2)
         self.h2_protocol_factory = functools.partial(H2ServerConnection, self)
-        self.h2_upstreams = make_h2_upstreams(self.settings)
+        self.h2_upstreams = upstreams = H2Upstreams(self.settings)
+        self.pools.retire_listeners.append(upstreams.retire)
         self.h2_http1 = Http1Upstreams(self.settings)
 
     def protocol_factory(self) -> ClientConnection:

@@ -596,6 +596,8 @@ class Pools:
         # How to connect to each referenced endpoint over TLS (absent: clear text). Two routes
         # that share an endpoint should agree; if not, the last `use` wins.
         self._tls: dict[Endpoint, UpstreamTlsConfig] = {}
+        # Told of every endpoint no route uses any more (the HTTP/2 upstreams retire theirs).
+        self.retire_listeners: list[Callable[[Endpoint], None]] = []
 
     def get(self, endpoint: Endpoint) -> EndpointPool:
         pool = self._pools.get(endpoint)
@@ -636,6 +638,8 @@ class Pools:
             pool = self._pools.get(ep)
             if pool is not None and not pool.retired:
                 pool.retire()
+            for listener in self.retire_listeners:
+                listener(ep)
 
     def dropped(self, pool: EndpointPool) -> None:
         """A retired pool has nothing left: forget it."""

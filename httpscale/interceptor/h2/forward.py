@@ -12,7 +12,6 @@ cookie jar, no automatic headers). Response trailers of an HTTP/1.1 upstream are
 
 from __future__ import annotations
 
-import importlib
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from yarl import URL
 
 from httpscale.interceptor.exchange import CONNECTING, FINISHED
 from httpscale.interceptor.h2.fields import upstream_fields
+from httpscale.interceptor.h2.upstream import H2UpstreamRefused
 from httpscale.interceptor.tls import upstream_context
 from httpscale.routing.spec import Endpoint
 
@@ -30,29 +30,12 @@ if TYPE_CHECKING:
     from httpscale.interceptor.h2.stream import H2Stream
     from httpscale.interceptor.settings import InterceptorSettings
 
-__all__ = ["Http1Upstreams", "forward", "make_h2_upstreams"]
+__all__ = ["Http1Upstreams", "forward"]
 
 log = logging.getLogger(__name__)
 
 # Headers aiohttp would otherwise invent (the client's own, if any, are passed as they came).
 _NO_AUTO = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-
-
-def make_h2_upstreams(settings: InterceptorSettings) -> Any:
-    """`H2Upstreams(settings)` (contract C), or None while that module is not in the tree."""
-    try:
-        module = importlib.import_module("httpscale.interceptor.h2.upstream")
-    except ModuleNotFoundError as exc:
-        if exc.name != "httpscale.interceptor.h2.upstream":
-            raise  # the module is there but broken: say so at start, not per stream
-        return None
-    return module.H2Upstreams(settings)
-
-
-def _refused_error() -> type[Exception]:
-    module = importlib.import_module("httpscale.interceptor.h2.upstream")
-    refused: type[Exception] = module.H2UpstreamRefused
-    return refused
 
 
 class Http1Upstreams:
@@ -150,9 +133,7 @@ async def _forward_h2(stream: H2Stream, endpoint: Endpoint, tls: bool) -> None:
     except OSError as exc:
         stream.connect_failed("connect", f"cannot connect to {endpoint}: {exc}", 502)
         return
-    except Exception as exc:
-        if not isinstance(exc, _refused_error()):
-            raise
+    except H2UpstreamRefused as exc:
         stream.connect_failed("connect", f"{endpoint} refused the stream: {exc}", 502)
         return
     stream.task = None

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
 from typing import Protocol
 
 from httpscale.interceptor.h2.upconn import H2UpConnection
 from httpscale.interceptor.h2.upstream_stream import H2UpstreamRefused, UpstreamStream
-from httpscale.interceptor.settings import InterceptorSettings, Tls
+from httpscale.interceptor.settings import InterceptorSettings
+from httpscale.interceptor.tls import upstream_context
 from httpscale.routing.spec import Endpoint
 
 __all__ = ["H2UpstreamRefused", "H2Upstreams", "UpstreamStream", "UpstreamStreamSink"]
@@ -47,18 +47,6 @@ class UpstreamStreamSink(Protocol):
 
     def upstream_writable(self) -> None:
         """Queued request data drained below the low-water mark: send_data may go on."""
-
-
-def _upstream_context(settings: Tls, *, alpn: Sequence[str]) -> ssl.SSLContext:
-    """Client TLS for upstreams: verified against upstream_ca_file (empty: the system's CAs)
-    unless upstream_verify is off; TLS 1.2 at least."""
-    context = ssl.create_default_context(cafile=settings.upstream_ca_file or None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not settings.upstream_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(list(alpn))
-    return context
 
 
 class _Pool:
@@ -172,7 +160,7 @@ class H2Upstreams:
         context: ssl.SSLContext | None = None
         if tls:
             if self._context is None:
-                self._context = _upstream_context(settings.tls, alpn=["h2"])
+                self._context = upstream_context(settings.tls, alpn=["h2"])
             context = self._context
         try:
             try:
