@@ -10,7 +10,6 @@ import json
 import shutil
 import ssl
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -121,46 +120,42 @@ async def test_without_a_default_the_first_of_the_directory_is_it(
     assert serial == pki.site_a.serial_hex
 
 
-async def test_alpn_offers_http11_and_h2_only_with_an_http2_protocol(
+async def test_alpn_offers_h2_only_when_http2_is_on(
     make_interceptor: InterceptorFactory, pki: Pki
 ) -> None:
     s = tls_settings(cert=str(pki.default.cert), key=str(pki.default.key))
-    ic = await make_interceptor(settings=s)
+    off = dataclasses.replace(s, http2=dataclasses.replace(s.http2, enabled=False))
+    ic = await make_interceptor(settings=off)
     assert ic.tls_address is not None
     _, alpn = await served_serial(ic.tls_address, pki, "default.test", ("h2", "http/1.1"))
     assert alpn == "http/1.1"
 
-    # A stand-in HTTP/2 protocol: it gets the transport after the handshake and says so.
-    class FakeH2(asyncio.Protocol):
+    ic = await make_interceptor(settings=s)
+    assert ic.tls_address is not None
+    _, alpn = await served_serial(ic.tls_address, pki, "default.test", ("h2", "http/1.1"))
+    assert alpn == "h2"
+    # A client that offers only http/1.1 gets HTTP/1.1 from the same listener.
+    _, alpn = await served_serial(ic.tls_address, pki, "default.test", ("http/1.1",))
+    assert alpn == "http/1.1"
+
+    # The protocol ALPN chose gets the transport after the handshake, over TLS.
+    class StandIn(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             over_tls = transport.get_extra_info("ssl_object") is not None
             transport.write(b"h2 protocol, over TLS: %d" % over_tls)  # type: ignore[attr-defined]
             transport.close()
 
     proxy: Any = ic.proxy
-    try:
-        proxy.h2_protocol_factory = FakeH2
-        http11_too = True
-    except AttributeError:
-        # The compiled Proxy before the HTTP/2 part declares the attribute: a stand-in with
-        # the two attributes the listener reads (it can serve h2 connections only).
-        proxy = SimpleNamespace(loop=ic.proxy.loop, h2_protocol_factory=FakeH2)
-        http11_too = False
+    proxy.h2_protocol_factory = StandIn
     listener = TlsListener(proxy, s)
     address = await listener.start()
     try:
-        _, alpn = await served_serial(address, pki, "default.test", ("h2", "http/1.1"))
-        assert alpn == "h2"
         reader, writer = await asyncio.open_connection(
             *address, ssl=pki.ca.client_context(alpn=("h2",)), server_hostname="default.test"
         )
         async with asyncio.timeout(10):
             assert await reader.read() == b"h2 protocol, over TLS: 1"
         writer.close()
-        if http11_too:
-            # A client that offers only http/1.1 gets HTTP/1.1 from the same listener.
-            _, alpn = await served_serial(address, pki, "default.test", ("http/1.1",))
-            assert alpn == "http/1.1"
     finally:
         listener.close()
 

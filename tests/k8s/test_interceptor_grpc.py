@@ -11,13 +11,13 @@ import sys
 import aiohttp
 import grpc
 import pytest
+from components import scale
+from kubetools import merge_patch
 from test_interceptor_cluster import TIMEOUT, interceptor, ready_pods
+from testcluster import Cluster
 
 from httpscale.kube.api import Kube, Obj
 from httpscale.kube.resources import DEPLOYMENTS, HTTPSCALEDOBJECTS, SERVICES
-from components import scale
-from kubetools import merge_patch
-from testcluster import Cluster
 
 pytestmark = pytest.mark.k8s
 
