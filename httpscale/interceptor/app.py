@@ -22,6 +22,7 @@ from httpscale.interceptor.proxy import Proxy
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.routing.spec import Endpoint, RouteSpec
 from httpscale.runtime import TaskSupervisor
+from httpscale.tracing import FLUSH_GRACE
 
 __all__ = ["Interceptor"]
 
@@ -84,6 +85,8 @@ class Interceptor:
             self._server.close()
         await proxy.drain(0.0 if force else self.settings.shutdown.drain_timeout)
         await self.tasks.close()
+        if proxy.tracer is not None:  # every span has ended: export them (bounded)
+            await proxy.tracer.close(0.0 if force else FLUSH_GRACE)
         if self._admin is not None:
             await self._admin.stop()
         self._stopped.set()

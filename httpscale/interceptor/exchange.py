@@ -22,6 +22,12 @@ Beside the phase, flags for what is independent of it: how far each message got
   503 hold queue full, 504 timed out. After a response has started, a failure can only abort.
 - What only some routes have (a canned answer, a whole-request deadline) is behind one test of
   `RouteState.special`, so that a route without them pays nothing more (no timer is armed).
+  Likewise at the end: what only some exchanges have (that deadline, a trace span) is behind
+  one test of `_special` in `_finish`.
+- Tracing (`proxy.tracer`, None when off) costs an untraced request one test in `start`. A
+  traced one gets its span there, and its upstream head the span's trace context instead of
+  the client's (`RequestInfo.replace_fields`); the hold is reported where it ends, route,
+  upstream and status when the exchange finishes (`_trace_end`).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from httpscale.routing.spec import CannedResponse, Endpoint, Placeholder
 if TYPE_CHECKING:
     from httpscale.interceptor.downstream import ClientConnection
     from httpscale.interceptor.proxy import Proxy
+    from httpscale.tracing import RequestSpan
 
 __all__ = [
     "CONNECTING",
@@ -144,6 +151,10 @@ class Exchange:
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
     _losses = 0  # upstreams that closed without answering (see upstream_lost)
+    _special = False  # a request timer or a span: `_finish_special` has work
+    _span: RequestSpan | None = None  # tracing on: this request's span, until `_finish`
+    _error = ""  # why the proxy answered or cut the response itself (the span's error)
+    _hold_traced = 0.0  # `held_since` of the last hold the span was told of
 
     def __init__(
         self,
@@ -181,6 +192,8 @@ class Exchange:
             path = target.decode("latin-1")  # the route table ignores a ?query or #fragment
         else:
             host, path = self._absolute_form()
+        if self.proxy.tracer is not None:
+            self._trace_start()
         registry = self.proxy.registry
         route = registry.lookup(
             host, path, self.info.fields() if registry.needs_headers else _NO_FIELDS
@@ -243,6 +256,7 @@ class Exchange:
             return True
         timeout = route.request_timeout
         if timeout is not None:
+            self._special = True
             self._request_timer = self.proxy.loop.call_later(
                 timeout, self._request_expired, timeout
             )
@@ -256,6 +270,8 @@ class Exchange:
             return
         if route.unhold(self):
             self.proxy.metrics.held(route.key, _monotonic() - self.held_since)
+            if self._span is not None:
+                self._trace_held(self._span)
         self.proxy.metrics.upstream_error(route.key, "request_timeout")
         # Not answered yet: 504. Under way: the response is cut (`_answer` aborts).
         self._answer(504, f"{route.key} did not answer within {timeout:g}s")
@@ -297,6 +313,8 @@ class Exchange:
             self._hold_timer = None
         assert self.route is not None
         self.proxy.metrics.held(self.route.key, _monotonic() - self.held_since)
+        if self._span is not None:
+            self._trace_held(self._span)
         self._use(slot)
 
     def reject(self, status: int, message: str) -> None:
@@ -324,6 +342,8 @@ class Exchange:
                 return
         route.unhold(self)
         self.proxy.metrics.held(route.key, now - self.held_since)
+        if self._span is not None:
+            self._trace_held(self._span)
         if slot is not None:
             self.fallback = True
             self._use(slot)
@@ -786,6 +806,8 @@ class Exchange:
             conn.close()  # never back to the pool half-read
         if not self.response_done and not self.status:
             self.status = 499  # nginx's "client closed request", for the metrics only
+        if not self.response_done:
+            self._error = "client closed the connection"
         self._finish()
 
     def _answer(self, status: int, message: str, extra: Headers | None = None) -> None:
@@ -796,6 +818,7 @@ class Exchange:
         if conn is not None:
             conn.close()
             self.client.flow.resume_reading(UPSTREAM_FULL)
+        self._error = message or f"response cut off ({status})"
         if self.response_started:
             self._finish()
             self.client.abort()
@@ -833,9 +856,8 @@ class Exchange:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        if self._request_timer is not None:
-            self._request_timer.cancel()
-            self._request_timer = None
+        if self._special:
+            self._finish_special()
         route = self.route
         if route is not None:
             if route.waiters:
@@ -853,3 +875,52 @@ class Exchange:
             route.key if route is not None else "", self.method, self.status,
             _monotonic() - self.started,
         )
+
+    def _finish_special(self) -> None:
+        """`_finish` for what only some exchanges have: a request timer, a span."""
+        timer = self._request_timer
+        if timer is not None:
+            timer.cancel()
+            self._request_timer = None
+        span = self._span
+        if span is not None:
+            self._span = None
+            self._trace_end(span)
+
+    # -- tracing (only when `proxy.tracer` is set) ---------------------------------------------
+
+    def _trace_start(self) -> None:
+        """This request's span; the upstream head made to carry its trace context."""
+        tracer = self.proxy.tracer
+        assert tracer is not None
+        info = self.info
+        transport = self.client.transport
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        span = self._span = tracer.start(
+            method=self.method.decode("latin-1"),
+            scheme="https" if tls else "http",
+            host=info.host.decode("latin-1"),
+            target=self.target.decode("latin-1"),
+            headers=info.fields(),
+            protocol="1.1" if self.version_11 else "1.0",
+            client_ip=self.client.client_ip,
+        )
+        self._special = True
+        info.replace_fields(tracer.fields, span.propagation_headers())
+
+    def _trace_held(self, span: RequestSpan) -> None:
+        """The hold that began at `held_since` ended now."""
+        self._hold_traced = self.held_since
+        span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
+
+    def _trace_end(self, span: RequestSpan) -> None:
+        route = self.route
+        if route is not None:
+            span.route(route.key)
+        if self.held_since and self.held_since != self._hold_traced:
+            # Still held when it finished (client gone, route removed, drain).
+            self._trace_held(span)
+        slot = self.slot
+        if slot is not None:
+            span.upstream(str(slot.endpoint))
+        span.end(self.status, self._error)
