@@ -152,9 +152,9 @@ class Exchange:
     _retried = False
     _losses = 0  # upstreams that closed without answering (see upstream_lost)
     _special = False  # a request timer or a span: `_finish_special` has work
-    _span: RequestSpan | None = None  # tracing on: this request's span, until `_finish`
-    _error = ""  # why the proxy answered or cut the response itself (the span's error)
-    _hold_traced = 0.0  # `held_since` of the last hold the span was told of
+    # Tracing on: this request's span, until it ends. (No other field for tracing: each one
+    # is initialised for every exchange, traced or not.)
+    _span: RequestSpan | None = None
 
     def __init__(
         self,
@@ -319,6 +319,8 @@ class Exchange:
 
     def reject(self, status: int, message: str) -> None:
         """Answer a held request with an error (its route went away)."""
+        if self._span is not None and self.phase == HELD:
+            self._trace_held(self._span)
         self._answer(status, message)
 
     def _hold_expired(self) -> None:
@@ -792,8 +794,8 @@ class Exchange:
         """The client went away: drop the hold, the connect attempt and the upstream."""
         if self.phase == FINISHED:
             return
-        if self.route is not None:
-            self.route.unhold(self)
+        if self.route is not None and self.route.unhold(self) and self._span is not None:
+            self._trace_held(self._span)
         if self._connect_task is not None:
             self._connect_task.cancel()
             pool = self._reserved
@@ -806,8 +808,10 @@ class Exchange:
             conn.close()  # never back to the pool half-read
         if not self.response_done and not self.status:
             self.status = 499  # nginx's "client closed request", for the metrics only
-        if not self.response_done:
-            self._error = "client closed the connection"
+        span = self._span
+        if span is not None and not self.response_done:
+            self._span = None
+            self._trace_end(span, self.status, "client closed the connection")
         self._finish()
 
     def _answer(self, status: int, message: str, extra: Headers | None = None) -> None:
@@ -818,7 +822,11 @@ class Exchange:
         if conn is not None:
             conn.close()
             self.client.flow.resume_reading(UPSTREAM_FULL)
-        self._error = message or f"response cut off ({status})"
+        span = self._span
+        if span is not None:
+            self._span = None
+            status_sent = self.status if self.response_started else status
+            self._trace_end(span, status_sent, message or f"response cut off ({status})")
         if self.response_started:
             self._finish()
             self.client.abort()
@@ -885,7 +893,7 @@ class Exchange:
         span = self._span
         if span is not None:
             self._span = None
-            self._trace_end(span)
+            self._trace_end(span, self.status, "")
 
     # -- tracing (only when `proxy.tracer` is set) ---------------------------------------------
 
@@ -910,17 +918,17 @@ class Exchange:
 
     def _trace_held(self, span: RequestSpan) -> None:
         """The hold that began at `held_since` ended now."""
-        self._hold_traced = self.held_since
         span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
 
-    def _trace_end(self, span: RequestSpan) -> None:
+    def _trace_end(self, span: RequestSpan, status: int, error: str) -> None:
+        """Ends the span (taken out of `_span` by the caller): `error`, the proxy's reason
+        when it answered or cut the response itself."""
         route = self.route
         if route is not None:
             span.route(route.key)
-        if self.held_since and self.held_since != self._hold_traced:
-            # Still held when it finished (client gone, route removed, drain).
-            self._trace_held(span)
+            if route.unhold(self):  # ends held (answered while waiting): `_finish` would unhold
+                self._trace_held(span)
         slot = self.slot
         if slot is not None:
             span.upstream(str(slot.endpoint))
-        span.end(self.status, self._error)
+        span.end(status, error)

@@ -169,6 +169,22 @@ async def test_hold_that_times_out_is_traced_with_the_504(
     assert "did not become ready" in server.status_message
 
 
+async def test_client_gone_while_held(monkeypatch, receiver, make_interceptor):
+    trace_to(monkeypatch, receiver)
+    ic = await make_interceptor(routes=[app_route(dynamic=True)])
+    conn = await Conn.open(ic.proxy_address)
+    await conn.send(build_request("GET", "/"))
+    await eventually(lambda: ic.route_stats(APP_KEY)["held"] == 1, what="held")
+    conn.abort()
+    spans = await receiver.wait_spans(2)
+    (server,) = _servers(spans)
+    (hold,) = [s for s in spans if s.name == "hold"]
+    assert hold.parent_span_id == server.span_id
+    assert server.attributes["http.response.status_code"] == 499
+    assert server.attributes["error.type"] == "client_closed"
+    assert server.attributes["httpscale.route"] == APP_KEY
+
+
 async def test_unrouted_request_span_has_404_and_error_type(monkeypatch, receiver, proxied):
     trace_to(monkeypatch, receiver)
     ic, backend = await proxied()
