@@ -33,6 +33,7 @@ Beside the phase, flags for what is independent of it: how far each message got
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
@@ -66,6 +67,8 @@ __all__ = [
     "PhaseError",
     "next_phase",
 ]
+
+log = logging.getLogger(__name__)
 
 # The phases (ints, not an Enum: compiled, a Final int is a C constant, an Enum member an
 # object compared by a Python call).
@@ -117,6 +120,10 @@ _NO_FIELDS: Final[Headers] = []  # shared, never modified: routing without heade
 # methods, as nginx's proxy_next_upstream retries them), at most _MAX_LOSSES times.
 _SAFE_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 _MAX_LOSSES: Final = 3
+# The spans of traced exchanges, until each ends (`_trace_end`, which `_finish` reaches on
+# every path). Here rather than in a field: a field is initialised and cleared for every
+# exchange, traced or not; a traced one has `_special` set and looks its span up.
+_SPANS: Final[dict[Exchange, RequestSpan]] = {}
 
 
 class Exchange:
@@ -151,10 +158,7 @@ class Exchange:
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
     _losses = 0  # upstreams that closed without answering (see upstream_lost)
-    _special = False  # a request timer or a span: `_finish_special` has work
-    # Tracing on: this request's span, until it ends. (No other field for tracing: each one
-    # is initialised for every exchange, traced or not.)
-    _span: RequestSpan | None = None
+    _special = False  # a request timer or a span (`_SPANS`): `_finish_special` has work
 
     def __init__(
         self,
@@ -270,8 +274,8 @@ class Exchange:
             return
         if route.unhold(self):
             self.proxy.metrics.held(route.key, _monotonic() - self.held_since)
-            if self._span is not None:
-                self._trace_held(self._span)
+            if self._special:
+                self._trace_held()
         self.proxy.metrics.upstream_error(route.key, "request_timeout")
         # Not answered yet: 504. Under way: the response is cut (`_answer` aborts).
         self._answer(504, f"{route.key} did not answer within {timeout:g}s")
@@ -313,14 +317,14 @@ class Exchange:
             self._hold_timer = None
         assert self.route is not None
         self.proxy.metrics.held(self.route.key, _monotonic() - self.held_since)
-        if self._span is not None:
-            self._trace_held(self._span)
+        if self._special:
+            self._trace_held()
         self._use(slot)
 
     def reject(self, status: int, message: str) -> None:
         """Answer a held request with an error (its route went away)."""
-        if self._span is not None and self.phase == HELD:
-            self._trace_held(self._span)
+        if self._special and self.phase == HELD:
+            self._trace_held()
         self._answer(status, message)
 
     def _hold_expired(self) -> None:
@@ -344,8 +348,8 @@ class Exchange:
                 return
         route.unhold(self)
         self.proxy.metrics.held(route.key, now - self.held_since)
-        if self._span is not None:
-            self._trace_held(self._span)
+        if self._special:
+            self._trace_held()
         if slot is not None:
             self.fallback = True
             self._use(slot)
@@ -794,8 +798,8 @@ class Exchange:
         """The client went away: drop the hold, the connect attempt and the upstream."""
         if self.phase == FINISHED:
             return
-        if self.route is not None and self.route.unhold(self) and self._span is not None:
-            self._trace_held(self._span)
+        if self.route is not None and self.route.unhold(self) and self._special:
+            self._trace_held()
         if self._connect_task is not None:
             self._connect_task.cancel()
             pool = self._reserved
@@ -808,10 +812,8 @@ class Exchange:
             conn.close()  # never back to the pool half-read
         if not self.response_done and not self.status:
             self.status = 499  # nginx's "client closed request", for the metrics only
-        span = self._span
-        if span is not None and not self.response_done:
-            self._span = None
-            self._trace_end(span, self.status, "client closed the connection")
+        if self._special and not self.response_done:
+            self._trace_end(self.status, "client closed the connection")
         self._finish()
 
     def _answer(self, status: int, message: str, extra: Headers | None = None) -> None:
@@ -822,11 +824,9 @@ class Exchange:
         if conn is not None:
             conn.close()
             self.client.flow.resume_reading(UPSTREAM_FULL)
-        span = self._span
-        if span is not None:
-            self._span = None
+        if self._special:
             status_sent = self.status if self.response_started else status
-            self._trace_end(span, status_sent, message or f"response cut off ({status})")
+            self._trace_end(status_sent, message or f"response cut off ({status})")
         if self.response_started:
             self._finish()
             self.client.abort()
@@ -890,10 +890,8 @@ class Exchange:
         if timer is not None:
             timer.cancel()
             self._request_timer = None
-        span = self._span
-        if span is not None:
-            self._span = None
-            self._trace_end(span, self.status, "")
+        if _SPANS:
+            self._trace_end(self.status, "")
 
     # -- tracing (only when `proxy.tracer` is set) ---------------------------------------------
 
@@ -904,30 +902,41 @@ class Exchange:
         info = self.info
         transport = self.client.transport
         tls = transport is not None and transport.get_extra_info("ssl_object") is not None
-        span = self._span = tracer.start(
-            method=self.method.decode("latin-1"),
-            scheme="https" if tls else "http",
-            host=info.host.decode("latin-1"),
-            target=self.target.decode("latin-1"),
-            headers=info.fields(),
-            protocol="1.1" if self.version_11 else "1.0",
-            client_ip=self.client.client_ip,
-        )
+        try:
+            span = tracer.start(
+                method=self.method.decode("latin-1"),
+                scheme="https" if tls else "http",
+                host=info.host.decode("latin-1"),
+                target=self.target.decode("latin-1"),
+                headers=info.fields(),
+                protocol="1.1" if self.version_11 else "1.0",
+                client_ip=self.client.client_ip,
+            )
+            propagation = span.propagation_headers()
+        except Exception:  # tracing must never cost a request its answer
+            log.exception("tracing: no span for this request")
+            return
+        _SPANS[self] = span
         self._special = True
-        info.replace_fields(tracer.fields, span.propagation_headers())
+        info.replace_fields(tracer.fields, propagation)
 
-    def _trace_held(self, span: RequestSpan) -> None:
+    def _trace_held(self) -> None:
         """The hold that began at `held_since` ended now."""
-        span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
+        span = _SPANS.get(self)
+        if span is not None:
+            span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
 
-    def _trace_end(self, span: RequestSpan, status: int, error: str) -> None:
-        """Ends the span (taken out of `_span` by the caller): `error`, the proxy's reason
-        when it answered or cut the response itself."""
+    def _trace_end(self, status: int, error: str) -> None:
+        """Ends the span, if there is one still: `error`, the proxy's reason when it answered
+        or cut the response itself."""
+        span = _SPANS.pop(self, None)
+        if span is None:
+            return
         route = self.route
         if route is not None:
             span.route(route.key)
             if route.unhold(self):  # ends held (answered while waiting): `_finish` would unhold
-                self._trace_held(span)
+                span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
         slot = self.slot
         if slot is not None:
             span.upstream(str(slot.endpoint))
