@@ -353,14 +353,16 @@ class RequestSpan:
         span = self._span
         if not span.is_recording():
             return  # not sampled, or ended already
+        attributes: dict[str, str | int] = {}
         if status:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
         if error:
             kind = _OWN_ERRORS.get(status, str(status)) if status >= 400 else "aborted"
-            span.set_attribute("error.type", kind)
-            span.set_attribute("httpscale.error", error)
+            attributes["error.type"] = kind
+            attributes["httpscale.error"] = error
         elif status >= 500:
-            span.set_attribute("error.type", str(status))
+            attributes["error.type"] = str(status)
+        span.set_attributes(attributes)  # (one lock and one check pass, not one per attribute)
         if status >= 500 or (error and status < 400):
             tracing = self._tracing
             span.set_status(tracing.Status(tracing.ERROR, error) if error else tracing.error_status)

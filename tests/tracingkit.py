@@ -28,7 +28,19 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-__all__ = ["TRACEPARENT", "OtlpReceiver", "ReceivedSpan", "trace_to", "traceparent", "tracing_off"]
+__all__ = [
+    "CLIENT_SPAN_ID",
+    "CLIENT_TRACE_ID",
+    "INTERNAL",
+    "SERVER",
+    "STATUS_ERROR",
+    "TRACEPARENT",
+    "OtlpReceiver",
+    "ReceivedSpan",
+    "trace_to",
+    "traceparent",
+    "tracing_off",
+]
 
 # A client's trace context, as a browser or a service mesh would send it.
 CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

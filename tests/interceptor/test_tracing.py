@@ -8,6 +8,7 @@ spans must continue the interceptor's (its span id is the backend's parent id).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -114,6 +115,23 @@ async def test_full_parse_path_replaces_the_trace_context_too(monkeypatch, recei
     assert seen.body == b"hello"
     assert len(seen.header_all("traceparent")) == 1
     assert traceparent(seen.header("traceparent"))[:2] == (CLIENT_TRACE_ID, span.span_id)
+
+
+async def test_spliced_post_keeps_its_body_with_the_new_context(monkeypatch, receiver, proxied):
+    # A small POST whole in one read is spliced: head and body leave in one write.
+    trace_to(monkeypatch, receiver)
+    ic, backend = await proxied()
+    resp = await get(
+        ic.proxy_address, "/form", method="POST", body=b"a=1&b=2",
+        headers=[("traceparent", TRACEPARENT), ("Connection", "keep-alive")],
+    )
+    assert resp.status == 200
+    (span,) = await receiver.wait_spans(1)
+    (seen,) = backend.requests
+    assert (seen.method, seen.body) == ("POST", b"a=1&b=2")
+    assert seen.header("connection") is None  # still hop-by-hop: cut
+    assert seen.header_all("traceparent") == [f"00-{CLIENT_TRACE_ID}-{span.span_id}-01"]
+    assert span.attributes["http.request.method"] == "POST"
 
 
 async def test_a_request_without_context_starts_a_trace(monkeypatch, receiver, proxied):
@@ -287,7 +305,7 @@ def test_the_proxy_does_not_import_opentelemetry_when_off():
         "asyncio.run(main())\n"
         "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
         check=True,
