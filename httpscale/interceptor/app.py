@@ -28,6 +28,7 @@ from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.tls import TlsListener, UpstreamTls
 from httpscale.routing.spec import Endpoint, RouteSpec
 from httpscale.runtime import TaskSupervisor
+from httpscale.tracing import FLUSH_GRACE
 
 __all__ = ["Interceptor"]
 
@@ -101,6 +102,8 @@ class Interceptor:
             self._tls.close()
         await proxy.drain(0.0 if force else self.settings.shutdown.drain_timeout)
         await self.tasks.close()
+        if proxy.tracer is not None:  # every span has ended: export them (bounded)
+            await proxy.tracer.close(0.0 if force else FLUSH_GRACE)
         if self._admin is not None:
             await self._admin.stop()
         self._stopped.set()

@@ -22,11 +22,18 @@ Beside the phase, flags for what is independent of it: how far each message got
   503 hold queue full, 504 timed out. After a response has started, a failure can only abort.
 - What only some routes have (a canned answer, a whole-request deadline) is behind one test of
   `RouteState.special`, so that a route without them pays nothing more (no timer is armed).
+  Likewise at the end: what only some exchanges have (that deadline, a trace span) is behind
+  one test of `_special` in `_finish`.
+- Tracing (`proxy.tracer`, None when off) costs an untraced request one test in `start`. A
+  traced one gets its span there, and its upstream head the span's trace context instead of
+  the client's (`RequestInfo.replace_fields`); the hold is reported where it ends, route,
+  upstream and status when the exchange finishes (`_trace_end`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
@@ -48,6 +55,7 @@ from httpscale.routing.spec import CannedResponse, Endpoint, Placeholder
 if TYPE_CHECKING:
     from httpscale.interceptor.downstream import ClientConnection
     from httpscale.interceptor.proxy import Proxy
+    from httpscale.tracing import RequestSpan
 
 __all__ = [
     "CONNECTING",
@@ -60,6 +68,8 @@ __all__ = [
     "PhaseError",
     "next_phase",
 ]
+
+log = logging.getLogger(__name__)
 
 # The phases (ints, not an Enum: compiled, a Final int is a C constant, an Enum member an
 # object compared by a Python call).
@@ -111,6 +121,10 @@ _NO_FIELDS: Final[Headers] = []  # shared, never modified: routing without heade
 # methods, as nginx's proxy_next_upstream retries them), at most _MAX_LOSSES times.
 _SAFE_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 _MAX_LOSSES: Final = 3
+# The spans of traced exchanges, until each ends (`_trace_end`, which `_finish` reaches on
+# every path). Here rather than in a field: a field is initialised and cleared for every
+# exchange, traced or not; a traced one has `_special` set and looks its span up.
+_SPANS: Final[dict[Exchange, RequestSpan]] = {}
 
 
 class Exchange:
@@ -145,6 +159,7 @@ class Exchange:
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
     _losses = 0  # upstreams that closed without answering (see upstream_lost)
+    _special = False  # a request timer or a span (`_SPANS`): `_finish_special` has work
 
     def __init__(
         self,
@@ -182,6 +197,8 @@ class Exchange:
             path = target.decode("latin-1")  # the route table ignores a ?query or #fragment
         else:
             host, path = self._absolute_form()
+        if self.proxy.tracer is not None:
+            self._trace_start()
         registry = self.proxy.registry
         route = registry.lookup(
             host, path, self.info.fields() if registry.needs_headers else _NO_FIELDS
@@ -244,6 +261,7 @@ class Exchange:
             return True
         timeout = route.request_timeout
         if timeout is not None:
+            self._special = True
             self._request_timer = self.proxy.loop.call_later(
                 timeout, self._request_expired, timeout
             )
@@ -257,6 +275,8 @@ class Exchange:
             return
         if route.unhold(self):
             self.proxy.metrics.held(route.key, _monotonic() - self.held_since)
+            if self._special:
+                self._trace_held()
         self.proxy.metrics.upstream_error(route.key, "request_timeout")
         # Not answered yet: 504. Under way: the response is cut (`_answer` aborts).
         self._answer(504, f"{route.key} did not answer within {timeout:g}s")
@@ -298,10 +318,14 @@ class Exchange:
             self._hold_timer = None
         assert self.route is not None
         self.proxy.metrics.held(self.route.key, _monotonic() - self.held_since)
+        if self._special:
+            self._trace_held()
         self._use(slot)
 
     def reject(self, status: int, message: str) -> None:
         """Answer a held request with an error (its route went away)."""
+        if self._special and self.phase == HELD:
+            self._trace_held()
         self._answer(status, message)
 
     def _hold_expired(self) -> None:
@@ -325,6 +349,8 @@ class Exchange:
                 return
         route.unhold(self)
         self.proxy.metrics.held(route.key, now - self.held_since)
+        if self._special:
+            self._trace_held()
         if slot is not None:
             self.fallback = True
             self._use(slot)
@@ -776,8 +802,8 @@ class Exchange:
         """The client went away: drop the hold, the connect attempt and the upstream."""
         if self.phase == FINISHED:
             return
-        if self.route is not None:
-            self.route.unhold(self)
+        if self.route is not None and self.route.unhold(self) and self._special:
+            self._trace_held()
         if self._connect_task is not None:
             self._connect_task.cancel()
             pool = self._reserved
@@ -790,6 +816,8 @@ class Exchange:
             conn.close()  # never back to the pool half-read
         if not self.response_done and not self.status:
             self.status = 499  # nginx's "client closed request", for the metrics only
+        if self._special and not self.response_done:
+            self._trace_end(self.status, "client closed the connection")
         self._finish()
 
     def _answer(self, status: int, message: str, extra: Headers | None = None) -> None:
@@ -800,6 +828,9 @@ class Exchange:
         if conn is not None:
             conn.close()
             self.client.flow.resume_reading(UPSTREAM_FULL)
+        if self._special:
+            status_sent = self.status if self.response_started else status
+            self._trace_end(status_sent, message or f"response cut off ({status})")
         if self.response_started:
             self._finish()
             self.client.abort()
@@ -837,9 +868,8 @@ class Exchange:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        if self._request_timer is not None:
-            self._request_timer.cancel()
-            self._request_timer = None
+        if self._special:
+            self._finish_special()
         route = self.route
         if route is not None:
             if route.waiters:
@@ -857,3 +887,61 @@ class Exchange:
             route.key if route is not None else "", self.method, self.status,
             _monotonic() - self.started,
         )
+
+    def _finish_special(self) -> None:
+        """`_finish` for what only some exchanges have: a request timer, a span."""
+        timer = self._request_timer
+        if timer is not None:
+            timer.cancel()
+            self._request_timer = None
+        if _SPANS:
+            self._trace_end(self.status, "")
+
+    # -- tracing (only when `proxy.tracer` is set) ---------------------------------------------
+
+    def _trace_start(self) -> None:
+        """This request's span; the upstream head made to carry its trace context."""
+        tracer = self.proxy.tracer
+        assert tracer is not None
+        info = self.info
+        transport = self.client.transport
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        try:
+            span = tracer.start(
+                method=self.method.decode("latin-1"),
+                scheme="https" if tls else "http",
+                host=info.host.decode("latin-1"),
+                target=self.target.decode("latin-1"),
+                headers=info.fields(),
+                protocol="1.1" if self.version_11 else "1.0",
+                client_ip=self.client.client_ip,
+            )
+            propagation = span.propagation_headers()
+        except Exception:  # tracing must never cost a request its answer
+            log.exception("tracing: no span for this request")
+            return
+        _SPANS[self] = span
+        self._special = True
+        info.replace_fields(tracer.fields, propagation)
+
+    def _trace_held(self) -> None:
+        """The hold that began at `held_since` ended now."""
+        span = _SPANS.get(self)
+        if span is not None:
+            span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
+
+    def _trace_end(self, status: int, error: str) -> None:
+        """Ends the span, if there is one still: `error`, the proxy's reason when it answered
+        or cut the response itself."""
+        span = _SPANS.pop(self, None)
+        if span is None:
+            return
+        route = self.route
+        if route is not None:
+            span.route(route.key)
+            if route.unhold(self):  # ends held (answered while waiting): `_finish` would unhold
+                span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
+        slot = self.slot
+        if slot is not None:
+            span.upstream(str(slot.endpoint))
+        span.end(status, error)

@@ -24,7 +24,7 @@ from httpscale.interceptor.http1 import (
     reason_phrase,
 )
 
-__all__ = ["RequestInfo", "ResponseInfo", "read_request", "read_response"]
+__all__ = ["RequestInfo", "ResponseInfo", "read_request", "read_response", "without_fields"]
 
 # What each header pass does with a header, by name. Both passes run for every proxied
 # message, so the name is looked up as it came (the usual spellings are all in the tables,
@@ -167,6 +167,25 @@ class RequestInfo:
         head = self._head = b"".join(parts)
         self.parts = []
         return head
+
+    def replace_fields(self, names: frozenset[bytes], fields: Headers) -> None:
+        """Traced requests only (`Exchange._trace_start`): the head sent upstream carries
+        `fields` instead of any received field named in `names` (lower-case): the trace
+        context fields, so that the upstream's spans are children of the proxy's. Called
+        before `head`."""
+        parts = self.parts
+        self.parts = parts[:4] + without_fields(b"".join(parts[4:]), names, fields)
+
+
+def without_fields(lines: bytes, names: frozenset[bytes], fields: Headers) -> list[bytes]:
+    """Header lines (each CRLF-ended) without those named in `names`, then `fields`'."""
+    out = [
+        line + b"\r\n"
+        for line in lines.split(b"\r\n")[:-1]
+        if line[: line.find(b":")].strip().lower() not in names
+    ]
+    out += [name + b": " + value + b"\r\n" for name, value in fields]
+    return out
 
 
 def read_request(headers: Headers) -> RequestInfo:

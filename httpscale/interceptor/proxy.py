@@ -25,6 +25,7 @@ from httpscale.interceptor.registry import RouteRegistry
 from httpscale.interceptor.routes import RouteState
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.upstream import PoolLimits, Pools
+from httpscale.tracing import RequestTracer, request_tracer
 
 __all__ = ["Proxy"]
 
@@ -73,6 +74,7 @@ class Proxy:
         if settings.http2.enabled:
             self._start_http2()
         self.draining = False
+        self.tracer: RequestTracer | None = request_tracer()  # None: off (OTEL_*, tracing.py)
         self.wake_listeners: list[WakeListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._all_closed = asyncio.Event()

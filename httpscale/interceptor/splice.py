@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from httpscale.interceptor.heads import RequestInfo, ResponseInfo
+from httpscale.interceptor.heads import RequestInfo, ResponseInfo, without_fields
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.scan import (
     RequestScan,
@@ -66,6 +66,12 @@ class SplicedRequest(RequestInfo):
     def target(self, method: bytes) -> bytes:
         """The request target, once llhttp accepted `method SP target SP HTTP/1.1`."""
         return self._line[len(method) + 1 : -9]
+
+    def replace_fields(self, names: frozenset[bytes], fields: Headers) -> None:
+        # Traced requests only: the request line, then the received lines minus `names`.
+        block = b"".join(self.parts)
+        line_end = block.find(b"\r\n") + 2
+        self.parts = [block[:line_end], *without_fields(block[line_end:], names, fields)]
 
     def head(self, method: bytes, target: bytes, client_ip: bytes, https: bool = False) -> bytes:
         """The head sent upstream: the request line and fields as received, then ours."""

@@ -11,7 +11,8 @@ no service) are SERVING from start to shutdown (a task that dies ends the proces
 replica is fresh, as `/readyz`. Shutdown, in order: health and
 /readyz turn NOT_SERVING; streams end (KEDA reconnects elsewhere); the gRPC server stops
 accepting and gives unary calls `grpc_grace`; then polls, wake streams and sources are
-cancelled; the admin server goes last so /metrics stays scrapeable to the end.
+cancelled; spans still queued are exported (tracing on, bounded); the admin server goes last so
+/metrics stays scrapeable to the end.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from httpscale.scaler.proto import externalscaler_pb2_grpc as pb_grpc
 from httpscale.scaler.routes import ScalerRouteSource, ScalerRouteTable
 from httpscale.scaler.service import ExternalScalerService
 from httpscale.scaler.settings import ScalerSettings
+from httpscale.scaler.tracing import interceptors
+from httpscale.tracing import FLUSH_GRACE, Tracing, tracing_from_environment
 
 __all__ = ["LIVENESS", "READINESS", "SERVICE_NAME", "Scaler"]
 
@@ -76,6 +79,7 @@ class Scaler:
         self._grpc_port: int | None = None
         self._stopping = False
         self._started = False
+        self._tracing: Tracing | None = None
 
     @property
     def grpc_port(self) -> int:
@@ -108,7 +112,8 @@ class Scaler:
             self._sources_status,
         )
 
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self._tracing = tracing_from_environment("httpscale.scaler", "httpscale-scaler")
+        server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=interceptors(self._tracing))
         pb_grpc.add_ExternalScalerServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -159,6 +164,8 @@ class Scaler:
                 "%d gRPC call(s) still running after shutdown", self.service.calls_in_progress
             )
         await self._tasks.close()
+        if self._tracing is not None:  # every call has ended: export their spans (bounded)
+            await self._tracing.close(FLUSH_GRACE)
         await self.admin.stop(shutdown.admin_grace)
         log.info("scaler stopped")
 

@@ -20,7 +20,6 @@ HOP: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
      b"te", b"http2-settings", b"host")
 )
-_TRACE_FIELDS: Final = frozenset((b"traceparent", b"tracestate", b"baggage"))
 
 
 def upstream_fields(stream: H2Stream, *, http2: bool) -> list[tuple[bytes, bytes]]:
@@ -32,6 +31,9 @@ def upstream_fields(stream: H2Stream, *, http2: bool) -> list[tuple[bytes, bytes
     xfp = xfh = False
     cookies: list[bytes] = []
     span = stream.span
+    tracer = stream.proxy.tracer
+    # The propagator's own fields (OTEL_PROPAGATORS): the span's replace what came in.
+    trace_fields = tracer.fields if span is not None and tracer is not None else frozenset()
     for name, value in stream.fields:
         if name in HOP:
             if http2 and name == b"te":
@@ -43,7 +45,7 @@ def upstream_fields(stream: H2Stream, *, http2: bool) -> list[tuple[bytes, bytes
         if name == b"cookie" and not http2:
             cookies.append(value)  # RFC 9113 §8.2.3: one field again for HTTP/1.1
             continue
-        if span is not None and name in _TRACE_FIELDS:
+        if name in trace_fields:
             continue
         if name == b"grpc-timeout" and stream.grpc_timeout is not None:
             # What is left of the call's deadline after the time it was held: the app's own

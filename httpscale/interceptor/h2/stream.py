@@ -112,7 +112,7 @@ class H2Stream(StreamRelay):
 
     def begin(self, *, ended: bool) -> None:
         self.request_done = ended
-        tracer = getattr(self.proxy, "tracer", None)
+        tracer = self.proxy.tracer
         if tracer is not None:
             self.span = tracer.start(
                 method=self.method.decode("latin-1"), scheme=self.conn.scheme.decode(),
