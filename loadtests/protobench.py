@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from benchkit import Processes, cpu_seconds, missing_tools
+from bench import _environment, _version
+from benchkit import Processes, cpu_seconds, missing_tools, tool_path
 from compareref import compare_ref, compare_table
 from protoload import H2LOAD_INSTALL, LoadResult, h2load_missing, run_h2load, run_wrk
 from prototargets import PROTOCOLS, Setup, Target, preflight, start_all
@@ -187,7 +188,10 @@ async def _main(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "args": {k: v for k, v in vars(args).items() if k != "protocol_list"},
-        "loadavg_before": os.getloadavg(), "pinned": pin,
+        # bench.py's record of the machine, the tools and the interceptor's build, plus h2load.
+        "environment": {
+            **_environment(pin), "h2load": _version([tool_path("h2load"), "--version"])
+        },
     }
     procs = Processes(pin)
     task = asyncio.current_task()
@@ -223,8 +227,9 @@ async def _main(args: argparse.Namespace) -> int:
         print(throughput_table(report["plain"]))
     if "compare_ref" in report:
         print(compare_table(report["compare_ref"]))
-    print(f"machine: {os.cpu_count()} cpus, load before {report['loadavg_before'][0]:.2f}, "
-          f"pinned: {pin}\nJSON: {path}")
+    env = report["environment"]
+    print(f"machine: {env['cpus']} cpus, load before {env['loadavg_before'][0]:.2f}, "
+          f"pinned: {pin}, hot path: {env['dataplane']}\nJSON: {path}")
     proto = report.get("protocols", {})
     failed = any(t["error"] for t in proto.get("targets", [])) or not proto.get(
         "all_runs_valid", True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchkit import Processes, free_port, tool_path
 from grpcbackend import METHOD, REQUEST, grpc_frame
-from protoload import https_get_status, run_h2load
+from protoload import http1_get_status, run_h2load
 from throughput import CORE_LOAD, CORE_PROXY, _start_nginx, _wait_port
 
 from httpscale.config.route_source import FileRouteSource
@@ -36,22 +36,25 @@ HERE = Path(__file__).resolve().parent
 class Protocol:
     name: str
     title: str
-    tls: bool  # on the TLS listener (else the plain port, h2c)
+    listener: str  # "tls", "h2c" or "http1": nginx has one port each, the interceptor two
     path: str
     tool: str  # "wrk" (HTTP/1.1) or "h2load" (HTTP/2)
     needs: tuple[str, ...]  # modules of the interceptor that serve it, named in a failure
 
 
 PROTOCOLS = (
-    Protocol("https1", "HTTPS/1.1 GET, keep-alive (wrk)", True, "/h1/", "wrk",
+    # The clear-text HTTP/1.1 path through the same processes and routes: the baseline the
+    # others read against, and the check that the setup itself works on today's interceptor.
+    Protocol("http1", "HTTP/1.1 GET, keep-alive (wrk)", "http1", "/h1/", "wrk", ()),
+    Protocol("https1", "HTTPS/1.1 GET, keep-alive (wrk)", "tls", "/h1/", "wrk",
              ("httpscale.interceptor.tls",)),
-    Protocol("h2-tls", "h2 GET over TLS, ALPN (h2load)", True, "/h1/", "h2load",
+    Protocol("h2-tls", "h2 GET over TLS, ALPN (h2load)", "tls", "/h1/", "h2load",
              ("httpscale.interceptor.tls", "httpscale.interceptor.h2.server")),
-    Protocol("h2c", "h2c GET, prior knowledge (h2load)", False, "/h1/", "h2load",
+    Protocol("h2c", "h2c GET, prior knowledge (h2load)", "h2c", "/h1/", "h2load",
              ("httpscale.interceptor.h2.server",)),
-    Protocol("h2c-up", "h2c GET, h2c upstream (h2load)", False, "/h2c/", "h2load",
+    Protocol("h2c-up", "h2c GET, h2c upstream (h2load)", "h2c", "/h2c/", "h2load",
              ("httpscale.interceptor.h2.server", "httpscale.interceptor.h2.upstream")),
-    Protocol("grpc", "gRPC unary calls (h2load, h2c)", False, METHOD, "h2load",
+    Protocol("grpc", "gRPC unary calls (h2load, h2c)", "h2c", METHOD, "h2load",
              ("httpscale.interceptor.h2.server", "httpscale.interceptor.h2.upstream")),
 )
 
@@ -85,8 +88,10 @@ def _status(module: str) -> str:
     return f"{module} {'present' if present else 'not merged yet'}"
 
 
-def _self_signed(tmp: Path) -> None:
-    """A throwaway certificate for both proxies (nothing checks it: loopback, -k)."""
+def _files(tmp: Path) -> None:
+    """The gRPC request h2load sends, and a throwaway certificate for both proxies (nothing
+    checks it: loopback, no verification)."""
+    (tmp / "grpc-request.bin").write_bytes(grpc_frame(REQUEST))
     subprocess.run(
         [tool_path("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
          "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp / "key.pem"), "-out",
@@ -157,37 +162,37 @@ async def _start_interceptor(
 
 async def start_all(procs: Processes, tmp: Path, protocols: list[Protocol], only: str) -> Setup:
     """Backends, nginx and the interceptor, each listening, and the targets to measure."""
-    _self_signed(tmp)
+    _files(tmp)
     setup = Setup(tmp=tmp, body=tmp / "grpc-request.bin")
-    setup.body.write_bytes(grpc_frame(REQUEST))
     h2c_backend = free_port()
     backend, _ = await _start_nginx(procs, "proto-backend", tmp, CORE_LOAD, H2C_PORT=h2c_backend)
     grpc_child = await procs.start(
         "grpc-backend", [sys.executable, str(HERE / "grpcbackend.py"), "serve"], CORE_LOAD
     )
     setup.grpc_port = int((await grpc_child.read_json(wait_s=60))["port"])
-    ports = {"nginx": (0, 0), "interceptor": (0, 0)}
+    ports: dict[str, dict[str, int]] = {}
     pgids, errors = {"nginx": 0, "interceptor": 0}, {"nginx": "", "interceptor": ""}
     if only in ("both", "nginx"):
-        h2c = free_port()
+        h2c, http1 = free_port(), free_port()
         tls, pgids["nginx"] = await _start_nginx(
-            procs, "proto-proxy", tmp, CORE_PROXY, H2C_PORT=h2c, UPSTREAM_PORT=backend,
-            UPSTREAM_H2C_PORT=h2c_backend, GRPC_PORT=setup.grpc_port,
+            procs, "proto-proxy", tmp, CORE_PROXY, H2C_PORT=h2c, HTTP1_PORT=http1,
+            UPSTREAM_PORT=backend, UPSTREAM_H2C_PORT=h2c_backend, GRPC_PORT=setup.grpc_port,
         )
-        ports["nginx"] = (tls, h2c)
+        ports["nginx"] = {"tls": tls, "h2c": h2c, "http1": http1}
     h2c_up_error = ""
     if only in ("both", "interceptor"):
         conf, h2c_up_error = _interceptor_config(tmp, backend, h2c_backend, setup.grpc_port)
-        ports["interceptor"] = (free_port(), free_port())
+        tls, plain = free_port(), free_port()
+        ports["interceptor"] = {"tls": tls, "h2c": plain, "http1": plain}
         pgids["interceptor"], errors["interceptor"] = await _start_interceptor(
-            procs, conf, tmp, ports["interceptor"][1], ports["interceptor"][0]
+            procs, conf, tmp, plain, tls
         )
     for proxy in ("nginx", "interceptor"):
         if only not in ("both", proxy):
             continue
-        tls, h2c = ports[proxy]
         for proto in protocols:
-            scheme, port = ("https", tls) if proto.tls else ("http", h2c)
+            scheme = "https" if proto.listener == "tls" else "http"
+            port = ports[proxy][proto.listener]
             target = Target(proxy, proto, f"{scheme}://127.0.0.1:{port}{proto.path}",
                             pgids[proxy], errors[proxy])
             if not target.error and proxy == "interceptor" and proto.name == "h2c-up":
@@ -202,19 +207,20 @@ async def preflight(procs: Processes, setup: Setup, target: Target) -> None:
     if target.error:
         return
     proto, port = target.protocol, int(target.url.split(":")[2].split("/")[0])
-    where = f"--tls-listen 127.0.0.1:{port}" if proto.tls else f"--port {port}"
+    tls = proto.listener == "tls"
+    where = f"--tls-listen 127.0.0.1:{port}" if tls else f"--port {port}"
     missing = "; ".join(_status(m) for m in proto.needs) if target.proxy == "interceptor" else ""
     try:
-        if proto.tls:
+        if tls:
             try:
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.close()
             except OSError as exc:
                 raise RuntimeError(f"nothing listens on {where}: {exc}") from None
         if proto.tool == "wrk":
-            status = await https_get_status(port, proto.path)
+            status = await http1_get_status(port, proto.path, tls=tls)
             if status != 200:
-                raise RuntimeError(f"GET {proto.path} over TLS answered {status}, not 200")
+                raise RuntimeError(f"GET {proto.path} on {where} answered {status}, not 200")
             return
         grpc = proto.name == "grpc"
         result, out = await run_h2load(
@@ -226,7 +232,7 @@ async def preflight(procs: Processes, setup: Setup, target: Target) -> None:
         if not result.valid or result.requests != 2:
             summary = [ln for ln in out.splitlines() if ln.startswith(("requests:", "status"))]
             raise RuntimeError(
-                f"no HTTP/2 {'by ALPN h2' if proto.tls else 'with prior knowledge (h2c)'} "
+                f"no HTTP/2 {'by ALPN h2' if tls else 'with prior knowledge (h2c)'} "
                 f"answer: h2load {'; '.join(summary) or out.strip()[-300:]}"
             )
         if grpc:
