@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["H2specReport", "h2spec_binary", "parse_junit", "run_h2spec"]
+__all__ = ["H2specFailure", "H2specReport", "h2spec_binary", "parse_junit", "run_h2spec"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,9 +33,20 @@ def h2spec_binary() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class H2specFailure:
+    package: str  # "http2/3.5", "hpack/4.2", "generic/1", ...
+    section: str  # "3.5. HTTP/2 Connection Preface"
+    case: str  # "Sends invalid connection preface"
+    saw: str  # h2spec's expected frames, then what it got, joined by " / "
+
+    def __str__(self) -> str:
+        return f"{self.package} {self.section}: {self.case}: {self.saw}"
+
+
+@dataclass(frozen=True, slots=True)
 class H2specReport:
     total: int
-    failed: list[str]  # "<package> <section>: <case>: <what h2spec saw>", one per failed case
+    failed: list[H2specFailure]
     skipped: int
     output: str  # h2spec's console output, for a failure message
 
@@ -44,7 +55,7 @@ class H2specReport:
         return self.total - len(self.failed) - self.skipped
 
 
-def parse_junit(text: str) -> tuple[int, list[str], int]:
+def parse_junit(text: str) -> tuple[int, list[H2specFailure], int]:
     """(cases, failed cases, skipped cases) of an h2spec JUnit report. h2spec reports a failed
     case as an <error> child (its suites' `failures` attribute stays 0), so both count."""
     root = ET.fromstring(text)
@@ -60,9 +71,9 @@ def parse_junit(text: str) -> tuple[int, list[str], int]:
                 bad = case.find("failure")
             if bad is not None:
                 saw = " / ".join(line for line in (bad.text or "").splitlines() if line)
-                failed.append(
-                    f"{case.get('package')} {suite.get('name')}: {case.get('classname')}: {saw}"
-                )
+                failed.append(H2specFailure(
+                    case.get("package", ""), suite.get("name", ""), case.get("classname", ""), saw
+                ))
     return total, failed, skipped
 
 

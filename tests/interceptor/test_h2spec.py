@@ -2,8 +2,9 @@
 its generic, http2 and hpack suites): h2c with prior knowledge on the plain port, and h2 by ALPN
 on the TLS listener, each with a catch-all route to an HTTP/1.1 backend so that the requests
 h2spec sends are proxied, not answered locally. A failure lists every failed case as h2spec's
-JUnit report names it. For reference, nginx 1.22.1 (`return 200`) passes 118 of 145 cases on
-both (docs/testing.md). h2spec comes from `scripts/tools h2spec` (Go; cached)."""
+JUnit report names it; one case is excused on the plain port, which is shared with HTTP/1.1
+(`_answered_as_http1_and_closed`). For reference, nginx 1.22.1 (`return 200`) passes 118 of 145
+cases on both (docs/testing.md). h2spec comes from `scripts/tools h2spec` (Go; cached)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from httpscale.interceptor.settings import Tls
 
 from .backends import free_port
-from .h2spec import H2specReport, h2spec_binary, run_h2spec
+from .h2spec import H2specFailure, H2specReport, h2spec_binary, run_h2spec
 from .helpers import app_route, settings
 
 try:
@@ -41,12 +42,31 @@ def h2spec() -> Path:
     return h2spec_binary()
 
 
-def _verdict(report: H2specReport, where: str) -> None:
+def _answered_as_http1_and_closed(failure: H2specFailure) -> bool:
+    """h2spec 3.5 "Sends invalid connection preface" on the plain port: its bytes,
+    `INVALID CONNECTION PREFACE\r\n\r\n`, are not the h2c preface, so the port serves them as
+    the HTTP/1.1 request they look like: a 400, then the connection closed. h2spec wants the
+    close alone; a port shared with HTTP/1.1 cannot tell junk meant for HTTP/2 from a bad
+    HTTP/1.1 request, and answering those 400 is the HTTP/1.1 path's contract. Excused only when
+    h2spec saw exactly that: an HTTP/1.1 head, then EOF."""
+    return (
+        failure.package == "http2/3.5"
+        and failure.case == "Sends invalid connection preface"
+        and "looked like an HTTP/1.1 header" in failure.saw
+        and "unexpected EOF" in failure.saw
+    )
+
+
+def _verdict(report: H2specReport, where: str, *, shared_with_http1: bool = False) -> None:
     # A report with no cases would pass vacuously: h2spec's suites hold 145.
     assert report.total >= 140, f"h2spec ran only {report.total} cases:\n{report.output}"
-    assert not report.failed, (
-        f"h2spec against {where}: {len(report.failed)} of {report.total} cases failed:\n  "
-        + "\n  ".join(report.failed)
+    failed = [
+        f for f in report.failed
+        if not (shared_with_http1 and _answered_as_http1_and_closed(f))
+    ]
+    assert not failed, (
+        f"h2spec against {where}: {len(failed)} of {report.total} cases failed:\n  "
+        + "\n  ".join(str(f) for f in failed)
     )
 
 
@@ -60,7 +80,7 @@ async def test_h2c_prior_knowledge_passes_h2spec(
     report = await run_h2spec(
         h2spec, port, tmp_path / "h2c.xml", case_timeout=CASE_TIMEOUT, total_timeout=RUN_TIMEOUT
     )
-    _verdict(report, f"h2c on the plain port {port}")
+    _verdict(report, f"h2c on the plain port {port}", shared_with_http1=True)
     assert backend.requests, "no request of h2spec's reached the backend through the route"
 
 
