@@ -233,7 +233,7 @@ async def preflight(procs: Processes, setup: Setup, target: Target) -> None:
             summary = [ln for ln in out.splitlines() if ln.startswith(("requests:", "status"))]
             raise RuntimeError(
                 f"no HTTP/2 {'by ALPN h2' if tls else 'with prior knowledge (h2c)'} "
-                f"answer: h2load {'; '.join(summary) or out.strip()[-300:]}"
+                f"answer on {where}: h2load {'; '.join(summary) or out.strip()[-300:]}"
             )
         if grpc:
             call = await asyncio.create_subprocess_exec(
