@@ -43,8 +43,8 @@ from h2.settings import SettingCodes
 from hyperframe.frame import Frame, GoAwayFrame
 
 from httpscale.interceptor.h2.upstream_stream import (
+    H2Headers,
     H2UpstreamRefused,
-    Headers,
     UpstreamStream,
     code_name,
 )
@@ -105,7 +105,7 @@ class H2UpConnection(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, UpstreamStream] = {}
-        self._pending: deque[tuple[UpstreamStream, Headers, bool]] = deque()
+        self._pending: deque[tuple[UpstreamStream, H2Headers, bool]] = deque()
         self.ready = asyncio.Event()  # the peer's SETTINGS arrived (or `failure` is set)
         self.closed = asyncio.Event()  # connection_lost ran
         self.failure: OSError | None = None
@@ -133,7 +133,9 @@ class H2UpConnection(asyncio.Protocol):
             return False
         return True
 
-    def open(self, headers: Headers, end_stream: bool, sink: UpstreamStreamSink) -> UpstreamStream:
+    def open(
+        self, headers: H2Headers, end_stream: bool, sink: UpstreamStreamSink
+    ) -> UpstreamStream:
         limit = self.h2.remote_settings.max_header_list_size
         if limit is not None:
             size = sum(len(n) + len(v) + 32 for n, v in headers)  # RFC 9113 6.5.2
@@ -152,13 +154,13 @@ class H2UpConnection(asyncio.Protocol):
             self._start(stream, headers, end_stream)
         return stream
 
-    def _start(self, stream: UpstreamStream, headers: Headers, end_stream: bool) -> None:
+    def _start(self, stream: UpstreamStream, headers: H2Headers, end_stream: bool) -> None:
         h2 = self.h2
         sid = h2.get_next_available_stream_id()
         try:
             h2.send_headers(sid, headers, end_stream=end_stream)
         except ProtocolError as exc:
-            # Headers h2 refuses to send: it validates while it HPACK-encodes, so the encoder's
+            # H2Headers h2 refuses to send: it validates while it HPACK-encodes, so the encoder's
             # table may now differ from the peer's, and this connection takes no further stream.
             h2.streams.pop(sid, None)
             self.drain()
@@ -413,6 +415,6 @@ class H2UpConnection(asyncio.Protocol):
             self.close()
 
 
-def _headers(headers: object) -> Headers:
+def _headers(headers: object) -> H2Headers:
     # h2 gives HeaderTuple (a tuple subclass) of bytes when header_encoding is None.
-    return cast(Headers, headers)
+    return cast(H2Headers, headers)

@@ -19,27 +19,26 @@ from collections import deque
 from typing import Protocol
 
 from httpscale.interceptor.h2.upconn import H2UpConnection
-from httpscale.interceptor.h2.upstream_stream import H2UpstreamRefused, UpstreamStream
+from httpscale.interceptor.h2.upstream_stream import H2Headers, H2UpstreamRefused, UpstreamStream
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.tls import upstream_context
 from httpscale.routing.spec import Endpoint
 
 __all__ = ["H2UpstreamRefused", "H2Upstreams", "UpstreamStream", "UpstreamStreamSink"]
 
-Headers = list[tuple[bytes, bytes]]
 _Key = tuple[Endpoint, bool, str]
 
 
 class UpstreamStreamSink(Protocol):
     """What an upstream stream reports to (implemented by the downstream side's exchange)."""
 
-    def upstream_headers(self, headers: Headers, *, end_stream: bool) -> None:
+    def upstream_headers(self, headers: H2Headers, *, end_stream: bool) -> None:
         """Response headers incl. b":status"; interim 1xx too (maybe several)."""
 
     def upstream_data(self, data: bytes, *, end_stream: bool) -> None:
         """Body bytes; call the stream's `consumed(len(data))` once they are passed on."""
 
-    def upstream_trailers(self, trailers: Headers) -> None:
+    def upstream_trailers(self, trailers: H2Headers) -> None:
         """Trailer fields; the response ends with them."""
 
     def upstream_reset(self, code: int, reason: str, *, retryable: bool) -> None:
@@ -101,7 +100,7 @@ class H2Upstreams:
         *,
         tls: bool,
         server_name: str,
-        headers: Headers,
+        headers: H2Headers,
         end_stream: bool,
         sink: UpstreamStreamSink,
     ) -> UpstreamStream:

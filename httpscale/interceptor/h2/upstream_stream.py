@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from httpscale.interceptor.h2.upconn import H2UpConnection
     from httpscale.interceptor.h2.upstream import UpstreamStreamSink
 
-__all__ = ["H2UpstreamRefused", "Headers", "UpstreamStream", "code_name"]
+__all__ = ["H2Headers", "H2UpstreamRefused", "UpstreamStream", "code_name"]
 
-Headers = list[tuple[bytes, bytes]]
+H2Headers = list[tuple[bytes, bytes]]
 
 
 class H2UpstreamRefused(Exception):
@@ -51,7 +51,7 @@ class UpstreamStream:
         self._queued = 0  # bytes in _queue not yet sent
         self._offset = 0  # of the first unsent byte in _queue[0]
         self._end = False  # END_STREAM follows the queue
-        self._trailers: Headers | None = None
+        self._trailers: H2Headers | None = None
         self._blocked = False  # send_data answered False; upstream_writable is owed
         self._unacked = 0  # bytes handed to the sink and not yet consumed
         self.local_closed = False  # END_STREAM sent
@@ -70,7 +70,7 @@ class UpstreamStream:
             return False
         return True
 
-    def send_trailers(self, trailers: Headers) -> None:
+    def send_trailers(self, trailers: H2Headers) -> None:
         if self.done or self._end:
             return
         self._trailers = trailers
@@ -100,7 +100,7 @@ class UpstreamStream:
 
     # -- the connection's side: what the peer sent on this stream ------------------------------
 
-    def headers_received(self, headers: Headers, *, ended: bool) -> None:
+    def headers_received(self, headers: H2Headers, *, ended: bool) -> None:
         if ended:
             self._remote_ended()
         self.sink.upstream_headers(headers, end_stream=ended)
@@ -114,7 +114,7 @@ class UpstreamStream:
         if data or ended:
             self.sink.upstream_data(data, end_stream=ended)
 
-    def trailers_received(self, trailers: Headers) -> None:
+    def trailers_received(self, trailers: H2Headers) -> None:
         self._remote_ended()
         self.sink.upstream_trailers(trailers)
 
