@@ -162,6 +162,9 @@ class InterceptorAdmin:
                     str(ep): {"inFlight": slot.in_flight} for ep, slot in state.fallbacks.items()
                 },
                 "scaled": state.spec.scaled,
+                # How the pods are spoken to (a Service port's appProtocol, local mode's URL).
+                "upstream": {"scheme": state.spec.upstream_scheme,
+                             "serverName": state.spec.upstream_server_name},
             }
             if state.spec.canned is not None:
                 canned = state.spec.canned
@@ -174,8 +177,12 @@ class InterceptorAdmin:
             "draining": proxy.draining,
             "dataplane": {"build": dataplane.active().name, "why": dataplane.active().reason},
             "connections": len(proxy.connections),
+            "http2Connections": len(proxy.h2_connections),
             "routes": routes,
             "upstreamPools": {str(ep): pool.stats() for ep, pool in proxy.pools.items()},
+            "http2UpstreamPools": (
+                proxy.h2_upstreams.stats() if proxy.h2_upstreams is not None else {}
+            ),
         }
         for name, provider in self.status_providers.items():
             body[name] = provider()

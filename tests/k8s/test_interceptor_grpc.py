@@ -13,7 +13,7 @@ import grpc
 import pytest
 from components import scale
 from kubetools import merge_patch
-from test_interceptor_cluster import TIMEOUT, interceptor, ready_pods
+from test_interceptor_cluster import TIMEOUT, _pushes, interceptor, ready_pods
 from testcluster import Cluster
 
 from httpscale.kube.api import Kube, Obj
@@ -106,12 +106,13 @@ async def test_a_grpc_app_behind_app_protocol_h2c_answers_through_the_intercepto
         "spec": {"hosts": ["echo.test"],
                  "scaleTargetRef": {"name": "echo", "service": "echo", "port": 80}}})
     pods = await ready_pods(kube, ns, "echo", 1)
-    async with interceptor(k8s_cluster, ns) as proxy:
+    async with interceptor(k8s_cluster, ns, "--log-level", "debug") as proxy:
         port = int(proxy.url.rsplit(":", 1)[1])
         reply = await _call(port, "echo.test", b"hello")
         assert reply == next(iter(pods)).encode() + b":hello"
         status = await proxy.admin_json("/status")
-        assert f"{ns}/echo" in json.dumps(status)
+        assert status["routes"][f"{ns}/echo"]["upstream"] == {"scheme": "h2c", "serverName": ""}
+        assert status["http2UpstreamPools"], status  # the call went over a shared h2 connection
 
         # At zero: the call is held until a pod is ready, then goes through.
         await scale(kube, ns, "echo", 0)
@@ -131,9 +132,17 @@ async def test_a_grpc_app_behind_app_protocol_h2c_answers_through_the_intercepto
         queue = await proxy.admin_json("/queue")
         assert queue[f"{ns}/echo"]["RequestCount"] == 2
 
-        # The Service's port stops saying h2c: gRPC still goes over HTTP/2 (a gRPC call always
-        # does), so the call still works; the route was remapped without a restart.
-        await kube.request("PATCH", SERVICES.path(ns, "echo"), body={"spec": {"ports": [
-            {"name": "grpc", "port": 80, "targetPort": "grpc", "appProtocol": "grpc"}]}},
-            content_type=merge_patch)
+        # The Service's port changes its appProtocol: the route follows without a restart (to
+        # "https": over TLS the pod's certificate is checked against the Service's DNS name).
+        for app_protocol, upstream in (
+            ("https", {"scheme": "https", "serverName": f"echo.{ns}.svc"}),
+            ("grpc", {"scheme": "h2c", "serverName": ""}),
+        ):
+            pushed = await _pushes(proxy)
+            await merge_patch(kube, SERVICES, ns, "echo", {"spec": {"ports": [
+                {"name": "grpc", "port": 80, "targetPort": "grpc", "appProtocol": app_protocol}
+            ]}})
+            await proxy.c.wait_for(rf"route list #{pushed + 1} pushed")
+            status = await proxy.admin_json("/status")
+            assert status["routes"][f"{ns}/echo"]["upstream"] == upstream
         assert (await _call(port, "echo.test", b"again")).endswith(b":again")
