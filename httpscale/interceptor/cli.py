@@ -27,6 +27,7 @@ from httpscale.interceptor.settings import (
 from httpscale.interceptor.tls import TlsConfigError
 from httpscale.model.errors import ConfigError
 from httpscale.runtime import configure_logging, run, serve_until_signal, tune_gc_for_serving
+from httpscale.tracing import TracingConfigError
 
 __all__ = ["interceptor_command"]
 
@@ -108,7 +109,7 @@ def interceptor_command(
 def _run_reporting_tls_errors(main: Any) -> None:
     try:
         run(main)
-    except TlsConfigError as exc:  # raised by Interceptor.start, before anything listens
+    except (TlsConfigError, TracingConfigError) as exc:  # from Interceptor.start, before it listens
         raise click.ClickException(str(exc)) from None
 
 

@@ -25,6 +25,7 @@ from httpscale.local.runner import LocalRunner, LocalSettings
 from httpscale.local.supervisor import SupervisorSettings
 from httpscale.model.errors import ConfigError
 from httpscale.runtime import run
+from httpscale.tracing import TracingConfigError
 
 __all__ = ["local_command"]
 
@@ -98,7 +99,7 @@ def local_command(
     except KeyboardInterrupt:
         # A Ctrl-C that arrived before the signal handlers were installed.
         sys.exit(130)
-    except TlsConfigError as exc:  # a --tls-* option (the file's section was checked above)
+    except (TlsConfigError, TracingConfigError) as exc:  # --tls-* options, OTEL_* variables
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
