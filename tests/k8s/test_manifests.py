@@ -33,8 +33,11 @@ import click
 import pytest
 import yaml
 from testcluster import REQUIRE_ENV
+from tlskit import TestCA
 
 from httpscale.cli import main as cli
+from httpscale.interceptor.settings import Tls
+from httpscale.interceptor.tls_certs import CertStore
 from httpscale.kube.api import APPLY_PATCH, ApiError, Kube, Obj
 from httpscale.kube.resources import Resource
 
@@ -402,6 +405,48 @@ def test_the_servicemonitor_component_scrapes_every_components_metrics(
         # /metrics is on each component's admin server
         assert declared[port["targetPort"]] == \
             int(setting(container, component, "HTTPSCALE_ADMIN_PORT"))
+
+
+def test_the_tls_component_serves_the_secrets_certificate_on_the_https_port(
+    kustomize: Path, tmp_path: Path
+) -> None:
+    docs = build(kustomize, overlay(tmp_path / "overlay", components=[
+        os.path.relpath(MANIFESTS / "components" / "tls", tmp_path / "overlay")]))
+    spec = pod_spec(one(docs, "Deployment", "httpscale-interceptor"))
+    (container,) = spec["containers"]
+    options = command_options("interceptor")
+    for env in container["env"]:
+        assert env["name"] in options, f"{env['name']} is no option of httpscale interceptor"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    listen = setting(container, "interceptor", "HTTPSCALE_TLS_LISTEN")
+    assert ports["https"] == int(listen.rsplit(":", 1)[1])
+    assert ports["http"] == int(setting(container, "interceptor", "HTTPSCALE_PORT"))
+    service = one(docs, "Service", "httpscale-interceptor-proxy")
+    assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
+        "http": "http", "https": "https"}
+    # The Secret lands where the certificate directory is read, as NAME/tls.crt + tls.key.
+    cert_dir = setting(container, "interceptor", "HTTPSCALE_TLS_CERT_DIR")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == cert_dir]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    (source,) = volume["projected"]["sources"]
+    assert source["secret"]["name"] == "httpscale-interceptor-tls"
+    paths = {i["key"]: i["path"] for i in source["secret"]["items"]}
+    assert paths == {"tls.crt": "default/tls.crt", "tls.key": "default/tls.key"}
+    # ... and the interceptor takes that layout: a projected volume's files through `..data`,
+    # as the kubelet writes them, load as the listener's default certificate.
+    leaf = TestCA(tmp_path / "pki").issue("site", dns=["site.test"], serial=0x5E)
+    root = tmp_path / "mount"
+    data = root / "..2026_12_03_00_00_00.1" / "default"
+    data.mkdir(parents=True)
+    (data / "tls.crt").write_bytes(leaf.cert.read_bytes())
+    (data / "tls.key").write_bytes(leaf.key.read_bytes())
+    (root / "..data").symlink_to("..2026_12_03_00_00_00.1")
+    (root / "default").symlink_to("..data/default")
+    store = CertStore(Tls(listen=listen, cert_dir=str(root)), ["http/1.1"])
+    store.load()
+    assert store.default is not None
+    assert (store.default.hosts, store.default.serial) == (("site.test",), leaf.serial_hex)
 
 
 # --- on the apiserver -------------------------------------------------------------------------
