@@ -160,10 +160,10 @@ def _ready_replicas(name: str, want: int) -> Callable[[Mapping[str, Obj]], bool]
 
 async def _install(cluster: Cluster, directory: Path) -> Installed:
     assert cluster.service_cidr is not None
-    # The scaler's pinned ClusterIP: a fixed ClusterIP from the range's lower band, which the apiserver keeps for addresses
-    # chosen by hand and hands out dynamically only when the rest is full (KEP-3070; 16
-    # addresses on a /24): the upper end, picked before, collided now and then with a Service
-    # an earlier test got dynamically ("provided IP is already allocated").
+    # The scaler's pinned ClusterIP, from the range's lower band: the apiserver keeps it for
+    # addresses chosen by hand and allocates from it only when the rest is full (KEP-3070; 16
+    # addresses on a /24). The top of the range, picked before, collided now and then with a
+    # Service an earlier test was given ("provided IP is already allocated").
     scaler_ip = str(list(ipaddress.ip_network(cluster.service_cidr).hosts())[11])
     _overlay(directory, E2E_NAMESPACE, scaler_ip)
     objects = await kustomize_build(directory)
