@@ -20,10 +20,13 @@ Beside the phase, flags for what is independent of it: how far each message got
   drift would make the autoscaler lie, so every exit goes through it.
 - Errors the proxy answers itself say why, in one line: 404 no route, 502 upstream failed,
   503 hold queue full, 504 timed out. After a response has started, a failure can only abort.
-- What only some routes have (a canned answer, a whole-request deadline) is behind one test of
-  `RouteState.special`, so that a route without them pays nothing more (no timer is armed).
-  Likewise at the end: what only some exchanges have (that deadline, a trace span) is behind
-  one test of `_special` in `_finish`.
+- What only some routes have (a canned answer, a whole-request deadline, an HTTP/2 upstream) is
+  behind one test of `RouteState.special`, so that a route without them pays nothing more (no
+  timer is armed). Likewise at the end: what only some exchanges have (that deadline, a trace
+  span, a bridge) is behind one test of `_special` in `_finish`.
+- An h2c/h2 upstream: the exchange hands its request to a `Bridge` (h2/bridge.py), which speaks
+  HTTP/2 to the endpoint the slot gives and feeds the response back through `response_head`,
+  `response_body` and `response_complete`; routing, holding, retries and `_finish` stay here.
 - Tracing (`proxy.tracer`, None when off) costs an untraced request one test in `start`. A
   traced one gets its span there, and its upstream head the span's trace context instead of
   the client's (`RequestInfo.replace_fields`); the hold is reported where it ends, route,
@@ -36,7 +39,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from httpscale.interceptor import http1
 from httpscale.interceptor.flow import CLIENT_FULL, PENDING_BODY, UPSTREAM_FULL
@@ -64,6 +67,7 @@ __all__ = [
     "PHASES",
     "START",
     "STREAMING",
+    "Bridge",
     "Exchange",
     "PhaseError",
     "next_phase",
@@ -127,6 +131,22 @@ _MAX_LOSSES: Final = 3
 _SPANS: Final[dict[Exchange, RequestSpan]] = {}
 
 
+class Bridge(Protocol):
+    """The HTTP/2 leg of an exchange whose route's upstream speaks HTTP/2 (h2/bridge.py): it
+    opens the stream and carries both bodies; the exchange keeps the route, the slot and
+    `_finish`. (A Protocol: compiled code checks no type for it.)"""
+
+    def connect(self, endpoint: Endpoint) -> None: ...
+
+    def request_body(self, data: bytes) -> bool: ...  # False: no stream yet, keep it
+
+    def request_complete(self) -> None: ...
+
+    def client_write_resumed(self) -> None: ...
+
+    def finished(self) -> None: ...
+
+
 class Exchange:
     # Class-level defaults: the common path assigns only what differs, which is measurably
     # cheaper per request than initialising forty slots (this object is made per request).
@@ -159,7 +179,8 @@ class Exchange:
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
     _losses = 0  # upstreams that closed without answering (see upstream_lost)
-    _special = False  # a request timer or a span (`_SPANS`): `_finish_special` has work
+    _special = False  # a request timer, a span (`_SPANS`) or a bridge: `_finish_special` has work
+    _bridge: Bridge | None = None  # the route's upstream speaks HTTP/2 (set with `_special`)
 
     def __init__(
         self,
@@ -253,7 +274,8 @@ class Exchange:
         self._hold_timer = self.proxy.loop.call_later(wait, self._hold_expired)
 
     def _start_special(self, route: RouteState, path: str) -> bool:
-        """A canned answer (True: answered), or arm the whole-request deadline."""
+        """A canned answer (True: answered), arm the whole-request deadline, or take the
+        HTTP/2 leg toward an h2c/h2 upstream."""
         canned = route.canned
         if canned is not None and (canned.always or route.at_zero):
             # Never held, never wakes anything: the route is answered here.
@@ -265,6 +287,10 @@ class Exchange:
             self._request_timer = self.proxy.loop.call_later(
                 timeout, self._request_expired, timeout
             )
+        if route.http2 and self.proxy.h2_upstreams is not None:
+            from httpscale.interceptor.h2.bridge import bridge_for
+
+            return bridge_for(self)  # True: answered (an upgrade it cannot carry)
         return False
 
     def _request_expired(self, timeout: float) -> None:
@@ -366,6 +392,9 @@ class Exchange:
         self.slot = slot
         pool = slot.pool
         if pool is None:
+            if self._bridge is not None:  # (a slot of an HTTP/2 route never caches a pool)
+                self._connect(slot.endpoint)
+                return
             pool = slot.pool = self.proxy.pools.get(slot.endpoint)
         conn = pool.take()
         if conn is not None:
@@ -375,6 +404,9 @@ class Exchange:
 
     def _connect(self, endpoint: Endpoint) -> None:
         self._tried = self._tried | {endpoint}
+        if self._bridge is not None:
+            self._bridge.connect(endpoint)
+            return
         pool = self.proxy.pools.get(endpoint)
         if pool.reserve():
             self._spawn_connect(pool)
@@ -532,6 +564,8 @@ class Exchange:
             return
         if self.phase == FINISHED:
             return  # answered already (e.g. 404); the connection closes after the answer
+        if self._bridge is not None and self._bridge.request_body(data):
+            return
         if self._body is None:
             self._body = [data]
         else:
@@ -545,6 +579,8 @@ class Exchange:
         self.request_trailers = trailers
         if self.upstream is not None and self.phase != FINISHED:
             self._send_request_end()
+        elif self._bridge is not None and self.phase != FINISHED:
+            self._bridge.request_complete()
 
     def _send_request_end(self) -> None:
         conn = self.upstream
@@ -795,6 +831,8 @@ class Exchange:
     def client_write_resumed(self) -> None:
         if self.upstream is not None:
             self.upstream.flow.resume_reading(CLIENT_FULL)
+        elif self._bridge is not None:
+            self._bridge.client_write_resumed()
 
     # -- endings ---------------------------------------------------------------------------------
 
@@ -889,11 +927,14 @@ class Exchange:
         )
 
     def _finish_special(self) -> None:
-        """`_finish` for what only some exchanges have: a request timer, a span."""
+        """`_finish` for what only some exchanges have: a request timer, a span, a bridge."""
         timer = self._request_timer
         if timer is not None:
             timer.cancel()
             self._request_timer = None
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            bridge.finished()
         if _SPANS:
             self._trace_end(self.status, "")
 
