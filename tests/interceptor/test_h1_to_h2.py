@@ -172,6 +172,18 @@ async def test_errors_say_why(make_interceptor, clients, h2server: ServerFactory
         "GET", "/ws", headers=[("Connection", "upgrade"), ("Upgrade", "websocket")]
     )
     assert r.status == 501 and b"upgrade (websocket)" in r.body
+    # curl --http2 on http:// asks for h2c by Upgrade: declined, the request bridged.
+    h2c = await clients(ic2.proxy_address)
+    bad.handler = echo
+    r = await h2c.request("GET", "/h2c", headers=[
+        ("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+        ("HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+    ])
+    assert r.status == 200 and json.loads(r.body)["path"] == "/h2c"
+    assert "upgrade" not in json.loads(r.body)["headers"]
+    assert "http2-settings" not in json.loads(r.body)["headers"]
+    r = await h2c.request("GET", "/after")  # the connection goes on in HTTP/1.1
+    assert r.status == 200 and json.loads(r.body)["path"] == "/after"
     for each in (ic, ic2, ic3):
         await eventually(lambda each=each: queue_entry(each)["Concurrency"] == 0)
 

@@ -24,7 +24,8 @@ because exchange.py is compiled and the h2 package loads only when HTTP/2 is on.
   dropped); interim 100 is relayed as the HTTP/1.1 path does, other 1xx dropped.
 - A stream the app certainly did not process (REFUSED_STREAM, GOAWAY below it) goes again,
   to another endpoint or after the retry backoff, when none of its body was sent.
-- An Upgrade (WebSocket) request cannot be carried (no extended CONNECT): answered 501.
+- An Upgrade (WebSocket) request cannot be carried (no extended CONNECT): answered 501. An
+  `Upgrade: h2c` (curl --http2 on http://) is declined: the request goes as any other.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ _DROPPED: Final = HOP | HOP_BY_HOP
 def bridge_for(exchange: Exchange) -> bool:
     """Give `exchange` (its route's upstream speaks HTTP/2) its bridge; True: answered
     instead (an upgrade, which HTTP/2 toward the app cannot carry)."""
-    if exchange.upgrade is not None:
+    if exchange.upgrade is not None and exchange.upgrade.lower() != b"h2c":
         route = exchange.route
         assert route is not None
         protocol = exchange.upgrade.decode("latin-1")
@@ -135,7 +136,10 @@ class H2Bridge:
     async def _open(self, endpoint: Endpoint) -> None:
         ex = self.exchange
         upstreams = self.proxy.h2_upstreams
-        ended = ex.request_done and not ex._body and not ex.request_trailers
+        # (An `Upgrade: h2c` request is bridged as a plain one, the upgrade declined: what
+        # the client sent after it waits in `_body` for HTTP/1.1 to go on, `take_leftover`.)
+        upgrade = ex.upgrade is not None
+        ended = ex.request_done and (upgrade or not ex._body) and not ex.request_trailers
         try:
             up: UpstreamStream = await upstreams.open_stream(
                 endpoint, tls=self.tls, server_name=self.server_name or endpoint.host,
@@ -166,9 +170,10 @@ class H2Bridge:
         ex.phase = next_phase(ex.phase, STREAMING)
         self.up = up
         self.ended = ended
-        body, ex._body, ex._body_size = ex._body, None, 0
-        if body:
-            self._send(b"".join(body))
+        if not upgrade:
+            body, ex._body, ex._body_size = ex._body, None, 0
+            if body:
+                self._send(b"".join(body))
         ex.client.flow.resume_reading(PENDING_BODY)
         if ex.request_done:
             self._end_request()
