@@ -170,7 +170,6 @@ class Exchange:
     _retried = False
     _losses = 0  # upstreams that closed without answering (see upstream_lost)
     _special = False  # a request timer, a span or a bridge: `_finish_special` has work
-    _bridge: Bridge | None = None  # the route's upstream speaks HTTP/2 (set with `_special`)
 
     def __init__(
         self,
@@ -195,6 +194,9 @@ class Exchange:
         self.head_only = method == b"HEAD"
         self.has_body = info.chunked or info.content_length > 0
         self.started = 0.0
+        # The route's upstream speaks HTTP/2 (set with `_special`). Here, not a class-level
+        # default: mypyc leaves a Protocol-typed default undefined (a store either way).
+        self._bridge: Bridge | None = None
 
     # -- start: route, count, pick or hold ---------------------------------------------------
 

@@ -242,3 +242,27 @@ def _client_paused(ic) -> bool:
 def _bridge(ic):
     (conn,) = ic.proxy.connections
     return conn.pipeline[0]._bridge
+
+
+async def test_traced_request_carries_the_spans_context_to_the_app(
+    monkeypatch, make_interceptor, clients, h2server: ServerFactory
+):
+    from tracingkit import CLIENT_TRACE_ID, TRACEPARENT, OtlpReceiver, trace_to, traceparent
+
+    receiver = await OtlpReceiver().start()
+    try:
+        trace_to(monkeypatch, receiver)
+        server = await h2server(echo)
+        ic = await _proxy(make_interceptor, server)
+        assert ic.proxy.tracer is not None
+        c = await clients(ic.proxy_address)
+        r = await c.request("GET", "/traced", headers=[("traceparent", TRACEPARENT)])
+        assert r.status == 200
+        (span,) = await receiver.wait_spans(1)
+        sent = json.loads(r.body)["headers"]
+        # The app's parent is the interceptor's span, in the client's trace.
+        assert traceparent(sent["traceparent"])[:2] == (CLIENT_TRACE_ID, span.span_id)
+        assert span.attributes["httpscale.upstream"] == f"127.0.0.1:{server.port}"
+        assert span.attributes["http.response.status_code"] == 200
+    finally:
+        await receiver.close()
