@@ -266,3 +266,26 @@ async def test_traced_request_carries_the_spans_context_to_the_app(
         assert span.attributes["http.response.status_code"] == 200
     finally:
         await receiver.close()
+
+
+async def test_100_continue_relayed_other_interim_dropped(
+    make_interceptor, clients, h2server: ServerFactory
+):
+    async def interim(stream: ServerStream) -> None:
+        stream.respond([(b":status", b"100")])
+        body = await stream.read_all()
+        stream.respond([(b":status", b"103"), (b"link", b"</s.css>; rel=preload")])
+        stream.respond([(b":status", b"201"), (b"content-length", str(len(body)).encode())])
+        await stream.send(body, end_stream=True)
+
+    server = await h2server(interim)
+    ic = await _proxy(make_interceptor, server)
+    c = await clients(ic.proxy_address)
+    await c.send(build_request("PUT", "/x", headers=[("Expect", "100-continue"),
+                                                     ("Content-Length", "4")]))
+    first = await c.read_interim_or_final()
+    assert first.status == 100
+    await c.send(b"data")
+    r = await c.read_response(method="PUT")
+    assert r.status == 201 and r.body == b"data" and r.interim == []  # no 103
+    assert server.requests[0].headers[b"expect"] == b"100-continue"
