@@ -289,3 +289,19 @@ async def test_100_continue_relayed_other_interim_dropped(
     r = await c.read_response(method="PUT")
     assert r.status == 201 and r.body == b"data" and r.interim == []  # no 103
     assert server.requests[0].headers[b"expect"] == b"100-continue"
+
+
+async def test_upstream_connection_lost_is_a_502_saying_so(
+    make_interceptor, clients, h2server: ServerFactory
+):
+    async def vanish(stream: ServerStream) -> None:
+        assert stream.conn.transport is not None
+        stream.conn.transport.abort()  # the app's process died with the request in it
+
+    server = await h2server(vanish)
+    ic = await _proxy(make_interceptor, server)
+    c = await clients(ic.proxy_address)
+    r = await c.request("POST", "/lost", body=b"payload")  # not safe: never sent again
+    assert r.status == 502 and b"upstream connection to 127.0.0.1" in r.body
+    assert b"lost" in r.body and len(server.requests) == 1
+    await eventually(lambda: queue_entry(ic)["Concurrency"] == 0)
