@@ -20,25 +20,25 @@ Beside the phase, flags for what is independent of it: how far each message got
   drift would make the autoscaler lie, so every exit goes through it.
 - Errors the proxy answers itself say why, in one line: 404 no route, 502 upstream failed,
   503 hold queue full, 504 timed out. After a response has started, a failure can only abort.
-- What only some routes have (a canned answer, a whole-request deadline) is behind one test of
-  `RouteState.special`, so that a route without them pays nothing more (no timer is armed).
-  Likewise at the end: what only some exchanges have (that deadline, a trace span) is behind
-  one test of `_special` in `_finish`.
-- Tracing (`proxy.tracer`, None when off) costs an untraced request one test in `start`. A
-  traced one gets its span there, and its upstream head the span's trace context instead of
-  the client's (`RequestInfo.replace_fields`); the hold is reported where it ends, route,
-  upstream and status when the exchange finishes (`_trace_end`).
+- What only some routes have (a canned answer, a whole-request deadline, an HTTP/2 upstream) is
+  behind one test of `RouteState.special`, so that a route without them pays nothing more (no
+  timer is armed). Likewise at the end: what only some exchanges have (that deadline, a trace
+  span, a bridge) is behind one test of `_special` in `_finish`.
+- An h2c/h2 upstream: the exchange hands its request to a `Bridge` (h2/bridge.py), which speaks
+  HTTP/2 to the endpoint the slot gives and feeds the response back through `response_head`,
+  `response_body` and `response_complete`; routing, holding, retries and `_finish` stay here.
+- Tracing (`proxy.tracer`, None when off) costs an untraced request one test in `start`; the
+  rest is in exchange_spans.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
-from httpscale.interceptor import http1
+from httpscale.interceptor import exchange_spans, http1
 from httpscale.interceptor.flow import CLIENT_FULL, PENDING_BODY, UPSTREAM_FULL
 from httpscale.interceptor.heads import RequestInfo, ResponseInfo, read_response
 from httpscale.interceptor.http1 import Headers
@@ -55,7 +55,6 @@ from httpscale.routing.spec import CannedResponse, Endpoint, Placeholder
 if TYPE_CHECKING:
     from httpscale.interceptor.downstream import ClientConnection
     from httpscale.interceptor.proxy import Proxy
-    from httpscale.tracing import RequestSpan
 
 __all__ = [
     "CONNECTING",
@@ -64,12 +63,11 @@ __all__ = [
     "PHASES",
     "START",
     "STREAMING",
+    "Bridge",
     "Exchange",
     "PhaseError",
     "next_phase",
 ]
-
-log = logging.getLogger(__name__)
 
 # The phases (ints, not an Enum: compiled, a Final int is a C constant, an Enum member an
 # object compared by a Python call).
@@ -121,10 +119,22 @@ _NO_FIELDS: Final[Headers] = []  # shared, never modified: routing without heade
 # methods, as nginx's proxy_next_upstream retries them), at most _MAX_LOSSES times.
 _SAFE_METHODS: Final = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 _MAX_LOSSES: Final = 3
-# The spans of traced exchanges, until each ends (`_trace_end`, which `_finish` reaches on
-# every path). Here rather than in a field: a field is initialised and cleared for every
-# exchange, traced or not; a traced one has `_special` set and looks its span up.
-_SPANS: Final[dict[Exchange, RequestSpan]] = {}
+
+
+class Bridge(Protocol):
+    """The HTTP/2 leg of an exchange whose route's upstream speaks HTTP/2 (h2/bridge.py): it
+    opens the stream and carries both bodies; the exchange keeps the route, the slot and
+    `_finish`. (A Protocol: compiled code checks no type for it.)"""
+
+    def connect(self, endpoint: Endpoint) -> None: ...
+
+    def request_body(self, data: bytes) -> bool: ...  # False: no stream yet, keep it
+
+    def request_complete(self) -> None: ...
+
+    def client_write_resumed(self) -> None: ...
+
+    def finished(self) -> None: ...
 
 
 class Exchange:
@@ -159,7 +169,7 @@ class Exchange:
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
     _losses = 0  # upstreams that closed without answering (see upstream_lost)
-    _special = False  # a request timer or a span (`_SPANS`): `_finish_special` has work
+    _special = False  # a request timer, a span or a bridge: `_finish_special` has work
 
     def __init__(
         self,
@@ -184,6 +194,9 @@ class Exchange:
         self.head_only = method == b"HEAD"
         self.has_body = info.chunked or info.content_length > 0
         self.started = 0.0
+        # The route's upstream speaks HTTP/2 (set with `_special`). Here, not a class-level
+        # default: mypyc leaves a Protocol-typed default undefined (a store either way).
+        self._bridge: Bridge | None = None
 
     # -- start: route, count, pick or hold ---------------------------------------------------
 
@@ -198,7 +211,7 @@ class Exchange:
         else:
             host, path = self._absolute_form()
         if self.proxy.tracer is not None:
-            self._trace_start()
+            exchange_spans.start(self)
         registry = self.proxy.registry
         route = registry.lookup(
             host, path, self.info.fields() if registry.needs_headers else _NO_FIELDS
@@ -253,7 +266,8 @@ class Exchange:
         self._hold_timer = self.proxy.loop.call_later(wait, self._hold_expired)
 
     def _start_special(self, route: RouteState, path: str) -> bool:
-        """A canned answer (True: answered), or arm the whole-request deadline."""
+        """A canned answer (True: answered), arm the whole-request deadline, or take the
+        HTTP/2 leg toward an h2c/h2 upstream."""
         canned = route.canned
         if canned is not None and (canned.always or route.at_zero):
             # Never held, never wakes anything: the route is answered here.
@@ -265,6 +279,10 @@ class Exchange:
             self._request_timer = self.proxy.loop.call_later(
                 timeout, self._request_expired, timeout
             )
+        if route.http2 and self.proxy.h2_upstreams is not None:
+            from httpscale.interceptor.h2.bridge import bridge_for
+
+            return bridge_for(self)  # True: answered (an upgrade it cannot carry)
         return False
 
     def _request_expired(self, timeout: float) -> None:
@@ -276,7 +294,7 @@ class Exchange:
         if route.unhold(self):
             self.proxy.metrics.held(route.key, _monotonic() - self.held_since)
             if self._special:
-                self._trace_held()
+                exchange_spans.held(self)
         self.proxy.metrics.upstream_error(route.key, "request_timeout")
         # Not answered yet: 504. Under way: the response is cut (`_answer` aborts).
         self._answer(504, f"{route.key} did not answer within {timeout:g}s")
@@ -319,13 +337,13 @@ class Exchange:
         assert self.route is not None
         self.proxy.metrics.held(self.route.key, _monotonic() - self.held_since)
         if self._special:
-            self._trace_held()
+            exchange_spans.held(self)
         self._use(slot)
 
     def reject(self, status: int, message: str) -> None:
         """Answer a held request with an error (its route went away)."""
         if self._special and self.phase == HELD:
-            self._trace_held()
+            exchange_spans.held(self)
         self._answer(status, message)
 
     def _hold_expired(self) -> None:
@@ -350,7 +368,7 @@ class Exchange:
         route.unhold(self)
         self.proxy.metrics.held(route.key, now - self.held_since)
         if self._special:
-            self._trace_held()
+            exchange_spans.held(self)
         if slot is not None:
             self.fallback = True
             self._use(slot)
@@ -366,6 +384,9 @@ class Exchange:
         self.slot = slot
         pool = slot.pool
         if pool is None:
+            if self._bridge is not None:  # (a slot of an HTTP/2 route never caches a pool)
+                self._connect(slot.endpoint)
+                return
             pool = slot.pool = self.proxy.pools.get(slot.endpoint)
         conn = pool.take()
         if conn is not None:
@@ -375,6 +396,9 @@ class Exchange:
 
     def _connect(self, endpoint: Endpoint) -> None:
         self._tried = self._tried | {endpoint}
+        if self._bridge is not None:
+            self._bridge.connect(endpoint)
+            return
         pool = self.proxy.pools.get(endpoint)
         if pool.reserve():
             self._spawn_connect(pool)
@@ -532,6 +556,8 @@ class Exchange:
             return
         if self.phase == FINISHED:
             return  # answered already (e.g. 404); the connection closes after the answer
+        if self._bridge is not None and self._bridge.request_body(data):
+            return
         if self._body is None:
             self._body = [data]
         else:
@@ -545,6 +571,8 @@ class Exchange:
         self.request_trailers = trailers
         if self.upstream is not None and self.phase != FINISHED:
             self._send_request_end()
+        elif self._bridge is not None and self.phase != FINISHED:
+            self._bridge.request_complete()
 
     def _send_request_end(self) -> None:
         conn = self.upstream
@@ -795,6 +823,8 @@ class Exchange:
     def client_write_resumed(self) -> None:
         if self.upstream is not None:
             self.upstream.flow.resume_reading(CLIENT_FULL)
+        elif self._bridge is not None:
+            self._bridge.client_write_resumed()
 
     # -- endings ---------------------------------------------------------------------------------
 
@@ -803,7 +833,7 @@ class Exchange:
         if self.phase == FINISHED:
             return
         if self.route is not None and self.route.unhold(self) and self._special:
-            self._trace_held()
+            exchange_spans.held(self)
         if self._connect_task is not None:
             self._connect_task.cancel()
             pool = self._reserved
@@ -817,7 +847,7 @@ class Exchange:
         if not self.response_done and not self.status:
             self.status = 499  # nginx's "client closed request", for the metrics only
         if self._special and not self.response_done:
-            self._trace_end(self.status, "client closed the connection")
+            exchange_spans.end(self, self.status, "client closed the connection")
         self._finish()
 
     def _answer(self, status: int, message: str, extra: Headers | None = None) -> None:
@@ -830,7 +860,7 @@ class Exchange:
             self.client.flow.resume_reading(UPSTREAM_FULL)
         if self._special:
             status_sent = self.status if self.response_started else status
-            self._trace_end(status_sent, message or f"response cut off ({status})")
+            exchange_spans.end(self, status_sent, message or f"response cut off ({status})")
         if self.response_started:
             self._finish()
             self.client.abort()
@@ -889,59 +919,13 @@ class Exchange:
         )
 
     def _finish_special(self) -> None:
-        """`_finish` for what only some exchanges have: a request timer, a span."""
+        """`_finish` for what only some exchanges have: a request timer, a span, a bridge."""
         timer = self._request_timer
         if timer is not None:
             timer.cancel()
             self._request_timer = None
-        if _SPANS:
-            self._trace_end(self.status, "")
-
-    # -- tracing (only when `proxy.tracer` is set) ---------------------------------------------
-
-    def _trace_start(self) -> None:
-        """This request's span; the upstream head made to carry its trace context."""
-        tracer = self.proxy.tracer
-        assert tracer is not None
-        info = self.info
-        transport = self.client.transport
-        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
-        try:
-            span = tracer.start(
-                method=self.method.decode("latin-1"),
-                scheme="https" if tls else "http",
-                host=info.host.decode("latin-1"),
-                target=self.target.decode("latin-1"),
-                headers=info.fields(),
-                protocol="1.1" if self.version_11 else "1.0",
-                client_ip=self.client.client_ip,
-            )
-            propagation = span.propagation_headers()
-        except Exception:  # tracing must never cost a request its answer
-            log.exception("tracing: no span for this request")
-            return
-        _SPANS[self] = span
-        self._special = True
-        info.replace_fields(tracer.fields, propagation)
-
-    def _trace_held(self) -> None:
-        """The hold that began at `held_since` ended now."""
-        span = _SPANS.get(self)
-        if span is not None:
-            span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
-
-    def _trace_end(self, status: int, error: str) -> None:
-        """Ends the span, if there is one still: `error`, the proxy's reason when it answered
-        or cut the response itself."""
-        span = _SPANS.pop(self, None)
-        if span is None:
-            return
-        route = self.route
-        if route is not None:
-            span.route(route.key)
-            if route.unhold(self):  # ends held (answered while waiting): `_finish` would unhold
-                span.held(_monotonic() - self.held_since, cold_start=self.cold_start)
-        slot = self.slot
-        if slot is not None:
-            span.upstream(str(slot.endpoint))
-        span.end(status, error)
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            bridge.finished()
+        if exchange_spans.SPANS:
+            exchange_spans.end(self, self.status, "")

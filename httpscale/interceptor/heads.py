@@ -169,7 +169,7 @@ class RequestInfo:
         return head
 
     def replace_fields(self, names: frozenset[bytes], fields: Headers) -> None:
-        """Traced requests only (`Exchange._trace_start`): the head sent upstream carries
+        """Traced requests only (`exchange_spans.start`): the head sent upstream carries
         `fields` instead of any received field named in `names` (lower-case): the trace
         context fields, so that the upstream's spans are children of the proxy's. Called
         before `head`."""

@@ -68,6 +68,7 @@ class RouteState:
         "draining",
         "endpoints",
         "fallbacks",
+        "http2",
         "key",
         "request_count",
         "request_timeout",
@@ -80,12 +81,13 @@ class RouteState:
     def __init__(self, spec: RouteSpec, on_wake: Callable[[str], None]) -> None:
         self.key = spec.key
         self._static_fallback: EndpointSlot | None = None
-        self.use_spec(spec)
-        self.concurrency = 0
-        self.request_count = 0
         self.endpoints: dict[Endpoint, EndpointSlot] = {}
         self.draining: dict[Endpoint, EndpointSlot] = {}
         self.fallbacks: dict[Endpoint, EndpointSlot] = {}  # live fallback endpoints
+        self.http2 = False
+        self.use_spec(spec)
+        self.concurrency = 0
+        self.request_count = 0
         self.waiters: dict[Waiter, None] = {}  # insertion-ordered set: FIFO with O(1) removal
         self._choices: list[EndpointSlot] = []
         self._dispatch_pending = False
@@ -102,9 +104,18 @@ class RouteState:
         self.response_header_timeout = spec.response_header_timeout
         self.canned: CannedResponse | None = spec.canned
         self.request_timeout: float | None = spec.request_timeout
-        # Read per request: a route with neither a canned answer nor a request timeout (nearly
-        # every one) pays this one test and nothing else for them.
-        self.special = spec.canned is not None or spec.request_timeout is not None
+        # HTTP/2 toward the app (h2c/h2): an HTTP/1.1 client's request is bridged to it. Its
+        # slots cache no HTTP/1.1 pool (`Exchange._use` relies on it): dropped on a change.
+        http2 = spec.upstream_scheme in ("h2c", "h2")
+        if http2 != self.http2:
+            for slot in (*self.endpoints.values(), *self.draining.values(),
+                         *self.fallbacks.values(), self._static_fallback):
+                if slot is not None:
+                    slot.pool = None
+        self.http2 = http2
+        # Read per request: a route with neither a canned answer, a request timeout nor an
+        # HTTP/2 upstream (nearly every one) pays this one test and nothing else for them.
+        self.special = spec.canned is not None or spec.request_timeout is not None or http2
         static = self._static_fallback
         if spec.fallback is None:
             self._static_fallback = None
