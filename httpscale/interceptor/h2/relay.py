@@ -2,12 +2,12 @@
 on the way to the client, and the backpressure between the two (see server.py for the
 connection's part).
 
-- Request DATA waits in `body` until passed upstream (to aiohttp's writer, `body_chunks`, or
-  the HTTP/2 upstream stream, `pump_up`) and is acknowledged to the client only then: the
-  stream's flow-control window is the bound on what it buffers.
-- Response DATA waits in `out` for the client's windows; `writable` holds an HTTP/1.1 upstream
-  back while that queue is over the write high-water mark; an HTTP/2 upstream's window is
-  reopened (`consumed`) only as the bytes leave in DATA frames (`sent`).
+- Request DATA waits in `body` until passed upstream (`pump_up`, to the stream's `up`: an
+  HTTP/2 upstream stream or an HTTP/1.1 connection, http1client.py) and is acknowledged to
+  the client only then: the stream's flow-control window is the bound on what it buffers.
+- Response DATA waits in `out` for the client's windows; the upstream is told (`consumed`)
+  as the bytes leave in DATA frames (`sent`): an HTTP/2 upstream's window is reopened only
+  then, an HTTP/1.1 connection reads again once the queue is below the low-water mark.
 """
 
 from __future__ import annotations
@@ -107,26 +107,6 @@ class StreamRelay:
             self.pump_up()
         elif self._body_event is not None:
             self._body_event.set()
-
-    async def body_chunks(self) -> Any:
-        """The request body for an HTTP/1.1 upstream (aiohttp pulls it): each chunk is
-        acknowledged to the client once the upstream took it."""
-        while True:
-            while not self.body:
-                if self.request_done:
-                    self.request_sent()
-                    return
-                event = self._body_event = asyncio.Event()
-                await event.wait()
-                self._body_event = None
-                if self.phase == FINISHED:
-                    # Answered before the upload ended: the upstream must not take a short
-                    # body for a whole one, so its connection fails instead.
-                    raise ConnectionAbortedError("the stream ended before its request body")
-            data = self.body.popleft()
-            self.body_passed = True
-            yield data
-            self.conn.acknowledge(self.id, len(data))
 
     def pump_up(self) -> None:
         """Pass what the client sent to the HTTP/2 upstream, while it takes more."""

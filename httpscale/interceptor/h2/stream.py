@@ -13,7 +13,7 @@ Differences that HTTP/2 makes:
   HTTP/1.1 exchange: the response head after the request was sent, then body idleness.
 - The proxy's own answers to a gRPC request are trailers-only gRPC statuses (grpc.py); a
   gRPC call's `grpc-timeout` caps the whole stream as the route's `request_timeout` does.
-- Forwarding is in forward.py: HTTP/1.1 upstreams through aiohttp, HTTP/2 upstreams (h2c,
+- Forwarding is in forward.py: HTTP/1.1 upstreams through http1client.py, HTTP/2 upstreams (h2c,
   h2, and every gRPC call) through `proxy.h2_upstreams`, for which this class is the sink.
   The bytes both ways and their backpressure are the base class's (relay.py); the header
   fields sent on are made in fields.py.
@@ -37,6 +37,7 @@ from httpscale.interceptor.exchange import (
     next_phase,
 )
 from httpscale.interceptor.h2.fields import from_http1
+from httpscale.interceptor.h2.forward import forward, forward_now
 from httpscale.interceptor.h2.grpc import is_grpc, parse_timeout, trailers_only
 from httpscale.interceptor.h2.relay import StreamRelay
 from httpscale.interceptor.placeholder import (
@@ -264,12 +265,11 @@ class H2Stream(StreamRelay):
         self._connect(slot.endpoint)
 
     def _connect(self, endpoint: Endpoint) -> None:
-        from httpscale.interceptor.h2.forward import forward
-
         self._tried = self._tried | {endpoint}
         if self.span is not None:
             self.span.upstream(str(endpoint))
-        self.task = self.proxy.spawn(forward(self, endpoint), "h2-stream")
+        if not forward_now(self, endpoint):
+            self.task = self.proxy.spawn(forward(self, endpoint), "h2-stream")
 
     def connect_failed(self, kind: str, message: str, status: int) -> None:
         """No connection (or no stream) to the endpoint: as Exchange._connect_failed."""
