@@ -42,17 +42,46 @@ def _route_tls(stream: H2Stream) -> tuple[str, bool]:
 
 
 def forward_now(stream: H2Stream, endpoint: Endpoint) -> bool:
-    """Forward over an idle pooled HTTP/1.1 connection at once; False when `forward` must
-    run as a task instead (HTTP/2 upstream, or no idle connection)."""
+    """Forward at once when a pooled connection has room now (an idle HTTP/1.1 one, an
+    HTTP/2 one under its stream limit): no task, no loop turn. False when `forward` must run
+    as a task instead (connecting, or waiting for room)."""
     scheme, tls = _route_tls(stream)
+    route = stream.route
+    assert route is not None
     if scheme in ("h2c", "h2") or stream.grpc:
-        return False
-    assert stream.route is not None
-    conn = stream.proxy.h2_http1.take(endpoint, tls, stream.route.spec.upstream_server_name)
+        upstreams = stream.proxy.h2_upstreams
+        if upstreams is None:
+            return False
+        headers, ended = _h2_request(stream, tls)
+        try:
+            up = upstreams.open_stream_now(
+                endpoint, tls=tls, server_name=route.spec.upstream_server_name or endpoint.host,
+                headers=headers, end_stream=ended, sink=stream,
+            )
+        except H2UpstreamRefused as exc:
+            stream.connect_failed("connect", f"{endpoint} refused the stream: {exc}", 502)
+            return True
+        if up is None:
+            return False
+        stream.bind_up(up, ended=ended)
+        return True
+    conn = stream.proxy.h2_http1.take(endpoint, tls, route.spec.upstream_server_name)
     if conn is None:
         return False
     _start_http1(stream, conn)
     return True
+
+
+def _h2_request(stream: H2Stream, tls: bool) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The HEADERS block toward an HTTP/2 upstream, and whether it ends the stream."""
+    headers = [
+        (b":method", stream.method),
+        (b":scheme", b"https" if tls else b"http"),
+        (b":authority", stream.authority),
+        (b":path", stream.path),
+        *upstream_fields(stream, http2=True),
+    ]
+    return headers, stream.request_done and not stream.body and stream.trailers_in is None
 
 
 async def forward(stream: H2Stream, endpoint: Endpoint) -> None:
@@ -76,15 +105,7 @@ async def _forward_h2(stream: H2Stream, endpoint: Endpoint, tls: bool) -> None:
         stream.task = None
         stream.upstream_failed("connect", "HTTP/2 upstreams are not available in this build")
         return
-    method = stream.method
-    headers = [
-        (b":method", method),
-        (b":scheme", b"https" if tls else b"http"),
-        (b":authority", stream.authority),
-        (b":path", stream.path),
-        *upstream_fields(stream, http2=True),
-    ]
-    ended = stream.request_done and not stream.body and stream.trailers_in is None
+    headers, ended = _h2_request(stream, tls)
     route = stream.route
     assert route is not None
     server_name = route.spec.upstream_server_name or endpoint.host

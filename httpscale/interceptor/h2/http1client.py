@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -207,8 +208,7 @@ class Http1Upstreams:
         self._pools.clear()
 
 
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+_now: Final = time.monotonic
 
 
 class Http1Conn(asyncio.Protocol):
@@ -361,7 +361,9 @@ class Http1Conn(asyncio.Protocol):
                 raise httptools.HttpParserError(
                     f"response head over {self.upstreams.max_head} bytes"
                 )
-            self._headers.append((name, value))
+            # llhttp keeps a value's trailing whitespace, which HTTP/2 forbids (RFC 9113
+            # §8.2.1) and the server connection no longer strips (server.py's config).
+            self._headers.append((name, value.rstrip(b" \t")))
         # else: a trailer field of a chunked body, dropped
 
     def on_headers_complete(self) -> None:

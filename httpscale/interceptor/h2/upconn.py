@@ -118,6 +118,7 @@ class H2UpConnection(asyncio.Protocol):
         self.last_used = 0  # when its latest stream opened, as a count of opens (see _OPENS)
         self._loop = asyncio.get_running_loop()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._flush_pending = False
 
     # -- for H2Upstreams -------------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class H2UpConnection(asyncio.Protocol):
         stream.id = sid
         stream.local_closed = end_stream
         self.streams[sid] = stream
-        self.flush()
+        self.flush_soon()
 
     def drain(self) -> None:
         """Take no new stream; close once the open ones are done (GOAWAY, `retire`, ids)."""
@@ -325,6 +326,17 @@ class H2UpConnection(asyncio.Protocol):
             stream.pump()
 
     # -- inside ----------------------------------------------------------------------------
+
+    def flush_soon(self) -> None:
+        """Write at the end of this loop turn: the HEADERS of the streams opened meanwhile
+        leave in one write (one system call), not one each."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_pending = False
+        self.flush()
 
     def flush(self) -> None:
         data = self.h2.data_to_send()

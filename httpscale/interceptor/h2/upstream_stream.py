@@ -157,7 +157,7 @@ class UpstreamStream:
         if self.id and conn.usable():
             # For a closed stream h2 opens only the connection window, which is what is owed.
             conn.h2.acknowledge_received_data(n, self.id)
-            conn.flush()
+            conn.flush_soon()
 
     def _release(self) -> None:
         """Nobody consumes the unread bytes any more: give them back to the connection."""
