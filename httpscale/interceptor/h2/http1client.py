@@ -223,6 +223,7 @@ class Http1Conn(asyncio.Protocol):
         self.reused = False
         self.stream: H2Stream | None = None
         self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []  # of the read being parsed
         self._head_size = 0
         self._status = 0
         self._in_head = True
@@ -252,6 +253,7 @@ class Http1Conn(asyncio.Protocol):
         self._in_head = True
         self._eof_body = False
         self._chunked = chunked
+        self._body.clear()
         self._request_ended = ended
         self._response_ended = False
         self.transport.write(head)
@@ -312,6 +314,8 @@ class Http1Conn(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            if self._body:
+                self._pass_body()
         except httptools.HttpParserUpgrade:
             self._fail("upstream switched protocols, which HTTP/2 cannot carry")
         except httptools.HttpParserError as exc:
@@ -334,6 +338,7 @@ class Http1Conn(asyncio.Protocol):
             stream.task = None
             stream.response_end(None)
             return
+        self._body.clear()
         if stream.phase == FINISHED:
             return
         if self._in_head:
@@ -389,10 +394,19 @@ class Http1Conn(asyncio.Protocol):
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
+        # Passed on once this read is parsed: a response whose end is in the same read then
+        # leaves as one DATA frame with END_STREAM (on_message_complete).
+        if self.stream is not None:
+            self._body.append(body)
+
+    def _pass_body(self) -> None:
+        body = self._body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
         stream = self.stream
         if stream is None:
             return
-        stream.response_data(body)
+        stream.response_data(data)
         if stream.out_size > stream.high_water and not self._read_paused:
             self._read_paused = True
             if self.transport is not None:
@@ -405,7 +419,12 @@ class Http1Conn(asyncio.Protocol):
             return
         self._response_ended = True
         stream.task = None
-        stream.response_end(None)
+        body = self._body
+        data = b""
+        if body:
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+        stream.response_end(None, data)
         if self._request_ended:
             self._release()
         else:

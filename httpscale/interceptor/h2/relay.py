@@ -20,8 +20,8 @@ from httpscale.interceptor.exchange import FINISHED, STREAMING
 from httpscale.interceptor.h2.fields import HOP
 
 if TYPE_CHECKING:
-    from httpscale.interceptor.deadline import Deadline
     from httpscale.interceptor.h2.server import H2ServerConnection
+    from httpscale.interceptor.h2.timers import StreamDeadline
     from httpscale.interceptor.proxy import Proxy
 
 __all__ = ["StreamRelay"]
@@ -37,7 +37,7 @@ class StreamRelay:
     status: int
     cold_start: bool
     head_only: bool
-    deadline: Deadline
+    deadline: StreamDeadline
     _head_due: bool
 
     def __init__(self, proxy: Proxy) -> None:
@@ -150,9 +150,10 @@ class StreamRelay:
         self.response_head(status, headers, end_stream=end_stream)
 
     def upstream_data(self, data: bytes, *, end_stream: bool) -> None:
-        self.response_data(data)
         if end_stream:
-            self.response_end(None)
+            self.response_end(None, data)  # one DATA frame with END_STREAM, not two
+        else:
+            self.response_data(data)
 
     def upstream_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
         self.response_end([(n, v) for n, v in trailers if n[:1] != b":"])
@@ -196,7 +197,15 @@ class StreamRelay:
         self.out_size += len(data)
         self.conn.flush_stream(self)
 
-    def response_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+    def response_end(self, trailers: list[tuple[bytes, bytes]] | None, data: bytes = b"") -> None:
+        """The response is complete; `data`, its last bytes, leave with its end (one frame)."""
+        if data:
+            if self.phase == FINISHED or self.head_only:
+                if self.up is not None:
+                    self.up.consumed(len(data))
+            else:
+                self.out.append(data)
+                self.out_size += len(data)
         if self.phase == FINISHED:
             return
         self.response_done = True

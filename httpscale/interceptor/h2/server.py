@@ -49,6 +49,7 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
 from httpscale.interceptor.h2.relay import StreamRelay
 from httpscale.interceptor.h2.stream import H2Stream
+from httpscale.interceptor.h2.timers import ConnectionDeadlines
 
 if TYPE_CHECKING:
     from httpscale.interceptor.proxy import Proxy
@@ -180,6 +181,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.closing = False
         self._timer: asyncio.TimerHandle | None = None
         self._flush_pending = False
+        self.deadlines = ConnectionDeadlines(proxy.loop)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -285,6 +287,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.deadlines.stop()
         self.proxy.h2_connections.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()

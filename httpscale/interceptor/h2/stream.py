@@ -9,8 +9,9 @@ answers; `request_timeout` and the response-head timeout; metrics; `_finish` exa
 giving back the slot and the concurrency. A client's RST_STREAM is `client_lost`, counted 499.
 
 Differences that HTTP/2 makes:
-- One `Deadline` per stream watches what the upstream connection's deadline watches for an
-  HTTP/1.1 exchange: the response head after the request was sent, then body idleness.
+- One deadline per stream (on the connection's one timer, timers.py) watches what the
+  upstream connection's deadline watches for an HTTP/1.1 exchange: the response head after
+  the request was sent, then body idleness.
 - The proxy's own answers to a gRPC request are trailers-only gRPC statuses (grpc.py); a
   gRPC call's `grpc-timeout` caps the whole stream as the route's `request_timeout` does.
 - Forwarding is in forward.py: HTTP/1.1 upstreams through http1client.py, HTTP/2 upstreams (h2c,
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from h2.errors import ErrorCodes
 
-from httpscale.interceptor.deadline import Deadline
 from httpscale.interceptor.exchange import (
     CONNECTING,
     FINISHED,
@@ -40,6 +40,7 @@ from httpscale.interceptor.h2.fields import from_http1
 from httpscale.interceptor.h2.forward import forward, forward_now
 from httpscale.interceptor.h2.grpc import is_grpc, parse_timeout, trailers_only
 from httpscale.interceptor.h2.relay import StreamRelay
+from httpscale.interceptor.h2.timers import StreamDeadline
 from httpscale.interceptor.placeholder import (
     canned_response,
     placeholder_response,
@@ -104,7 +105,7 @@ class H2Stream(StreamRelay):
         self._deadline = 0.0
         self._hold_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
-        self.deadline = Deadline(self.proxy.loop, self.io_timeout)
+        self.deadline = StreamDeadline(conn.deadlines, self.io_timeout)
         self._head_due = False
         self.task: asyncio.Task[None] | None = None
         self.span: Any = None
