@@ -258,13 +258,15 @@ class Http1Conn(asyncio.Protocol):
         self._response_ended = False
         self.transport.write(head)
 
-    def send_data(self, data: bytes) -> bool:
+    def send_data(self, data: bytes, *, end_stream: bool = False) -> bool:
         transport = self.transport
         if transport is not None and not self._request_ended:
             if self._chunked:
                 transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
             else:
                 transport.write(data)
+        if end_stream:
+            self.end()
         return not self._write_paused
 
     def end(self) -> None:

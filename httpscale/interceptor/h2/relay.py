@@ -82,7 +82,11 @@ class StreamRelay:
 
     # -- request body from the client (server.py) --------------------------------------------
 
-    def request_data(self, data: bytes) -> None:
+    def request_data(self, data: bytes, *, ended: bool = False) -> None:
+        """`ended`: the frame had END_STREAM (request_end follows), so the data can leave
+        with the end toward the upstream, in one frame."""
+        if ended:
+            self.request_done = True
         if self.phase == FINISHED:
             self.conn.acknowledge(self.id, len(data))  # answered already: dropped
             return
@@ -114,9 +118,14 @@ class StreamRelay:
         while self.body and not self._up_blocked:
             data = self.body.popleft()
             self.body_passed = True
-            if not up.send_data(data):
+            last = not self.body and self.request_done and self.trailers_in is None
+            if not up.send_data(data, end_stream=last):
                 self._up_blocked = True
             self.conn.acknowledge(self.id, len(data))
+            if last:
+                self._up_ended = True
+                self.request_sent()
+                return
         if not self.body and self.request_done and not self._up_ended:
             self._up_ended = True
             if self.trailers_in is not None:

@@ -229,7 +229,7 @@ class H2ServerConnection(asyncio.Protocol):
                 # Padding is acknowledged at once: it is never passed on.
                 if length > len(data):
                     self.acknowledge(event.stream_id, length - len(data))
-                stream.request_data(data)
+                stream.request_data(data, ended=event.stream_ended is not None)
         elif isinstance(event, RequestReceived):
             self._request(event)
         elif isinstance(event, StreamEnded):
@@ -276,7 +276,7 @@ class H2ServerConnection(asyncio.Protocol):
         headers = cast(list[tuple[bytes, bytes]], event.headers or [])
         stream = H2Stream(self, stream_id, headers)
         self.streams[stream_id] = stream
-        size = sum(len(n) + len(v) + 32 for n, v in headers)  # RFC 9113 §6.5.2's measure
+        size = stream.header_list_size
         if size > self.max_header_list:
             stream.begin_refused(431, f"request header list of {size} bytes is too large")
         else:

@@ -68,7 +68,9 @@ class H2Stream(StreamRelay):
         host: bytes | None = None
         ctype = timeout = b""
         fields: list[tuple[bytes, bytes]] = []
+        size = 32 * len(headers)  # RFC 9113 §6.5.2's measure (server.py checks it)
         for name, value in headers:
+            size += len(name) + len(value)
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -84,6 +86,7 @@ class H2Stream(StreamRelay):
                 ctype = value
             elif name == b"grpc-timeout":
                 timeout = value
+        self.header_list_size = size
         self.method = method
         self.path = path or b"/"
         # RFC 9113 §8.3.1: :authority, else Host, names the target.
