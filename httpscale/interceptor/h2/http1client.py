@@ -228,6 +228,7 @@ class Http1Conn(asyncio.Protocol):
         self._status = 0
         self._in_head = True
         self._eof_body = False  # a body that ends when the connection does
+        self._keep_alive = False  # as the response head said
         self._chunked = False
         self._request_ended = False
         self._response_ended = False
@@ -252,6 +253,7 @@ class Http1Conn(asyncio.Protocol):
         self._status = 0
         self._in_head = True
         self._eof_body = False
+        self._keep_alive = False
         self._chunked = chunked
         self._body.clear()
         self._request_ended = ended
@@ -384,7 +386,8 @@ class Http1Conn(asyncio.Protocol):
             return
         self._in_head = False
         headers = self._headers
-        if not self.parser.should_keep_alive():
+        self._keep_alive = self.parser.should_keep_alive()
+        if not self._keep_alive:
             # Without a length or chunking, the body runs to the connection's end.
             self._eof_body = not any(
                 n.lower() in (b"content-length", b"transfer-encoding") for n, _ in headers
@@ -435,7 +438,7 @@ class Http1Conn(asyncio.Protocol):
 
     def _release(self) -> None:
         self.stream = None
-        if self._eof_body or not self.parser.should_keep_alive() or self.transport is None:
+        if self._eof_body or not self._keep_alive or self.transport is None:
             self.close()
             return
         if self._read_paused:
