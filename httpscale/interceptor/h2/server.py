@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection, _decode_headers
+from h2.connection import ConnectionState, _decode_headers
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -37,16 +37,12 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.exceptions import (
-    ProtocolError,
-    StreamClosedError,
-    StreamIDTooLowError,
-    TooManyStreamsError,
-)
+from h2.exceptions import ProtocolError, TooManyStreamsError
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
+from httpscale.interceptor.h2.quiet import QuietH2Connection
 from httpscale.interceptor.h2.relay import StreamRelay
 from httpscale.interceptor.h2.stream import H2Stream
 from httpscale.interceptor.h2.timers import ConnectionDeadlines
@@ -80,7 +76,7 @@ def check_settings(s: Http2) -> None:
             raise ValueError(f"{option}: {value} is outside {low}..{high}")
 
 
-class _Connection(H2Connection):
+class _Connection(QuietH2Connection):
     """h2's connection, refusing a stream over the limit instead of the whole connection."""
 
     hard_header_limit = 0
@@ -98,34 +94,6 @@ class _Connection(H2Connection):
             rst.error_code = ErrorCodes.REFUSED_STREAM
             self._prepare_for_sending([rst])
             return [], []
-
-    def _receive_frame(self, frame: Any) -> Any:
-        # h2 4.x's own, less its first line: `logger.trace("Received frame: %s", repr(frame))`
-        # formats every frame (hyperframe's repr sorts its flags) even with logging off, ~4% of
-        # an h2c request's CPU. The error handling is h2's, unchanged.
-        try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
-        except StreamClosedError as e:
-            if self._stream_is_closed_by_reset(e.stream_id):
-                f = RstStreamFrame(e.stream_id)
-                f.error_code = e.error_code
-                self._prepare_for_sending([f])
-                events = e._events
-            else:
-                raise
-        except StreamIDTooLowError as e:
-            if self._stream_is_closed_by_reset(e.stream_id):
-                f = RstStreamFrame(e.stream_id)
-                f.error_code = ErrorCodes.STREAM_CLOSED
-                self._prepare_for_sending([f])
-                events = []
-            elif self._stream_is_closed_by_end(e.stream_id):
-                raise StreamClosedError(e.stream_id) from e
-            else:
-                raise
-        else:
-            self._prepare_for_sending(frames)
-        return events
 
     def _local_settings_acked(self) -> Any:
         changes = super()._local_settings_acked()

@@ -25,7 +25,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -42,6 +41,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 from hyperframe.frame import Frame, GoAwayFrame
 
+from httpscale.interceptor.h2.quiet import QuietH2Connection
 from httpscale.interceptor.h2.upstream_stream import (
     H2UpstreamRefused,
     Headers,
@@ -73,7 +73,7 @@ class ConnectionOwner(Protocol):
         """The connection closed: forget it."""
 
 
-class _GracefulH2Connection(H2Connection):
+class _GracefulH2Connection(QuietH2Connection):  # quiet.py: no repr per frame
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
         # As h2 does, minus the CLOSED transition and the outbound-buffer purge: streams up to
         # last_stream_id may still complete (RFC 9113 6.8).
