@@ -12,7 +12,6 @@ connection's part).
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +47,6 @@ class StreamRelay:
         self.body: deque[bytes] = deque()
         self.body_passed = False  # some of it went upstream: no retry elsewhere after that
         self.trailers_in: list[tuple[bytes, bytes]] | None = None
-        self._body_event: asyncio.Event | None = None
         self._request_sent = False
         # Response to the client, queued past its flow-control windows.
         self.response_started = False
@@ -59,7 +57,6 @@ class StreamRelay:
         self.out_trailers: list[tuple[bytes, bytes]] | None = None
         self.ended_out = False
         self.reset = False
-        self._writable: asyncio.Event | None = None
         limits = proxy.settings.limits
         self.high_water = limits.write_high_water
         self.low_water = limits.write_low_water
@@ -97,8 +94,6 @@ class StreamRelay:
             self.deadline.set(self.proxy.time() + self.proxy.body_idle)
         if self.up is not None:
             self.pump_up()
-        elif self._body_event is not None:
-            self._body_event.set()
 
     def request_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
         self.trailers_in = trailers  # StreamEnded follows
@@ -109,8 +104,6 @@ class StreamRelay:
             return
         if self.up is not None:
             self.pump_up()
-        elif self._body_event is not None:
-            self._body_event.set()
 
     def pump_up(self) -> None:
         """Pass what the client sent to the HTTP/2 upstream, while it takes more."""
@@ -233,13 +226,3 @@ class StreamRelay:
             up.consumed(n)
         elif self.phase != FINISHED:
             self._credit += n
-        event = self._writable
-        if event is not None and self.out_size <= self.low_water:
-            event.set()
-
-    async def writable(self) -> None:
-        """Wait until the queue toward the client is below its low-water mark."""
-        while self.out_size > self.low_water and self.phase != FINISHED and not self.reset:
-            event = self._writable = asyncio.Event()
-            await event.wait()
-            self._writable = None

@@ -401,8 +401,6 @@ class H2Stream(StreamRelay):
         self.client_lost()
 
     def client_lost(self) -> None:
-        if self._writable is not None:
-            self._writable.set()
         if self.phase == FINISHED:
             return
         if self.route is not None:
@@ -485,8 +483,6 @@ class H2Stream(StreamRelay):
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
-        if self._body_event is not None:
-            self._body_event.set()
         route = self.route
         if route is not None:
             route.unhold(self)
