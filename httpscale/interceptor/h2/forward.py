@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Final
 
 from httpscale.interceptor.exchange import FINISHED
 from httpscale.interceptor.h2.fields import upstream_fields
-from httpscale.interceptor.h2.http1client import Http1Conn, Http1Upstreams
+from httpscale.interceptor.h2.http1client import Http1Conn
+from httpscale.interceptor.h2.http1pool import Http1Upstreams
 from httpscale.interceptor.h2.upstream import H2UpstreamRefused
 from httpscale.routing.spec import Endpoint
 
