@@ -11,9 +11,9 @@ One `Http1Conn` (asyncio.Protocol + httptools) carries one stream at a time and 
 stop, `upstream_writable` follows), `end`, `send_trailers`, `consumed` (the client took that
 much: reading resumes below the low-water mark), `reset`. Rules:
 - Pooled keep-alive (http1pool.py) per (endpoint, TLS, server name), at most
-  `limits.pool_max_per_endpoint` connections each; a stream over it waits up to `timeouts.upstream_connect` for one. Idle
-  connections close after `timeouts.upstream_idle` (checked when taken, and by one timer per
-  pool, not one per connection).
+  `limits.pool_max_per_endpoint` connections each; a stream over it waits up to
+  `timeouts.upstream_connect` for one. Idle connections close after `timeouts.upstream_idle`
+  (checked when taken, and by one timer per pool, not one per connection).
 - Back to the pool only when both messages were complete and the app allowed keep-alive.
 - Request body: Content-Length when the client gave one or the whole body is already here,
   else chunked. Request trailers and response trailers are dropped, interim (1xx) responses
