@@ -43,8 +43,8 @@ async def test_slow_reader_holds_the_backend_back(backends, make_interceptor):
         # The client never acknowledges: 65,535 bytes reach it, the rest waits upstream.
         await eventually(lambda: len(c.replies[sid].body) == 65535, within=10,
                          what="the client's window filled")
-        await eventually(lambda: _stream(ic)._writable is not None, within=10,
-                         what="the stream waiting for the client")
+        await eventually(lambda: _stream(ic).up._read_paused, within=10,
+                         what="the upstream connection paused for the client")
         stream = _stream(ic)
         assert stream.out_size <= limits.write_high_water + 64 * 1024
         assert sent < total // 2  # the backend is held back, not read into memory

@@ -2,17 +2,16 @@
 on the way to the client, and the backpressure between the two (see server.py for the
 connection's part).
 
-- Request DATA waits in `body` until passed upstream (to aiohttp's writer, `body_chunks`, or
-  the HTTP/2 upstream stream, `pump_up`) and is acknowledged to the client only then: the
-  stream's flow-control window is the bound on what it buffers.
-- Response DATA waits in `out` for the client's windows; `writable` holds an HTTP/1.1 upstream
-  back while that queue is over the write high-water mark; an HTTP/2 upstream's window is
-  reopened (`consumed`) only as the bytes leave in DATA frames (`sent`).
+- Request DATA waits in `body` until passed upstream (`pump_up`, to the stream's `up`: an
+  HTTP/2 upstream stream or an HTTP/1.1 connection, http1client.py) and is acknowledged to
+  the client only then: the stream's flow-control window is the bound on what it buffers.
+- Response DATA waits in `out` for the client's windows; the upstream is told (`consumed`)
+  as the bytes leave in DATA frames (`sent`): an HTTP/2 upstream's window is reopened only
+  then, an HTTP/1.1 connection reads again once the queue is below the low-water mark.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,8 @@ from httpscale.interceptor.exchange import FINISHED, STREAMING
 from httpscale.interceptor.h2.fields import HOP
 
 if TYPE_CHECKING:
-    from httpscale.interceptor.deadline import Deadline
     from httpscale.interceptor.h2.server import H2ServerConnection
+    from httpscale.interceptor.h2.timers import StreamDeadline
     from httpscale.interceptor.proxy import Proxy
 
 __all__ = ["StreamRelay"]
@@ -37,7 +36,7 @@ class StreamRelay:
     status: int
     cold_start: bool
     head_only: bool
-    deadline: Deadline
+    deadline: StreamDeadline
     _head_due: bool
 
     def __init__(self, proxy: Proxy) -> None:
@@ -48,7 +47,6 @@ class StreamRelay:
         self.body: deque[bytes] = deque()
         self.body_passed = False  # some of it went upstream: no retry elsewhere after that
         self.trailers_in: list[tuple[bytes, bytes]] | None = None
-        self._body_event: asyncio.Event | None = None
         self._request_sent = False
         # Response to the client, queued past its flow-control windows.
         self.response_started = False
@@ -59,7 +57,6 @@ class StreamRelay:
         self.out_trailers: list[tuple[bytes, bytes]] | None = None
         self.ended_out = False
         self.reset = False
-        self._writable: asyncio.Event | None = None
         limits = proxy.settings.limits
         self.high_water = limits.write_high_water
         self.low_water = limits.write_low_water
@@ -82,7 +79,11 @@ class StreamRelay:
 
     # -- request body from the client (server.py) --------------------------------------------
 
-    def request_data(self, data: bytes) -> None:
+    def request_data(self, data: bytes, *, ended: bool = False) -> None:
+        """`ended`: the frame had END_STREAM (request_end follows), so the data can leave
+        with the end toward the upstream, in one frame."""
+        if ended:
+            self.request_done = True
         if self.phase == FINISHED:
             self.conn.acknowledge(self.id, len(data))  # answered already: dropped
             return
@@ -93,8 +94,6 @@ class StreamRelay:
             self.deadline.set(self.proxy.time() + self.proxy.body_idle)
         if self.up is not None:
             self.pump_up()
-        elif self._body_event is not None:
-            self._body_event.set()
 
     def request_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
         self.trailers_in = trailers  # StreamEnded follows
@@ -105,28 +104,6 @@ class StreamRelay:
             return
         if self.up is not None:
             self.pump_up()
-        elif self._body_event is not None:
-            self._body_event.set()
-
-    async def body_chunks(self) -> Any:
-        """The request body for an HTTP/1.1 upstream (aiohttp pulls it): each chunk is
-        acknowledged to the client once the upstream took it."""
-        while True:
-            while not self.body:
-                if self.request_done:
-                    self.request_sent()
-                    return
-                event = self._body_event = asyncio.Event()
-                await event.wait()
-                self._body_event = None
-                if self.phase == FINISHED:
-                    # Answered before the upload ended: the upstream must not take a short
-                    # body for a whole one, so its connection fails instead.
-                    raise ConnectionAbortedError("the stream ended before its request body")
-            data = self.body.popleft()
-            self.body_passed = True
-            yield data
-            self.conn.acknowledge(self.id, len(data))
 
     def pump_up(self) -> None:
         """Pass what the client sent to the HTTP/2 upstream, while it takes more."""
@@ -134,9 +111,14 @@ class StreamRelay:
         while self.body and not self._up_blocked:
             data = self.body.popleft()
             self.body_passed = True
-            if not up.send_data(data):
+            last = not self.body and self.request_done and self.trailers_in is None
+            if not up.send_data(data, end_stream=last):
                 self._up_blocked = True
             self.conn.acknowledge(self.id, len(data))
+            if last:
+                self._up_ended = True
+                self.request_sent()
+                return
         if not self.body and self.request_done and not self._up_ended:
             self._up_ended = True
             if self.trailers_in is not None:
@@ -170,9 +152,10 @@ class StreamRelay:
         self.response_head(status, headers, end_stream=end_stream)
 
     def upstream_data(self, data: bytes, *, end_stream: bool) -> None:
-        self.response_data(data)
         if end_stream:
-            self.response_end(None)
+            self.response_end(None, data)  # one DATA frame with END_STREAM, not two
+        else:
+            self.response_data(data)
 
     def upstream_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
         self.response_end([(n, v) for n, v in trailers if n[:1] != b":"])
@@ -216,7 +199,15 @@ class StreamRelay:
         self.out_size += len(data)
         self.conn.flush_stream(self)
 
-    def response_end(self, trailers: list[tuple[bytes, bytes]] | None) -> None:
+    def response_end(self, trailers: list[tuple[bytes, bytes]] | None, data: bytes = b"") -> None:
+        """The response is complete; `data`, its last bytes, leave with its end (one frame)."""
+        if data:
+            if self.phase == FINISHED or self.head_only:
+                if self.up is not None:
+                    self.up.consumed(len(data))
+            else:
+                self.out.append(data)
+                self.out_size += len(data)
         if self.phase == FINISHED:
             return
         self.response_done = True
@@ -235,13 +226,3 @@ class StreamRelay:
             up.consumed(n)
         elif self.phase != FINISHED:
             self._credit += n
-        event = self._writable
-        if event is not None and self.out_size <= self.low_water:
-            event.set()
-
-    async def writable(self) -> None:
-        """Wait until the queue toward the client is below its low-water mark."""
-        while self.out_size > self.low_water and self.phase != FINISHED and not self.reset:
-            event = self._writable = asyncio.Event()
-            await event.wait()
-            self._writable = None

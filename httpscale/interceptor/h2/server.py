@@ -25,7 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection, _decode_headers
+from h2.connection import ConnectionState, _decode_headers
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -42,8 +42,10 @@ from h2.settings import SettingCodes, Settings
 from h2.stream import StreamClosedBy
 from hyperframe.frame import GoAwayFrame, RstStreamFrame
 
+from httpscale.interceptor.h2.quiet import QuietH2Connection
 from httpscale.interceptor.h2.relay import StreamRelay
 from httpscale.interceptor.h2.stream import H2Stream
+from httpscale.interceptor.h2.timers import ConnectionDeadlines
 
 if TYPE_CHECKING:
     from httpscale.interceptor.proxy import Proxy
@@ -74,7 +76,7 @@ def check_settings(s: Http2) -> None:
             raise ValueError(f"{option}: {value} is outside {low}..{high}")
 
 
-class _Connection(H2Connection):
+class _Connection(QuietH2Connection):
     """h2's connection, refusing a stream over the limit instead of the whole connection."""
 
     hard_header_limit = 0
@@ -104,10 +106,23 @@ class H2ServerConnection(asyncio.Protocol):
         self.proxy = proxy
         s = proxy.settings.http2
         self.max_header_list = s.max_header_list_size
+        # h2's options, chosen for cost (each header option runs per field of every stream):
+        # - header_encoding=None: fields stay bytes both ways (no decode/encode per field).
+        # - validate_inbound_headers: on; RFC 9113 §8.2 makes a malformed request (upper-case
+        #   or connection-specific field, bad pseudo-fields, te other than trailers) a stream
+        #   error, and h2spec checks it. normalize_inbound_headers: on (joins cookie crumbs,
+        #   what route header matching and HTTP/1.1 apps expect; cheap).
+        # - validate_outbound_headers / normalize_outbound_headers: off. Every block this
+        #   connection sends is the proxy's own: names lower-cased and connection-specific
+        #   fields dropped (relay.response_head, fields.from_http1, grpc.trailers_only), values
+        #   from h2 (validated inbound) or httptools (trailing whitespace cut, http1client.py).
+        #   Normalising would only redo that, and mark authorization/cookie fields
+        #   never-indexed, which responses do not carry.
         self.h2 = _Connection(
             config=H2Configuration(
                 client_side=False, header_encoding=None, validate_inbound_headers=True,
                 normalize_inbound_headers=True, validate_outbound_headers=False,
+                normalize_outbound_headers=False,
             )
         )
         self.h2.local_settings = Settings(
@@ -134,6 +149,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.closing = False
         self._timer: asyncio.TimerHandle | None = None
         self._flush_pending = False
+        self.deadlines = ConnectionDeadlines(proxy.loop)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -181,7 +197,7 @@ class H2ServerConnection(asyncio.Protocol):
                 # Padding is acknowledged at once: it is never passed on.
                 if length > len(data):
                     self.acknowledge(event.stream_id, length - len(data))
-                stream.request_data(data)
+                stream.request_data(data, ended=event.stream_ended is not None)
         elif isinstance(event, RequestReceived):
             self._request(event)
         elif isinstance(event, StreamEnded):
@@ -228,7 +244,7 @@ class H2ServerConnection(asyncio.Protocol):
         headers = cast(list[tuple[bytes, bytes]], event.headers or [])
         stream = H2Stream(self, stream_id, headers)
         self.streams[stream_id] = stream
-        size = sum(len(n) + len(v) + 32 for n, v in headers)  # RFC 9113 §6.5.2's measure
+        size = stream.header_list_size
         if size > self.max_header_list:
             stream.begin_refused(431, f"request header list of {size} bytes is too large")
         else:
@@ -239,6 +255,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.deadlines.stop()
         self.proxy.h2_connections.discard(self)
         streams = list(self.streams.values())
         self.streams.clear()

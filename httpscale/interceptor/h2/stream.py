@@ -9,11 +9,12 @@ answers; `request_timeout` and the response-head timeout; metrics; `_finish` exa
 giving back the slot and the concurrency. A client's RST_STREAM is `client_lost`, counted 499.
 
 Differences that HTTP/2 makes:
-- One `Deadline` per stream watches what the upstream connection's deadline watches for an
-  HTTP/1.1 exchange: the response head after the request was sent, then body idleness.
+- One deadline per stream (on the connection's one timer, timers.py) watches what the
+  upstream connection's deadline watches for an HTTP/1.1 exchange: the response head after
+  the request was sent, then body idleness.
 - The proxy's own answers to a gRPC request are trailers-only gRPC statuses (grpc.py); a
   gRPC call's `grpc-timeout` caps the whole stream as the route's `request_timeout` does.
-- Forwarding is in forward.py: HTTP/1.1 upstreams through aiohttp, HTTP/2 upstreams (h2c,
+- Forwarding is in forward.py: HTTP/1.1 upstreams through http1client.py, HTTP/2 upstreams (h2c,
   h2, and every gRPC call) through `proxy.h2_upstreams`, for which this class is the sink.
   The bytes both ways and their backpressure are the base class's (relay.py); the header
   fields sent on are made in fields.py.
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from h2.errors import ErrorCodes
 
-from httpscale.interceptor.deadline import Deadline
 from httpscale.interceptor.exchange import (
     CONNECTING,
     FINISHED,
@@ -37,8 +37,10 @@ from httpscale.interceptor.exchange import (
     next_phase,
 )
 from httpscale.interceptor.h2.fields import from_http1
+from httpscale.interceptor.h2.forward import forward, forward_now
 from httpscale.interceptor.h2.grpc import is_grpc, parse_timeout, trailers_only
 from httpscale.interceptor.h2.relay import StreamRelay
+from httpscale.interceptor.h2.timers import StreamDeadline
 from httpscale.interceptor.placeholder import (
     canned_response,
     placeholder_response,
@@ -66,7 +68,9 @@ class H2Stream(StreamRelay):
         host: bytes | None = None
         ctype = timeout = b""
         fields: list[tuple[bytes, bytes]] = []
+        size = 32 * len(headers)  # RFC 9113 §6.5.2's measure (server.py checks it)
         for name, value in headers:
+            size += len(name) + len(value)
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -82,6 +86,7 @@ class H2Stream(StreamRelay):
                 ctype = value
             elif name == b"grpc-timeout":
                 timeout = value
+        self.header_list_size = size
         self.method = method
         self.path = path or b"/"
         # RFC 9113 §8.3.1: :authority, else Host, names the target.
@@ -103,7 +108,7 @@ class H2Stream(StreamRelay):
         self._deadline = 0.0
         self._hold_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
-        self.deadline = Deadline(self.proxy.loop, self.io_timeout)
+        self.deadline = StreamDeadline(conn.deadlines, self.io_timeout)
         self._head_due = False
         self.task: asyncio.Task[None] | None = None
         self.span: Any = None
@@ -264,12 +269,11 @@ class H2Stream(StreamRelay):
         self._connect(slot.endpoint)
 
     def _connect(self, endpoint: Endpoint) -> None:
-        from httpscale.interceptor.h2.forward import forward
-
         self._tried = self._tried | {endpoint}
         if self.span is not None:
             self.span.upstream(str(endpoint))
-        self.task = self.proxy.spawn(forward(self, endpoint), "h2-stream")
+        if not forward_now(self, endpoint):
+            self.task = self.proxy.spawn(forward(self, endpoint), "h2-stream")
 
     def connect_failed(self, kind: str, message: str, status: int) -> None:
         """No connection (or no stream) to the endpoint: as Exchange._connect_failed."""
@@ -397,8 +401,6 @@ class H2Stream(StreamRelay):
         self.client_lost()
 
     def client_lost(self) -> None:
-        if self._writable is not None:
-            self._writable.set()
         if self.phase == FINISHED:
             return
         if self.route is not None:
@@ -481,8 +483,6 @@ class H2Stream(StreamRelay):
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
-        if self._body_event is not None:
-            self._body_event.set()
         route = self.route
         if route is not None:
             route.unhold(self)

@@ -25,7 +25,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -42,6 +41,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
 from hyperframe.frame import Frame, GoAwayFrame
 
+from httpscale.interceptor.h2.quiet import QuietH2Connection
 from httpscale.interceptor.h2.upstream_stream import (
     H2Headers,
     H2UpstreamRefused,
@@ -73,7 +73,7 @@ class ConnectionOwner(Protocol):
         """The connection closed: forget it."""
 
 
-class _GracefulH2Connection(H2Connection):
+class _GracefulH2Connection(QuietH2Connection):  # quiet.py: no repr per frame
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
         # As h2 does, minus the CLOSED transition and the outbound-buffer purge: streams up to
         # last_stream_id may still complete (RFC 9113 6.8).
@@ -118,6 +118,7 @@ class H2UpConnection(asyncio.Protocol):
         self.last_used = 0  # when its latest stream opened, as a count of opens (see _OPENS)
         self._loop = asyncio.get_running_loop()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._flush_pending = False
 
     # -- for H2Upstreams -------------------------------------------------------------------
 
@@ -168,7 +169,7 @@ class H2UpConnection(asyncio.Protocol):
         stream.id = sid
         stream.local_closed = end_stream
         self.streams[sid] = stream
-        self.flush()
+        self.flush_soon()
 
     def drain(self) -> None:
         """Take no new stream; close once the open ones are done (GOAWAY, `retire`, ids)."""
@@ -327,6 +328,17 @@ class H2UpConnection(asyncio.Protocol):
             stream.pump()
 
     # -- inside ----------------------------------------------------------------------------
+
+    def flush_soon(self) -> None:
+        """Write at the end of this loop turn: the HEADERS of the streams opened meanwhile
+        leave in one write (one system call), not one each."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_pending = False
+        self.flush()
 
     def flush(self) -> None:
         data = self.h2.data_to_send()

@@ -94,6 +94,24 @@ class H2Upstreams:
         self._context: ssl.SSLContext | None = None  # made on the first h2-over-TLS connect
         self._closed = False
 
+    def open_stream_now(
+        self,
+        endpoint: Endpoint,
+        *,
+        tls: bool,
+        server_name: str,
+        headers: Headers,
+        end_stream: bool,
+        sink: UpstreamStreamSink,
+    ) -> UpstreamStream | None:
+        """`open_stream` when a connection has room now (no task needed); None otherwise.
+        Raises H2UpstreamRefused as `open_stream` does."""
+        pool = self._pools.get((endpoint, tls, server_name))
+        if pool is None or self._closed:
+            return None
+        conn = pool.pick()
+        return None if conn is None else conn.open(headers, end_stream, sink)
+
     async def open_stream(
         self,
         endpoint: Endpoint,

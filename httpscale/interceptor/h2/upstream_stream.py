@@ -157,7 +157,7 @@ class UpstreamStream:
         if self.id and conn.usable():
             # For a closed stream h2 opens only the connection window, which is what is owed.
             conn.h2.acknowledge_received_data(n, self.id)
-            conn.flush()
+            conn.flush_soon()
 
     def _release(self) -> None:
         """Nobody consumes the unread bytes any more: give them back to the connection."""
@@ -191,14 +191,19 @@ class UpstreamStream:
             last = not queue and self._end and self._trailers is None
             h2.send_data(sid, piece, end_stream=last)
             self.local_closed = last
-            conn.flush()  # lets the transport say pause_writing before the next frame
+            if queue:
+                conn.flush()  # lets the transport say pause_writing before the next frame
+            else:
+                # The last frame (a unary call's only one): with the other streams' of this
+                # loop turn, in one write. What h2 holds meanwhile is within the windows.
+                conn.flush_soon()
         if not queue and self._end and not self.local_closed:
             if self._trailers is not None:
                 h2.send_headers(sid, self._trailers, end_stream=True)
             else:
                 h2.send_data(sid, b"", end_stream=True)
             self.local_closed = True
-            conn.flush()
+            conn.flush_soon()
         if self._blocked and self._queued <= conn.low_water:
             self._blocked = False
             self.sink.upstream_writable()
