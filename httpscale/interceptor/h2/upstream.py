@@ -100,7 +100,7 @@ class H2Upstreams:
         *,
         tls: bool,
         server_name: str,
-        headers: Headers,
+        headers: H2Headers,
         end_stream: bool,
         sink: UpstreamStreamSink,
     ) -> UpstreamStream | None:
