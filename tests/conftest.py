@@ -3,7 +3,8 @@ for tests that start processes, no process may outlive its test; local mode in-p
 (helpers in tests/localrun.py).
 
 A test that provokes an error log on purpose says which with
-`@pytest.mark.expected_errors("regex", ...)` (matched against each ERROR record's message);
+`@pytest.mark.expected_errors("regex", ...)` (matched against each ERROR record's message and
+its exception's repr);
 any other error record still fails it.
 """
 
@@ -45,8 +46,15 @@ def _error_logs(
         for r in records
         if r.levelno >= logging.ERROR
         and r.name.split(".")[0] in ("httpscale", "asyncio")
-        and not any(re.search(p, r.getMessage()) for p in expected)
+        and not any(re.search(p, _described(r)) for p in expected)
     ]
+
+
+def _described(record: logging.LogRecord) -> str:
+    """A record's message and, if it carries one, its exception: what `expected_errors`
+    patterns are matched against."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return record.getMessage() if exc is None else f"{record.getMessage()}\n{exc!r}"
 
 
 @pytest.fixture(autouse=True)

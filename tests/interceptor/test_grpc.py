@@ -12,8 +12,10 @@ import pytest
 
 from httpscale.routing.spec import Endpoint
 
-from .grpcapp import SERVICE, start_grpc_app
+from .grpcapp import GRPC_STALE_LOOP, SERVICE, start_grpc_app
 from .helpers import APP_KEY, app_route, eventually, queue_entry
+
+pytestmark = pytest.mark.expected_errors(GRPC_STALE_LOOP)
 
 # The HTTP/2 upstream (contract C) is another part of issue 19: without it a gRPC call
 # cannot reach a backend, so those tests wait for it; the error-status tests do not need it.

@@ -17,6 +17,7 @@ from httpscale.interceptor.h2.upstream import UpstreamStream
 from httpscale.routing.spec import Endpoint
 
 from . import h2servers
+from .grpcapp import GRPC_STALE_LOOP
 from .h2servers import (
     Recorder,
     ServerFactory,
@@ -27,7 +28,7 @@ from .h2servers import (
     respond,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.expected_errors(GRPC_STALE_LOOP)]
 # The shared fixtures, by the names tests ask for (`upstreams`, `h2server`).
 upstreams_fixture = h2servers.upstreams_fixture
 h2server_fixture = h2servers.h2server_fixture
