@@ -280,6 +280,8 @@ class Exchange:
                 timeout, self._request_expired, timeout
             )
         if route.http2 and self.proxy.h2_upstreams is not None:
+            # Imported here: the h2 package (pure Python, the h2 library) loads only when HTTP/2
+            # is on, and the compiled hot path imports none of it for other routes.
             from httpscale.interceptor.h2.bridge import bridge_for
 
             return bridge_for(self)  # True: answered (an upgrade it cannot carry)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, _decode_headers
@@ -101,6 +101,10 @@ class _Connection(QuietH2Connection):
         return changes
 
 
+# Seconds a connection closed for an error keeps reading (and discarding) after its GOAWAY.
+_LINGER: Final = 2.0
+
+
 class H2ServerConnection(asyncio.Protocol):
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
@@ -147,6 +151,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.write_paused = False
         # A GOAWAY went either way: no new stream; the connection closes once its streams are done.
         self.closing = False
+        self._lingering = False  # after a connection error: reading only to discard
         self._timer: asyncio.TimerHandle | None = None
         self._flush_pending = False
         self.deadlines = ConnectionDeadlines(proxy.loop)
@@ -174,13 +179,15 @@ class H2ServerConnection(asyncio.Protocol):
             self.start_drain()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         try:
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
             # h2 queued the GOAWAY with the right code: send it and close.
             log.debug("HTTP/2 protocol error from %s: %s", self.client_ip, exc)
             self._flush()
-            self.close()
+            self._linger_close()
             return
         for event in events:
             self._event(event)
@@ -224,14 +231,18 @@ class H2ServerConnection(asyncio.Protocol):
             if SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self.flush_all()
         elif isinstance(event, ConnectionTerminated):
-            if event.error_code:
-                self.close()  # an error: its streams are lost (connection_lost ends them)
-                return
+            # Any GOAWAY, whatever its error code (RFC 9113 §7: an unknown code triggers
+            # nothing special): the client opens no more streams, and closes when it likes.
             # A graceful GOAWAY: the client opens no more streams, those it has may finish.
             # (h2 closes its state machine on any GOAWAY; reopened so that they can.)
             self.h2.state_machine.state = ConnectionState.SERVER_OPEN
             self.closing = True
-            self._maybe_idle()
+            if not self.streams:
+                # Not closed at once: what the client sent after its GOAWAY (a PING) is
+                # still answered, then the connection closes (`_maybe_idle` after that
+                # event), or when the client closes, or at the idle timeout.
+                self._arm(self.proxy.settings.timeouts.keepalive_idle)
+            return
 
     def _request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
@@ -252,6 +263,24 @@ class H2ServerConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         return False
+
+    def _linger_close(self) -> None:
+        """Close after a connection error so that the GOAWAY is read: a socket closed with the
+        client's next bytes unread, or bytes arriving after it, is reset (RST), and the client
+        may lose the GOAWAY with the reset. So send FIN, discard what still comes until the
+        client closes too (eof_received returns False: the transport then closes) or
+        `_LINGER` seconds pass (bounded, as nginx's lingering close)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.can_write_eof():  # TLS: close_notify and close
+            self.close()
+            return
+        self._lingering = True
+        self.closing = True
+        self._disarm()
+        transport.write_eof()
+        self._timer = self.proxy.loop.call_later(_LINGER, self.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
