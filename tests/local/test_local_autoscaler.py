@@ -172,14 +172,17 @@ async def test_request_rate_metric_scales_on_rate(hello_spec: Callable[..., Proc
     scaler.start()
     try:
         await eventually(lambda: len(control.endpoints.get("local/hello", ())) == 1)
-        # 25 requests per second for a little over the window, never more than 1 in flight:
-        # concurrency says 1 replica, the rate says ceil(25 / 10) = 3.
+        # Never more than 1 in flight, so concurrency says 1 replica; 25 requests every 40 ms
+        # (625/s) says 3, the most: it still does on a machine so loaded that each 40 ms takes
+        # 20 times as long. The traffic goes on until the replicas are there, as real traffic
+        # would (a fixed burst was over, and its rate decayed, before a loaded machine scaled).
         count = 0
-        for _ in range(30):
-            count += 1
-            control.set_stats("local/hello", 1, count)
-            await asyncio.sleep(0.04)
-        await eventually(lambda: len(control.endpoints["local/hello"]) == 3)
+        async with asyncio.timeout(30):
+            while len(control.endpoints["local/hello"]) < 3:
+                count += 25
+                control.set_stats("local/hello", 1, count)
+                await asyncio.sleep(0.04)  # the traffic's pace, not a wait for the scaler
+        assert len(control.endpoints["local/hello"]) == 3
         assert scaler.status()["hello"]["rate"] > 10
     finally:
         await scaler.close()
