@@ -228,8 +228,8 @@ async def test_workers_1_is_a_single_process(backends, tmp_path: Path) -> None:
     try:
         m = await w.wait_for(r"proxy on ([\d.]+):(\d+), admin on ([\d.]+):(\d+), hot path")
         assert (await get((m.group(1), int(m.group(2))), "/")).status == 200
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        assert children == []
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        assert (await asyncio.to_thread(children.read_text)).split() == []
     finally:
         assert await w.stop() == 0
     assert not any("worker" in line for line in w.lines), w.lines

@@ -31,8 +31,9 @@ class PreboundSockets:
 def bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` listening sockets on `host:port` with SO_REUSEPORT. Not inheritable: each goes
     to its worker only, by `pass_fds` (a worker holding another's socket would keep the port
-    open after that one closed it, and accept nothing from it). Port 0: the first socket picks the port, the others bind to it.
-    A host name that resolves to several addresses is served on the first one."""
+    open after that one closed it, and accept nothing from it). Port 0: the first socket picks
+    the port, the others bind to it. A host name that resolves to several addresses is served
+    on the first one."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
