@@ -65,6 +65,10 @@ class Workers:
                 seen = len(self.lines)
                 await self._changed.wait()
 
+    async def log_closed(self) -> None:
+        async with asyncio.timeout(60):
+            await self._pump
+
     def admin_socket(self, index: int, after: int = 0) -> str:
         """The admin socket path worker `index` logged last (from line `after` on)."""
         found = [m.group(1) for line in self.lines[after:]
@@ -85,7 +89,7 @@ class Workers:
             self.proc.send_signal(sig)
         async with asyncio.timeout(60):
             rc = await self.proc.wait()
-            await self._pump
+        await self.log_closed()
         return rc
 
 
@@ -212,6 +216,20 @@ async def test_sigterm_drains_every_worker(backends, tmp_path: Path) -> None:
         assert await w.stop() == 0
         for conn in conns:
             conn.writer.close()
+
+
+async def test_workers_outlive_no_parent(backends, tmp_path: Path) -> None:
+    """A parent killed with SIGKILL (no chance to forward anything): each worker sees its
+    lifeline pipe close, drains and exits (the `mark` fixture fails the test otherwise)."""
+    b: Backend = await backends()
+    async with workers(tmp_path, b.port, "--workers", "2", "--readiness-delay", "0") as w:
+        mark = len(w.lines)
+        w.proc.kill()
+        for i in (0, 1):
+            await w.wait_for(rf"\[worker {i}\] .*the parent process is gone: draining",
+                             after=mark)
+            await w.wait_for(rf"\[worker {i}\] .*interceptor stopped", after=mark)
+        await w.log_closed()  # every holder of the parent's stderr (the workers) is gone
 
 
 async def test_workers_1_is_a_single_process(backends, tmp_path: Path) -> None:
