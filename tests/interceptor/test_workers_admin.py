@@ -426,12 +426,15 @@ async def test_periodic_sample_bounds_what_a_crash_loses(
     """Nobody asks the parent between the requests and the crash: the sampling alone
     carried worker 1's counts into the retired base."""
     b = await backends()
-    p = await pool(2, [app_route(b.endpoint)], sample_interval=0.05)
+    p = await pool(2, [app_route(b.endpoint)], queue_sample_interval=0.05,
+                   scrape_sample_interval=0.05)
     await p.start_worker(0)
     w1 = await p.start_worker(1)
     await _send(clients, w1.ic, 4)
     # Read from the parent's book, not its /queue: asking would itself take a sample.
-    await eventually(lambda: p.admin._queue.counts.totals().get(APP_KEY) == 4,
+    await eventually(lambda: p.admin._queue.counts.totals().get(APP_KEY) == 4
+                     and sum(v for (_, name, _), v in p.admin._metrics.counts.totals().items()
+                             if name == "httpscale_requests_total") == 4,
                      what="a periodic sample of worker 1")
     p.workers.exited(w1.info)
     await w1.ic.shutdown()
@@ -443,7 +446,7 @@ async def test_a_worker_that_does_not_answer_is_left_out_and_named(
     pool: PoolFactory, backends: BackendFactory, clients: ClientFactory, tmp_path: Path
 ) -> None:
     b = await backends()
-    p = await pool(2, [app_route(b.endpoint)], worker_timeout=0.3)
+    p = await pool(2, [app_route(b.endpoint)], queue_timeout=0.3, scrape_timeout=0.3)
     w0 = await p.start_worker(0)
     await _send(clients, w0.ic, 3)
     # Worker 1's admin socket accepts and never answers (a worker stuck in a long loop).

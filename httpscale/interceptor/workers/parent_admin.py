@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -40,23 +40,34 @@ log = logging.getLogger("httpscale.interceptor.workers.admin")
 UNANSWERED_HEADER = "X-Httpscale-Workers-Unanswered"
 _WAKE_BUFFER = 1024  # wake lines kept per slow subscriber before the oldest are dropped
 _MAX_WAKE_LINE = 64 * 1024
+_PARSE_ON_LOOP = 256 * 1024  # bytes of an answer parsed on the event loop; more: in a thread
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ParentAdminSettings:
-    #: Seconds one worker gets for its whole answer (connect + body) to one request of the
-    #: parent; below the scaler's poll timeout (1 s), so a slow worker costs a poll nothing.
-    worker_timeout: float = 0.5
-    #: Seconds between two samples of every worker's counters (/queue, /metrics, /status)
-    #: when nobody asks: a worker that crashes loses at most what it counted in this time
-    #: (every answer the parent gives is a sample too).
-    sample_interval: float = 1.0
+    """Every answer the parent gives is also a sample of the counters it sums; these bound
+    the samples' age when nobody asks. A worker that crashes loses what it counted after its
+    latest sample: at most `queue_sample_interval` of /queue RequestCount, at most
+    `scrape_sample_interval` of /metrics counters and /status requestCount."""
+
+    #: Seconds one worker gets for its whole `/queue` answer (connect + body); below the
+    #: scaler's poll timeout (1 s), so a slow worker costs a poll nothing.
+    queue_timeout: float = 0.5
+    #: Seconds one worker gets for `/metrics`, `/status` or the /wake stream's head. Larger:
+    #: with 10,000 routes a worker's /metrics is ~12 MB and takes it about a second to make.
+    scrape_timeout: float = 10.0
+    #: Seconds between two samples of every worker's `/queue` (cheap: 0.5 MB at 10,000 routes).
+    queue_sample_interval: float = 1.0
+    #: Seconds between two samples of every worker's `/metrics` and `/status`: not often, as
+    #: each costs the worker CPU in proportion to its routes (~1 s at 10,000 routes).
+    scrape_sample_interval: float = 15.0
     #: A dropped /wake stream of a live worker is reopened after 0.05 s, doubling to this.
     wake_backoff_max: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("worker_timeout", "sample_interval", "wake_backoff_max"):
+        for name in ("queue_timeout", "scrape_timeout", "queue_sample_interval",
+                     "scrape_sample_interval", "wake_backoff_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
@@ -113,7 +124,10 @@ class ParentAdmin:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        self._tasks.spawn(self._sample_forever(), "counter sampling")
+        self._tasks.spawn(self._sample_every(self._settings.queue_sample_interval,
+                                             self._sample_queue), "/queue sampling")
+        self._tasks.spawn(self._sample_every(self._settings.scrape_sample_interval,
+                                             self._sample_scrapes), "/metrics, /status sampling")
         sockname = self._runner.addresses[0]
         return str(sockname[0]), int(sockname[1])
 
@@ -160,20 +174,28 @@ class ParentAdmin:
 
     # -- asking the workers --------------------------------------------------------------------
 
-    async def _ask(self, w: _Worker, path: str, parse: Callable[[WorkerKey, bytes], T]) -> T:
-        async with asyncio.timeout(self._settings.worker_timeout):
+    async def _ask(
+        self, w: _Worker, path: str, parse: Callable[[WorkerKey, bytes], T], within: float
+    ) -> T:
+        async with asyncio.timeout(within):
             async with w.session.get("http://worker" + path) as response:
                 if response.status != 200:
                     raise AnswerError(w.key, path, f"answered {response.status}")
                 body = await response.read()
-        return parse(w.key, body)
+        if len(body) < _PARSE_ON_LOOP:
+            return parse(w.key, body)
+        # Parsing megabytes (/metrics of thousands of routes) takes seconds: not on the loop
+        # that answers /queue and relays wakes.
+        return await asyncio.to_thread(parse, w.key, body)
 
     async def _ask_all(
         self, path: str, parse: Callable[[WorkerKey, bytes], T]
     ) -> tuple[dict[WorkerKey, T], list[dict[str, Any]]]:
         """Every live worker's parsed answer; the ones that failed as {index, error}."""
         workers = list(self._live.values())
-        results = await asyncio.gather(*(self._ask(w, path, parse) for w in workers),
+        s = self._settings
+        timeout = s.queue_timeout if path == "/queue" else s.scrape_timeout
+        results = await asyncio.gather(*(self._ask(w, path, parse, timeout) for w in workers),
                                        return_exceptions=True)
         answers: dict[WorkerKey, T] = {}
         unanswered: list[dict[str, Any]] = []
@@ -211,11 +233,14 @@ class ParentAdmin:
             self._status_counts.observe(key, aggregate.route_counts(status))
         return answers, unanswered
 
-    async def _sample_forever(self) -> None:
+    async def _sample_scrapes(self) -> None:
+        await asyncio.gather(self._sample_metrics(), self._sample_status())
+
+    @staticmethod
+    async def _sample_every(interval: float, sample: Callable[[], Awaitable[object]]) -> None:
         while True:
-            await asyncio.gather(self._sample_queue(), self._sample_metrics(),
-                                 self._sample_status())
-            await asyncio.sleep(self._settings.sample_interval)
+            await sample()
+            await asyncio.sleep(interval)
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -225,10 +250,9 @@ class ParentAdmin:
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         answers, unanswered = await self._sample_metrics()
-        families = self._metrics.render(answers) + self._own_metrics(len(unanswered))
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(families))
-        return web.Response(body=generate_latest(registry),
+        own = self._own_metrics(len(unanswered))
+        body = await asyncio.to_thread(_exposition, self._metrics.snapshot(), answers, own)
+        return web.Response(body=body,
                             headers={"Content-Type": CONTENT_TYPE_LATEST,
                                      **_unanswered(unanswered)})
 
@@ -316,7 +340,7 @@ class ParentAdmin:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=3 * WAKE_PING_INTERVAL)
         while True:
             try:
-                async with asyncio.timeout(self._settings.worker_timeout):
+                async with asyncio.timeout(self._settings.scrape_timeout):
                     response = await w.session.get("http://worker/wake", timeout=timeout)
                 async with response:
                     if response.status != 200:
@@ -344,6 +368,14 @@ class ParentAdmin:
             route = event.get("route")
             if isinstance(route, str):
                 self._wake(route)
+
+
+def _exposition(
+    snapshot: aggregate.MetricsSnapshot, answers: dict[WorkerKey, Any], own: list[Metric]
+) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(snapshot.render(answers) + own))
+    return generate_latest(registry)
 
 
 def _unanswered(unanswered: list[dict[str, Any]]) -> dict[str, str]:
