@@ -168,9 +168,11 @@ class ParentAdmin:
                           critical=False)
 
     async def _close_worker(self, w: _Worker) -> None:
-        if w.wake_task is not None:
-            await cancel_and_wait(w.wake_task)
-        await w.session.close()
+        try:
+            if w.wake_task is not None:
+                await cancel_and_wait(w.wake_task)
+        finally:  # even when stop() cancels this: no client session left unclosed
+            await w.session.close()
 
     # -- asking the workers --------------------------------------------------------------------
 
