@@ -359,8 +359,8 @@ async def test_sums_equal_requests_sent_through_each_worker(
     status = await p.json("/status")
     assert status["routes"][APP_KEY]["requestCount"] == 8
     assert status["routes"][APP_KEY]["hosts"] == ["app.test"]
-    assert [(w["index"], w["generation"], w["ready"]) for w in status["workers"]] == [
-        (0, 0, True), (1, 0, True)]
+    assert [(w["index"], w["generation"], w["ready"], w["requests"])
+            for w in status["workers"]] == [(0, 0, True, 3), (1, 0, True, 5)]
     assert status["workersUnanswered"] == []
     assert (await p.get("/livez")).status == 200
 
@@ -417,7 +417,7 @@ async def test_sum_never_goes_backwards_when_a_worker_is_replaced(
     assert status["routes"][APP_KEY]["requestCount"] == 9
     assert status["workerRestarts"] == 1
     assert status["workers"][1] == {"index": 1, "generation": 1, "pid": os.getpid(),
-                                    "ready": True, "restarts": 1}
+                                    "ready": True, "restarts": 1, "requests": 3}
 
 
 async def test_periodic_sample_bounds_what_a_crash_loses(

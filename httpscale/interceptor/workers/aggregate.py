@@ -72,6 +72,10 @@ class CounterBook(Generic[K]):
         for key, value in self._live.pop(worker, {}).items():
             self._base[key] = self._base.get(key, 0) + value
 
+    def sample(self, worker: WorkerKey) -> Mapping[K, float]:
+        """The latest sample of a live generation (empty if none)."""
+        return self._live.get(worker, {})
+
     def live_keys(self) -> set[K]:
         return {key for sample in self._live.values() for key in sample}
 

@@ -286,12 +286,18 @@ class ParentAdmin:
 
     def _worker_json(self, index: int) -> dict[str, Any]:
         info = self._seen.get(index)
+        if info is None:
+            return {"index": index, "generation": None, "pid": None, "ready": False,
+                    "restarts": 0, "requests": 0}
+        counted = self._status_counts.sample((info.index, info.generation))
         return {
             "index": index,
-            "generation": info.generation if info else None,
-            "pid": info.pid if info else None,
+            "generation": info.generation,
+            "pid": info.pid,
             "ready": index in self._live,
-            "restarts": info.generation if info else 0,
+            "restarts": info.generation,
+            # What this generation counted (its latest sample): how the kernel spread the load.
+            "requests": int(sum(counted.values())),
         }
 
     async def _livez(self, request: web.Request) -> web.Response:
