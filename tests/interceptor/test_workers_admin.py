@@ -176,8 +176,9 @@ def test_queue_route_removed_everywhere_is_not_listed_from_the_base() -> None:
     [
         ([], "not a JSON object"),
         ({"a/b": 3}, "'a/b' is not an object"),
-        ({"a/b": {"Concurrency": -1}}, "Concurrency is -1"),
-        ({"a/b": {"RequestCount": True}}, "RequestCount is True"),
+        ({"a/b": {"Concurrency": -1, "RequestCount": 0}}, "Concurrency is -1"),
+        ({"a/b": {"Concurrency": 0, "RequestCount": True}}, "RequestCount is True"),
+        ({"a/b": {"Concurrency": 0}}, "RequestCount is None"),
     ],
 )
 def test_bad_queue_named(data: object, problem: str) -> None:
