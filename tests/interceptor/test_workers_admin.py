@@ -338,6 +338,14 @@ async def _poll(read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool])
             await asyncio.sleep(0.01)
 
 
+async def _next_event(stream: aiohttp.ClientResponse) -> Any:
+    """The next line of a /wake stream that is not a ping (one comes every 5 s)."""
+    async with asyncio.timeout(5):
+        while (event := json.loads(await stream.content.readline())) == {"event": "ping"}:
+            pass
+    return event
+
+
 async def _send(clients: ClientFactory, ic: Interceptor, n: int) -> None:
     conn = await clients(ic.proxy_address)
     for _ in range(n):
@@ -381,13 +389,20 @@ async def test_wake_relayed_at_once_from_either_worker(
         for w in (w1, w0):
             conn = await clients(w.ic.proxy_address)
             await conn.send(build_request("GET", "/cold"))
-            async with asyncio.timeout(5):
-                line = await stream.content.readline()
-            assert json.loads(line) == {"event": "wake", "route": APP_KEY}
+            assert await _next_event(stream) == {"event": "wake", "route": APP_KEY}
         status = await p.json("/status")
         assert status["wakeStreams"] == 2
         assert status["routes"][APP_KEY]["held"] == 2
         assert await p.json("/queue") == {APP_KEY: {"Concurrency": 2, "RequestCount": 2}}
+
+        # Worker 1 restarts: its new generation gets a stream of its own, relayed the same.
+        p.workers.exited(w1.info)
+        await w1.ic.shutdown(force=True)
+        fresh = await p.start_worker(1, generation=1)
+        await _poll(lambda: p.json("/status"), lambda s: s["wakeStreams"] == 2)
+        conn = await clients(fresh.ic.proxy_address)
+        await conn.send(build_request("GET", "/cold"))
+        assert await _next_event(stream) == {"event": "wake", "route": APP_KEY}
 
 
 async def test_sum_never_goes_backwards_when_a_worker_is_replaced(
