@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.tls import parse_listen
-from httpscale.interceptor.workers.admin_stub import PlaceholderAdmin
+from httpscale.interceptor.workers.parent_admin import ParentAdmin
 from httpscale.interceptor.workers.sockets import bind_reuseport
 from httpscale.interceptor.workers.supervisor import Command, Supervisor
 from httpscale.runtime import StopSignals, cancel_and_wait
@@ -46,7 +46,7 @@ async def run_parent(settings: InterceptorSettings, count: int, command: Command
                                                         count)):
                 per_index[index].append(sock)
         workers = Supervisor(command, per_index, rundir)
-        admin = PlaceholderAdmin(workers)
+        admin = ParentAdmin(workers)
         workers.add_listener(admin)
         admin_address = await admin.start(listen.admin_host, listen.admin_port)
         try:
