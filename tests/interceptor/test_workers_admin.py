@@ -35,6 +35,7 @@ from httpscale.interceptor.workers.parent_admin import (
     ParentAdmin,
     ParentAdminSettings,
 )
+from httpscale.scaler.collector import parse_queue as parse_queue_as_scaler
 
 from .client import build_request
 from .conftest import BackendFactory, ClientFactory, InterceptorFactory
@@ -363,7 +364,9 @@ async def test_sums_equal_requests_sent_through_each_worker(
     await _send(clients, w0.ic, 3)
     await _send(clients, w1.ic, 5)
 
-    assert await p.json("/queue") == {APP_KEY: {"Concurrency": 0, "RequestCount": 8}}
+    queue = await p.json("/queue")
+    assert queue == {APP_KEY: {"Concurrency": 0, "RequestCount": 8}}
+    assert parse_queue_as_scaler(queue) == {APP_KEY: (0, 8)}  # a drop-in for the scaler
     assert await p.requests_total() == 8
     status = await p.json("/status")
     assert status["routes"][APP_KEY]["requestCount"] == 8
