@@ -85,8 +85,9 @@ class Workers:
             assert resp.status == 200
             return await resp.json()
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        if self.proc.returncode is None:
+    async def stop(self, sig: signal.Signals | None = signal.SIGTERM) -> int:
+        """Send `sig` (None: nothing) and wait for the exit status."""
+        if sig is not None and self.proc.returncode is None:
             self.proc.send_signal(sig)
         async with asyncio.timeout(60):
             rc = await self.proc.wait()
@@ -219,6 +220,35 @@ async def test_sigterm_drains_every_worker(backends, tmp_path: Path) -> None:
         assert await w.stop() == 0
         for conn in conns:
             conn.writer.close()
+
+
+async def test_a_second_signal_stops_the_workers_at_once(backends, tmp_path: Path) -> None:
+    """The drain would wait up to 600 s for the slow request; the second SIGTERM, forwarded,
+    ends the workers at once (the request is cut) and the parent exits 0."""
+    release = asyncio.Event()
+
+    async def slow(req: Request, conn: BackendConn) -> None:
+        await release.wait()
+
+    b: Backend = await backends(http_app(slow))
+    try:
+        async with workers(tmp_path, b.port, "--workers", "2", "--readiness-delay", "0",
+                           "--drain-timeout", "600") as w:
+            conn = await Conn.open(w.proxy)
+            request = asyncio.create_task(conn.request("GET", "/slow", within=60))
+            await b.wait_for(lambda: len(b.requests) == 1, within=30)
+            mark = len(w.lines)
+            w.proc.send_signal(signal.SIGTERM)
+            for i in (0, 1):
+                await w.wait_for(rf"\[worker {i}\] .*received SIGTERM, draining", after=mark)
+            w.proc.send_signal(signal.SIGTERM)
+            await w.wait_for(r"parent: received SIGTERM again: forwarding it", after=mark)
+            assert await w.stop(None) == 0
+            with pytest.raises(asyncio.IncompleteReadError):  # cut, not answered
+                await request
+            conn.writer.close()
+    finally:
+        release.set()
 
 
 async def test_a_stop_signal_while_the_workers_start_stops_them_all(
