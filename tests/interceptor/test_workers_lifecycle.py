@@ -140,6 +140,9 @@ async def test_two_workers_both_serve_one_port(backends, tmp_path: Path) -> None
             for conn in conns:
                 conn.writer.close()
     assert await w.stop() == 0
+    rundir = Path(w.admin_socket(0)).parent
+    assert rundir == Path(w.admin_socket(1)).parent
+    assert not await asyncio.to_thread(rundir.exists)  # the parent removed its run directory
 
 
 async def test_a_killed_worker_is_restarted_and_requests_keep_being_answered(
