@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from httpscale.interceptor.admin import InterceptorAdmin
@@ -27,6 +26,7 @@ from httpscale.interceptor.workers.aggregate import (
     QueueSum,
     merge_json,
     parse_queue,
+    parse_status,
     sum_status,
 )
 from httpscale.interceptor.workers.api import WorkerInfo, WorkerListener
@@ -62,16 +62,9 @@ httpscale_concurrency{{route="a/b"}} {concurrency}.0
 
 
 def _values(metrics: MetricsSum, answers: dict[tuple[int, int], str]) -> dict[str, float]:
-    """Render, print as Prometheus text, parse back: {sample name{labels}: value}."""
-    families = metrics.render({k: MetricsSum.parse(k, t) for k, t in answers.items()})
-    registry = CollectorRegistry(auto_describe=False)
-
-    class _C:
-        def collect(self):  # type: ignore[no-untyped-def]
-            return iter(families)
-
-    registry.register(_C())  # type: ignore[arg-type]
-    text = generate_latest(registry).decode()
+    """Sum, print as Prometheus text, parse back: {sample name{labels}: value}."""
+    parsed = {k: MetricsSum.parse(k, t) for k, t in answers.items()}
+    text = metrics.snapshot().exposition(parsed).decode()
     assert "# HELP httpscale_requests_total Requests answered" in text
     assert "# TYPE httpscale_request_duration_seconds histogram" in text
     out = {}
@@ -149,6 +142,12 @@ def test_other_types_listed_per_worker() -> None:
 def test_parse_error_names_the_worker() -> None:
     with pytest.raises(AnswerError, match=r"worker 1 \(generation 2\) /metrics: bad Prometheus"):
         MetricsSum.parse((1, 2), "httpscale_requests_total{route=\"a\" 1\n")
+    with pytest.raises(AnswerError, match=r"worker 1 \(generation 2\) /metrics: bad Prometheus"):
+        MetricsSum.parse((1, 2), b"\xff\xfe")
+    with pytest.raises(AnswerError, match=r"worker 0 \(generation 0\) /queue: not JSON"):
+        parse_queue((0, 0), b"{")
+    with pytest.raises(AnswerError, match=r"worker 0 \(generation 4\) /status: not a JSON obj"):
+        parse_status((0, 4), b"[]")
 
 
 def test_queue_sum_across_restart() -> None:

@@ -12,12 +12,15 @@ A generation is `(index, generation)` of `workers.api.WorkerInfo`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from httpscale.interceptor.api import QueueEntry
 
@@ -30,6 +33,7 @@ __all__ = [
     "WorkerKey",
     "merge_json",
     "parse_queue",
+    "parse_status",
     "route_counts",
 ]
 
@@ -97,10 +101,19 @@ class CounterBook(Generic[K]):
 # -- /queue --------------------------------------------------------------------------------
 
 
+def _json(worker: WorkerKey, path: str, body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise AnswerError(worker, path, f"not JSON: {exc}") from exc
+
+
 def parse_queue(worker: WorkerKey, data: Any) -> dict[str, QueueEntry]:
-    """A worker's `/queue` JSON, checked; AnswerError naming the worker when malformed.
-    Polled five times a second with up to thousands of routes: one tight pass, the details
-    worked out only for an answer that fails it."""
+    """A worker's `/queue` (its body, or that parsed), checked; AnswerError naming the worker
+    when malformed. Polled five times a second with up to thousands of routes: one tight pass,
+    the details worked out only for an answer that fails it."""
+    if isinstance(data, bytes):
+        data = _json(worker, "/queue", data)
     if not isinstance(data, dict):
         raise AnswerError(worker, "/queue", "not a JSON object")
     for entry in data.values():
@@ -184,10 +197,11 @@ class MetricsSum:
         self._families: dict[str, _Family] = {}  # every family seen, in first-seen order
 
     @staticmethod
-    def parse(worker: WorkerKey, text: str) -> list[Metric]:
+    def parse(worker: WorkerKey, text: str | bytes) -> list[Metric]:
         try:
-            return list(text_string_to_metric_families(text))
-        except ValueError as exc:
+            return list(text_string_to_metric_families(
+                text.decode() if isinstance(text, bytes) else text))
+        except ValueError as exc:  # UnicodeDecodeError is one too
             raise AnswerError(worker, "/metrics", f"bad Prometheus text: {exc}") from exc
 
     def observe(self, worker: WorkerKey, families: Iterable[Metric]) -> None:
@@ -240,8 +254,30 @@ class MetricsSnapshot:
             out[family].add_sample(name, dict(labels), value)
         return [m for m in out.values() if m.samples]
 
+    def exposition(self, answers: Mapping[WorkerKey, Sequence[Metric]],
+                   extra: Sequence[Metric] = ()) -> bytes:
+        """`render` and `extra` as Prometheus text, HELP and TYPE included."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families([*self.render(answers), *extra]))
+        return generate_latest(registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
 
 # -- /status -------------------------------------------------------------------------------
+
+
+def parse_status(worker: WorkerKey, body: bytes) -> dict[str, Any]:
+    data = _json(worker, "/status", body)
+    if not isinstance(data, dict):
+        raise AnswerError(worker, "/status", "not a JSON object")
+    return data
 
 
 def route_counts(status: Mapping[str, Any]) -> dict[str, float]:
