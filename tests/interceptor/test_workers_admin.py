@@ -129,7 +129,8 @@ def test_unanswered_worker_keeps_its_counters_but_not_its_gauges() -> None:
 def test_other_types_listed_per_worker() -> None:
     m = MetricsSum()
     text = ("# HELP build_info x\n# TYPE build_info info\nbuild_info{version=\"1\"} 1.0\n"
-            "# TYPE up untyped\nup 1\n")
+            "# TYPE up untyped\nup 1\n"
+            "# TYPE lag summary\nlag{quantile=\"0.5\"} 1\nlag_count 3\nlag_sum 2.5\n")
     answers = {(0, 0): text, (1, 0): text}
     _observe(m, answers)
     families = {f.name: f for f in m.render({k: MetricsSum.parse(k, t)
@@ -137,6 +138,9 @@ def test_other_types_listed_per_worker() -> None:
     for name in ("build_info", "up"):
         assert sorted(s.labels["worker"] for s in families[name].samples) == ["0", "1"]
         assert all(s.value == 1 for s in families[name].samples)
+    # A summary's quantiles cannot be summed: listed per worker; its count and sum are summed.
+    lag = {(s.name, s.labels.get("worker")): s.value for s in families["lag"].samples}
+    assert lag == {("lag", "0"): 1, ("lag", "1"): 1, ("lag_count", None): 6, ("lag_sum", None): 5}
 
 
 def test_parse_error_names_the_worker() -> None:

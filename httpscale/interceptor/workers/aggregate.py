@@ -1,11 +1,11 @@
-"""Summing the workers' admin answers into one (sans-IO: fed parsed answers, no sockets).
+"""Summing the workers' admin answers into one (sans-IO: fed answer bodies, no sockets).
 
 The rule that makes the sums exact across restarts: a counter's total is the *retired base*
 (the last sample of every worker generation that exited) plus the latest sample of every live
 generation. A worker that does not answer one request keeps its latest sample in the sum, so
 a slow worker never makes a counter go backwards; only gauges (what is in flight now) leave it
 out. What a crashed generation counted after its last sample is lost: the parent samples often
-(`ParentAdminSettings.sample_interval`) to bound that.
+(`ParentAdminSettings`: `queue_sample_interval`, `scrape_sample_interval`) to bound that.
 
 A generation is `(index, generation)` of `workers.api.WorkerInfo`.
 """
@@ -40,9 +40,18 @@ __all__ = [
 WorkerKey = tuple[int, int]  # (index, generation)
 K = TypeVar("K")
 
-# Families whose every sample only grows within a process: kept in the retired base.
-_CUMULATIVE = frozenset({"counter", "histogram", "summary"})
 _PER_WORKER_LABEL = "worker"
+
+
+def _cumulative(family_type: str, sample_name: str) -> bool:
+    """A sample that only grows within a process, so it is summed with the retired base:
+    counters, histograms (buckets, count, sum), a summary's count and sum; not `_created`
+    (a timestamp) nor a summary's quantiles (those are listed per worker)."""
+    if sample_name.endswith("_created"):
+        return False
+    if family_type in ("counter", "histogram"):
+        return True
+    return family_type == "summary" and sample_name.endswith(("_count", "_sum"))
 
 
 class AnswerError(ValueError):
@@ -208,10 +217,9 @@ class MetricsSum:
         sample: dict[_SampleKey, float] = {}
         for fam in families:
             self._families.setdefault(fam.name, _Family(fam.name, fam.type, fam.documentation))
-            if fam.type in _CUMULATIVE:
-                for s in fam.samples:
-                    if not s.name.endswith("_created"):  # a timestamp, not a count
-                        sample[_key(fam.name, s.name, s.labels)] = s.value
+            for s in fam.samples:
+                if _cumulative(fam.type, s.name):
+                    sample[_key(fam.name, s.name, s.labels)] = s.value
         self.counts.observe(worker, sample)
 
     def retire(self, worker: WorkerKey) -> None:
@@ -242,12 +250,11 @@ class MetricsSnapshot:
             for fam in families:
                 if fam.name not in out:  # first seen in this very answer: not observed
                     continue
-                if fam.type == "gauge":
-                    for s in fam.samples:
+                for s in fam.samples:
+                    if fam.type == "gauge":
                         key = _key(fam.name, s.name, s.labels)
                         gauges[key] = gauges.get(key, 0) + s.value
-                elif fam.type not in _CUMULATIVE:
-                    for s in fam.samples:
+                    elif not _cumulative(fam.type, s.name) and not s.name.endswith("_created"):
                         tagged = {**s.labels, _PER_WORKER_LABEL: str(worker[0])}
                         out[fam.name].add_sample(s.name, tagged, s.value)
         for (family, name, labels), value in gauges.items():
