@@ -221,6 +221,27 @@ async def test_sigterm_drains_every_worker(backends, tmp_path: Path) -> None:
             conn.writer.close()
 
 
+async def test_a_stop_signal_while_the_workers_start_stops_them_all(
+    backends, tmp_path: Path
+) -> None:
+    """SIGTERM as soon as worker 0 is ready, while worker 1 is being spawned or starts: every
+    worker still gets it (the bound of the wait is 70 s here: a worker that missed it would
+    hold the parent past the test's 60 s)."""
+    b: Backend = await backends()
+    config = tmp_path / "routes.yaml"
+    config.write_text("apps:\n  - name: app\n    hosts: [app.test]\n"
+                      f"    run: {{upstream: 'http://127.0.0.1:{b.port}'}}\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "httpscale", "interceptor", "--config", str(config), *LOOPBACK,
+        "--workers", "2", "--readiness-delay", "0", "--drain-timeout", "60",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    w = Workers(proc)
+    await w.wait_for(r"worker 0 ready")
+    assert await w.stop() == 0
+    assert not any(re.search(r"admin on \S+, \d+ workers", line) for line in w.lines)
+
+
 async def test_workers_outlive_no_parent(backends, tmp_path: Path) -> None:
     """A parent killed with SIGKILL (no chance to forward anything): each worker sees its
     lifeline pipe close, drains and exits (the `mark` fixture fails the test otherwise)."""

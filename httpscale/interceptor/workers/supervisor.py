@@ -209,6 +209,8 @@ class Supervisor:
         finally:
             os.close(lifeline_read)
         self._procs[index] = proc
+        if self._draining:  # the drain began while this one was being spawned: it missed it
+            proc.send_signal(signal.SIGTERM)
         info = WorkerInfo(index, generation, proc.pid, path, 0.0)
         log.info("worker %d started (pid %d, generation %d)", index, proc.pid, generation)
         exited = asyncio.create_task(proc.wait(), name=f"worker {index} exit")
