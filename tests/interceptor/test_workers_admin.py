@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from httpscale.interceptor.admin import InterceptorAdmin
@@ -27,6 +26,7 @@ from httpscale.interceptor.workers.aggregate import (
     QueueSum,
     merge_json,
     parse_queue,
+    parse_status,
     sum_status,
 )
 from httpscale.interceptor.workers.api import WorkerInfo, WorkerListener
@@ -62,16 +62,9 @@ httpscale_concurrency{{route="a/b"}} {concurrency}.0
 
 
 def _values(metrics: MetricsSum, answers: dict[tuple[int, int], str]) -> dict[str, float]:
-    """Render, print as Prometheus text, parse back: {sample name{labels}: value}."""
-    families = metrics.render({k: MetricsSum.parse(k, t) for k, t in answers.items()})
-    registry = CollectorRegistry(auto_describe=False)
-
-    class _C:
-        def collect(self):  # type: ignore[no-untyped-def]
-            return iter(families)
-
-    registry.register(_C())  # type: ignore[arg-type]
-    text = generate_latest(registry).decode()
+    """Sum, print as Prometheus text, parse back: {sample name{labels}: value}."""
+    parsed = {k: MetricsSum.parse(k, t) for k, t in answers.items()}
+    text = metrics.snapshot().exposition(parsed).decode()
     assert "# HELP httpscale_requests_total Requests answered" in text
     assert "# TYPE httpscale_request_duration_seconds histogram" in text
     out = {}
@@ -136,7 +129,8 @@ def test_unanswered_worker_keeps_its_counters_but_not_its_gauges() -> None:
 def test_other_types_listed_per_worker() -> None:
     m = MetricsSum()
     text = ("# HELP build_info x\n# TYPE build_info info\nbuild_info{version=\"1\"} 1.0\n"
-            "# TYPE up untyped\nup 1\n")
+            "# TYPE up untyped\nup 1\n"
+            "# TYPE lag summary\nlag{quantile=\"0.5\"} 1\nlag_count 3\nlag_sum 2.5\n")
     answers = {(0, 0): text, (1, 0): text}
     _observe(m, answers)
     families = {f.name: f for f in m.render({k: MetricsSum.parse(k, t)
@@ -144,11 +138,20 @@ def test_other_types_listed_per_worker() -> None:
     for name in ("build_info", "up"):
         assert sorted(s.labels["worker"] for s in families[name].samples) == ["0", "1"]
         assert all(s.value == 1 for s in families[name].samples)
+    # A summary's quantiles cannot be summed: listed per worker; its count and sum are summed.
+    lag = {(s.name, s.labels.get("worker")): s.value for s in families["lag"].samples}
+    assert lag == {("lag", "0"): 1, ("lag", "1"): 1, ("lag_count", None): 6, ("lag_sum", None): 5}
 
 
 def test_parse_error_names_the_worker() -> None:
     with pytest.raises(AnswerError, match=r"worker 1 \(generation 2\) /metrics: bad Prometheus"):
         MetricsSum.parse((1, 2), "httpscale_requests_total{route=\"a\" 1\n")
+    with pytest.raises(AnswerError, match=r"worker 1 \(generation 2\) /metrics: bad Prometheus"):
+        MetricsSum.parse((1, 2), b"\xff\xfe")
+    with pytest.raises(AnswerError, match=r"worker 0 \(generation 0\) /queue: not JSON"):
+        parse_queue((0, 0), b"{")
+    with pytest.raises(AnswerError, match=r"worker 0 \(generation 4\) /status: not a JSON obj"):
+        parse_status((0, 4), b"[]")
 
 
 def test_queue_sum_across_restart() -> None:

@@ -1,23 +1,26 @@
-"""Summing the workers' admin answers into one (sans-IO: fed parsed answers, no sockets).
+"""Summing the workers' admin answers into one (sans-IO: fed answer bodies, no sockets).
 
 The rule that makes the sums exact across restarts: a counter's total is the *retired base*
 (the last sample of every worker generation that exited) plus the latest sample of every live
 generation. A worker that does not answer one request keeps its latest sample in the sum, so
 a slow worker never makes a counter go backwards; only gauges (what is in flight now) leave it
 out. What a crashed generation counted after its last sample is lost: the parent samples often
-(`ParentAdminSettings.sample_interval`) to bound that.
+(`ParentAdminSettings`: `queue_sample_interval`, `scrape_sample_interval`) to bound that.
 
 A generation is `(index, generation)` of `workers.api.WorkerInfo`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from httpscale.interceptor.api import QueueEntry
 
@@ -30,15 +33,25 @@ __all__ = [
     "WorkerKey",
     "merge_json",
     "parse_queue",
+    "parse_status",
     "route_counts",
 ]
 
 WorkerKey = tuple[int, int]  # (index, generation)
 K = TypeVar("K")
 
-# Families whose every sample only grows within a process: kept in the retired base.
-_CUMULATIVE = frozenset({"counter", "histogram", "summary"})
 _PER_WORKER_LABEL = "worker"
+
+
+def _cumulative(family_type: str, sample_name: str) -> bool:
+    """A sample that only grows within a process, so it is summed with the retired base:
+    counters, histograms (buckets, count, sum), a summary's count and sum; not `_created`
+    (a timestamp) nor a summary's quantiles (those are listed per worker)."""
+    if sample_name.endswith("_created"):
+        return False
+    if family_type in ("counter", "histogram"):
+        return True
+    return family_type == "summary" and sample_name.endswith(("_count", "_sum"))
 
 
 class AnswerError(ValueError):
@@ -97,10 +110,19 @@ class CounterBook(Generic[K]):
 # -- /queue --------------------------------------------------------------------------------
 
 
+def _json(worker: WorkerKey, path: str, body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise AnswerError(worker, path, f"not JSON: {exc}") from exc
+
+
 def parse_queue(worker: WorkerKey, data: Any) -> dict[str, QueueEntry]:
-    """A worker's `/queue` JSON, checked; AnswerError naming the worker when malformed.
-    Polled five times a second with up to thousands of routes: one tight pass, the details
-    worked out only for an answer that fails it."""
+    """A worker's `/queue` (its body, or that parsed), checked; AnswerError naming the worker
+    when malformed. Polled five times a second with up to thousands of routes: one tight pass,
+    the details worked out only for an answer that fails it."""
+    if isinstance(data, bytes):
+        data = _json(worker, "/queue", data)
     if not isinstance(data, dict):
         raise AnswerError(worker, "/queue", "not a JSON object")
     for entry in data.values():
@@ -184,20 +206,20 @@ class MetricsSum:
         self._families: dict[str, _Family] = {}  # every family seen, in first-seen order
 
     @staticmethod
-    def parse(worker: WorkerKey, text: str) -> list[Metric]:
+    def parse(worker: WorkerKey, text: str | bytes) -> list[Metric]:
         try:
-            return list(text_string_to_metric_families(text))
-        except ValueError as exc:
+            return list(text_string_to_metric_families(
+                text.decode() if isinstance(text, bytes) else text))
+        except ValueError as exc:  # UnicodeDecodeError is one too
             raise AnswerError(worker, "/metrics", f"bad Prometheus text: {exc}") from exc
 
     def observe(self, worker: WorkerKey, families: Iterable[Metric]) -> None:
         sample: dict[_SampleKey, float] = {}
         for fam in families:
             self._families.setdefault(fam.name, _Family(fam.name, fam.type, fam.documentation))
-            if fam.type in _CUMULATIVE:
-                for s in fam.samples:
-                    if not s.name.endswith("_created"):  # a timestamp, not a count
-                        sample[_key(fam.name, s.name, s.labels)] = s.value
+            for s in fam.samples:
+                if _cumulative(fam.type, s.name):
+                    sample[_key(fam.name, s.name, s.labels)] = s.value
         self.counts.observe(worker, sample)
 
     def retire(self, worker: WorkerKey) -> None:
@@ -228,20 +250,41 @@ class MetricsSnapshot:
             for fam in families:
                 if fam.name not in out:  # first seen in this very answer: not observed
                     continue
-                if fam.type == "gauge":
-                    for s in fam.samples:
+                for s in fam.samples:
+                    if fam.type == "gauge":
                         key = _key(fam.name, s.name, s.labels)
                         gauges[key] = gauges.get(key, 0) + s.value
-                elif fam.type not in _CUMULATIVE:
-                    for s in fam.samples:
+                    elif not _cumulative(fam.type, s.name) and not s.name.endswith("_created"):
                         tagged = {**s.labels, _PER_WORKER_LABEL: str(worker[0])}
                         out[fam.name].add_sample(s.name, tagged, s.value)
         for (family, name, labels), value in gauges.items():
             out[family].add_sample(name, dict(labels), value)
         return [m for m in out.values() if m.samples]
 
+    def exposition(self, answers: Mapping[WorkerKey, Sequence[Metric]],
+                   extra: Sequence[Metric] = ()) -> bytes:
+        """`render` and `extra` as Prometheus text, HELP and TYPE included."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families([*self.render(answers), *extra]))
+        return generate_latest(registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
 
 # -- /status -------------------------------------------------------------------------------
+
+
+def parse_status(worker: WorkerKey, body: bytes) -> dict[str, Any]:
+    data = _json(worker, "/status", body)
+    if not isinstance(data, dict):
+        raise AnswerError(worker, "/status", "not a JSON object")
+    return data
 
 
 def route_counts(status: Mapping[str, Any]) -> dict[str, float]:

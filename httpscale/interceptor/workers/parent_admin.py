@@ -17,15 +17,14 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from httpscale.interceptor.admin import WAKE_PING_INTERVAL
 from httpscale.interceptor.workers import aggregate
@@ -83,14 +82,6 @@ class _Worker:
 
     def __post_init__(self) -> None:
         self.key = (self.info.index, self.info.generation)
-
-
-class _Families(Collector):
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
 
 
 class ParentAdmin:
@@ -219,19 +210,19 @@ class ParentAdmin:
         return answers, unanswered
 
     async def _sample_queue(self) -> tuple[dict[WorkerKey, Any], list[dict[str, Any]]]:
-        answers, unanswered = await self._ask_all("/queue", _parse_queue)
+        answers, unanswered = await self._ask_all("/queue", aggregate.parse_queue)
         for key, entries in answers.items():
             self._queue.observe(key, entries)
         return answers, unanswered
 
     async def _sample_metrics(self) -> tuple[dict[WorkerKey, Any], list[dict[str, Any]]]:
-        answers, unanswered = await self._ask_all("/metrics", _parse_metrics)
+        answers, unanswered = await self._ask_all("/metrics", aggregate.MetricsSum.parse)
         for key, families in answers.items():
             self._metrics.observe(key, families)
         return answers, unanswered
 
     async def _sample_status(self) -> tuple[dict[WorkerKey, Any], list[dict[str, Any]]]:
-        answers, unanswered = await self._ask_all("/status", _parse_status)
+        answers, unanswered = await self._ask_all("/status", aggregate.parse_status)
         for key, status in answers.items():
             self._status_counts.observe(key, aggregate.route_counts(status))
         return answers, unanswered
@@ -254,7 +245,7 @@ class ParentAdmin:
     async def _get_metrics(self, request: web.Request) -> web.Response:
         answers, unanswered = await self._sample_metrics()
         own = self._own_metrics(len(unanswered))
-        body = await asyncio.to_thread(_exposition, self._metrics.snapshot(), answers, own)
+        body = await asyncio.to_thread(self._metrics.snapshot().exposition, answers, own)
         return web.Response(body=body,
                             headers={"Content-Type": CONTENT_TYPE_LATEST,
                                      **_unanswered(unanswered)})
@@ -379,29 +370,6 @@ class ParentAdmin:
                 self._wake(route)
 
 
-def _exposition(
-    snapshot: aggregate.MetricsSnapshot, answers: dict[WorkerKey, Any], own: list[Metric]
-) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(snapshot.render(answers) + own))
-    return generate_latest(registry)
-
-
 def _unanswered(unanswered: list[dict[str, Any]]) -> dict[str, str]:
     return {UNANSWERED_HEADER: str(len(unanswered))} if unanswered else {}
-
-
-def _parse_queue(key: WorkerKey, body: bytes) -> dict[str, Any]:
-    return dict(aggregate.parse_queue(key, json.loads(body)))
-
-
-def _parse_metrics(key: WorkerKey, body: bytes) -> list[Metric]:
-    return aggregate.MetricsSum.parse(key, body.decode())
-
-
-def _parse_status(key: WorkerKey, body: bytes) -> dict[str, Any]:
-    data = json.loads(body)
-    if not isinstance(data, dict):
-        raise AnswerError(key, "/status", "not a JSON object")
-    return data
 
