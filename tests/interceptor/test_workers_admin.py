@@ -24,7 +24,6 @@ from httpscale.interceptor.workers.aggregate import (
     CounterBook,
     MetricsSum,
     QueueSum,
-    merge_json,
     parse_queue,
     parse_status,
     sum_status,
@@ -91,6 +90,31 @@ def test_counters_histograms_and_gauges_summed() -> None:
     assert v["httpscale_request_duration_seconds_count{}"] == 7
     assert v["httpscale_request_duration_seconds_sum{}"] == 0.75
     assert v["httpscale_concurrency{}"] == 3
+
+
+def test_gauges_of_shared_state_are_not_summed() -> None:
+    """Every worker sees the same cluster and the same ready endpoints: two workers must not
+    report two routes, or twice the endpoints; "synced" holds only when every worker synced."""
+    def text(synced: int, routes: int, ready: int) -> str:
+        return f"""# HELP httpscale_interceptor_cluster_synced 1 once every watch has listed.
+# TYPE httpscale_interceptor_cluster_synced gauge
+httpscale_interceptor_cluster_synced {synced}.0
+# HELP httpscale_interceptor_cluster_routes Routes served from the cluster.
+# TYPE httpscale_interceptor_cluster_routes gauge
+httpscale_interceptor_cluster_routes {routes}.0
+# HELP httpscale_ready_endpoints Ready endpoints
+# TYPE httpscale_ready_endpoints gauge
+httpscale_ready_endpoints{{route="a/b"}} {ready}.0
+"""
+    m = MetricsSum()
+    answers = {(0, 0): text(1, 1, 2), (1, 0): text(0, 1, 3)}
+    _observe(m, answers)
+    parsed = {k: MetricsSum.parse(k, t) for k, t in answers.items()}
+    out = {s.name: s.value for fam in text_string_to_metric_families(
+        m.snapshot().exposition(parsed).decode()) for s in fam.samples}
+    assert out["httpscale_interceptor_cluster_routes"] == 1
+    assert out["httpscale_interceptor_cluster_synced"] == 0  # worker 1 has not listed yet
+    assert out["httpscale_ready_endpoints"] == 3  # the worker that has caught up
 
 
 def test_retired_base_survives_a_restart_and_gauges_are_not_retired() -> None:
@@ -219,8 +243,28 @@ def test_status_merged_and_request_count_from_the_book() -> None:
     assert body["upstreamPools"]["10.0.0.1:80"] == {"connections": 2, "idle": 2}
 
 
-def test_merge_json_of_nothing() -> None:
-    assert merge_json([]) is None
+def test_status_keeps_configuration_and_shared_views_as_they_are() -> None:
+    """Only the workers' shares of the work add up: a canned status code, the cluster's
+    route count, the uptime are the same thing seen twice, not twice as much."""
+    def status(uptime: float, in_flight: int) -> dict[str, object]:
+        return {
+            "uptimeSeconds": uptime,
+            "cluster": {"routes": 1, "synced": True},
+            "routes": {"a/c": {"concurrency": in_flight, "requestCount": 0,
+                               "canned": {"status": 503, "mode": "Always"},
+                               "fallbackEndpoints": {"10.0.0.2:80": {"inFlight": in_flight}}}},
+            "http2UpstreamPools": {"10.0.0.2:80": {"connections": 1, "streams": in_flight}},
+        }
+
+    body = sum_status({(0, 0): status(5.0, 1), (1, 0): status(7.5, 2)}, CounterBook())
+    route = body["routes"]["a/c"]
+    assert route["canned"] == {"status": 503, "mode": "Always"}
+    assert route["concurrency"] == 3
+    assert route["fallbackEndpoints"]["10.0.0.2:80"] == {"inFlight": 3}
+    assert body["cluster"] == {"routes": 1, "synced": True}
+    assert body["uptimeSeconds"] == 7.5
+    assert body["http2UpstreamPools"]["10.0.0.2:80"] == {"connections": 2, "streams": 3}
+    assert sum_status({}, CounterBook()) == {}
 
 
 # -- ParentAdmin over real interceptors -----------------------------------------------------

@@ -13,7 +13,7 @@ A generation is `(index, generation)` of `workers.api.WorkerInfo`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -31,7 +31,6 @@ __all__ = [
     "MetricsSum",
     "QueueSum",
     "WorkerKey",
-    "merge_json",
     "parse_queue",
     "parse_status",
     "route_counts",
@@ -198,7 +197,8 @@ def _key(family: str, name: str, labels: Mapping[str, str]) -> _SampleKey:
 
 class MetricsSum:
     """Prometheus text of every worker -> one exposition. Counters, histograms and summaries
-    are summed with their retired base; gauges are summed over this scrape's answers; any
+    are summed with their retired base; gauges are summed over this scrape's answers (those
+    that describe shared state, `_SHARED_GAUGES`, combined by min/max instead); any
     other type (info, stateset, unknown) is listed per worker with a `worker="i"` label."""
 
     def __init__(self) -> None:
@@ -250,10 +250,14 @@ class MetricsSnapshot:
             for fam in families:
                 if fam.name not in out:  # first seen in this very answer: not observed
                     continue
+                combine = _shared_gauge(fam.name)
                 for s in fam.samples:
                     if fam.type == "gauge":
                         key = _key(fam.name, s.name, s.labels)
-                        gauges[key] = gauges.get(key, 0) + s.value
+                        seen = gauges.get(key)
+                        gauges[key] = (s.value if seen is None
+                                       else combine(seen, s.value) if combine is not None
+                                       else seen + s.value)
                     elif not _cumulative(fam.type, s.name) and not s.name.endswith("_created"):
                         tagged = {**s.labels, _PER_WORKER_LABEL: str(worker[0])}
                         out[fam.name].add_sample(s.name, tagged, s.value)
@@ -267,6 +271,25 @@ class MetricsSnapshot:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families([*self.render(answers), *extra]))
         return generate_latest(registry)
+
+
+#: Gauges that are every worker's view of one shared thing (the cluster's routes, a route's
+#: ready endpoints), not a share of the work: summing them would count it once per worker.
+#: Combined with min where "all workers" is the meaning (synced), else max (a worker that has
+#: not caught up yet lags behind the others).
+_SHARED_GAUGES: dict[str, Callable[[float, float], float]] = {
+    "httpscale_ready_endpoints": max,
+    "httpscale_interceptor_cluster_synced": min,
+}
+_SHARED_GAUGE_PREFIX = "httpscale_interceptor_cluster_"
+
+
+def _shared_gauge(family: str) -> Callable[[float, float], float] | None:
+    """How one shared gauge's samples combine across workers; None: summed."""
+    combine = _SHARED_GAUGES.get(family)
+    if combine is None and family.startswith(_SHARED_GAUGE_PREFIX):
+        return max
+    return combine
 
 
 class _Families(Collector):
@@ -299,38 +322,70 @@ def route_counts(status: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def merge_json(values: Sequence[Any]) -> Any:
-    """Several workers' JSON of the same shape -> one: numbers summed, booleans or-ed (e.g.
-    `draining`), objects merged key by key, anything else (strings, lists: configuration,
-    the same in every worker) taken from the first worker that has it."""
-    if not values:
-        return None
-    first = values[0]
-    if isinstance(first, bool):
-        return any(v is True for v in values)
-    if isinstance(first, int | float):
-        return sum(v for v in values if isinstance(v, int | float) and not isinstance(v, bool))
-    if isinstance(first, dict):
-        keys: dict[str, None] = {}
-        for v in values:
-            if isinstance(v, dict):
-                keys.update(dict.fromkeys(v))
-        return {
-            k: merge_json([v[k] for v in values if isinstance(v, dict) and k in v]) for k in keys
-        }
-    return first
+#: What in a worker's /status is its share of the work, so summed over the workers. Everything
+#: else is configuration or a view of shared state (a route's hosts, a canned status code, the
+#: cluster's routes), the same in every worker: the first worker's that has it is kept.
+_SUMMED_TOP = ("connections", "http2Connections")
+_SUMMED_ROUTE = ("concurrency", "held", "requestCount")
+_ENDPOINT_TABLES = ("endpoints", "fallbackEndpoints")  # per route: endpoint -> {"inFlight": n}
+_POOL_TABLES = ("upstreamPools", "http2UpstreamPools")  # endpoint -> {counter: n}
+
+
+def _number(value: Any) -> float:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _sum_fields(values: Sequence[Mapping[str, Any]], fields: Iterable[str]) -> dict[str, Any]:
+    return {f: sum(_number(v.get(f)) for v in values) for f in fields
+            if any(f in v for v in values)}
+
+
+def _union(tables: Sequence[Any], merge: Any) -> dict[str, Any]:
+    """Several workers' {key: entry} -> one, each key's entries merged by `merge`."""
+    keys: dict[str, None] = {}
+    for t in tables:
+        if isinstance(t, dict):
+            keys.update(dict.fromkeys(t))
+    return {k: merge([t[k] for t in tables if isinstance(t, dict) and isinstance(t.get(k), dict)])
+            for k in keys}
+
+
+def _first_then(values: Sequence[Mapping[str, Any]], summed: dict[str, Any]) -> dict[str, Any]:
+    return {**(values[0] if values else {}), **summed}
+
+
+def _merge_route(values: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    route = _first_then(values, _sum_fields(values, _SUMMED_ROUTE))
+    for table in _ENDPOINT_TABLES:
+        if any(table in v for v in values):
+            route[table] = _union([v.get(table) for v in values],
+                                  lambda es: _first_then(es, _sum_fields(es, ("inFlight",))))
+    return route
+
+
+def _merge_pool(values: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return _sum_fields(values, {k: None for v in values for k in v})
 
 
 def sum_status(
     answers: Mapping[WorkerKey, Mapping[str, Any]], counts: CounterBook[str]
 ) -> dict[str, Any]:
-    """The workers' `/status` merged (`merge_json`), each route's `requestCount` from the
-    book (retired base included), so it never goes backwards across a restart."""
-    merged = merge_json(list(answers.values())) or {}
-    routes = merged.get("routes")
-    if isinstance(routes, dict):
-        totals = counts.totals()
-        for key, route in routes.items():
-            if isinstance(route, dict) and key in totals:
-                route["requestCount"] = int(totals[key])
-    return dict(merged)
+    """The workers' `/status` as one: their shares of the work summed (`_SUMMED_*`, the route
+    and endpoint tables and the pools joined over workers), `draining` if any worker is,
+    the longest `uptimeSeconds`, the rest from the first worker; each route's `requestCount`
+    from the book (retired base included), so it never goes backwards across a restart."""
+    values = list(answers.values())
+    if not values:
+        return {}
+    merged = _first_then(values, _sum_fields(values, _SUMMED_TOP))
+    merged["draining"] = any(v.get("draining") is True for v in values)
+    merged["uptimeSeconds"] = max(_number(v.get("uptimeSeconds")) for v in values)
+    merged["routes"] = _union([v.get("routes") for v in values], _merge_route)
+    for table in _POOL_TABLES:
+        if any(table in v for v in values):
+            merged[table] = _union([v.get(table) for v in values], _merge_pool)
+    totals = counts.totals()
+    for key, route in merged["routes"].items():
+        if key in totals:
+            route["requestCount"] = int(totals[key])
+    return merged
