@@ -1,0 +1,197 @@
+"""One measured case of `loadtests/scalebench.py`: wrk's warm-up and measured run against one
+server, its CPU time around the run, and the connection counts sampled meanwhile.
+
+* CPU: user + system seconds of the server's whole process tree (nginx's master and workers,
+  the interceptor's parent and workers) and of the backend's, read before and after the run.
+* Upstream connections: established sockets from the server's processes to the backend
+  (/proc/net/tcp against the processes' socket inodes), sampled once a second through the
+  measured run; the same count for nginx and the interceptor, and no load on the server.
+* Requests in flight and pool connections as the interceptor sees them: its admin /status
+  (summed over workers by the parent), sampled 4 times a second during the warm-up run only:
+  with 10,000 routes one /status costs the interceptor enough CPU to skew the measured run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from benchkit import Processes, WrkResult, parse_wrk, tool_path
+from held import HeldClient
+from scaleplan import Case, host_name, status_figures
+from scaleprocs import Server, fetch_status, tree_cpu_seconds, upstream_conns
+
+from httpscale import dataplane
+
+__all__ = ["Fleet", "check", "environment", "measure"]
+
+HERE = Path(__file__).resolve().parent
+CORE_LOAD = "1"
+
+
+@dataclass
+class Fleet:
+    """The servers of one run, by (workers, "direct" | "nginx" | "interceptor")."""
+
+    servers: dict[tuple[int, str], Server] = field(default_factory=dict)
+    backends: dict[int, Server] = field(default_factory=dict)
+    not_started: dict[int, str] = field(default_factory=dict)  # workers -> why no interceptor
+
+    def has(self, case: Case) -> bool:
+        return (case.workers, case.server) in self.servers
+
+    def not_measured(self, cases: list[Case]) -> dict[str, str]:
+        return {
+            c.key: self.not_started.get(c.workers, "server not started")
+            for c in cases
+            if not self.has(c)
+        }
+
+
+async def _get(server: Server, host: str) -> int:
+    client = HeldClient(("127.0.0.1", server.port), host, 1)
+    try:
+        await client.open()
+        (result,) = await client.wait_all(wait_s=10)
+    finally:
+        client.close()
+    return result.status
+
+
+async def check(server: Server, routes: int) -> None:
+    """Before measuring: the first and last host answer 200 and, through a proxy, an unknown
+    host 404, so neither a wrong route nor a catch-all can pass for speed."""
+    wanted = {host_name(0): 200}
+    if server.upstream_port:
+        wanted |= {host_name(routes - 1): 200, "unknown.bench": 404}
+    for host, status in wanted.items():
+        got = await _get(server, host)
+        if got != status:
+            raise RuntimeError(f"{server.name}: GET / for {host} answered {got}, not {status}")
+
+
+def _wrk_argv(args: argparse.Namespace, case: Case, server: Server, secs: float) -> list[str]:
+    threads = args.threads if case.workers == 1 else args.threads_shared
+    argv = [tool_path("wrk"), f"-t{min(threads, case.conns)}", f"-c{case.conns}", f"-d{secs:g}s",
+            "--latency", "--timeout", "5s"]
+    url = f"http://127.0.0.1:{server.port}/"
+    if case.hosts == "one":
+        return [*argv, "-H", f"Host: {host_name(0)}", url]
+    spread = 1 if case.hosts == "lua-1" else args.routes
+    return [*argv, "-s", str(HERE / "nginx" / "many_hosts.lua"), url, "--", str(spread)]
+
+
+async def _wrk(procs: Processes, argv: list[str], case: Case, secs: float) -> WrkResult:
+    child = await procs.start(f"wrk-{case.key}", argv, CORE_LOAD if case.workers == 1 else None)
+    try:
+        assert child.proc.stdout is not None
+        out = await asyncio.wait_for(child.proc.stdout.read(), secs + 30)
+        await asyncio.wait_for(child.proc.wait(), 10)
+    finally:
+        await procs.stop(child)
+    return parse_wrk(out.decode())
+
+
+async def _sample(every_s: float, read: Callable[[], Coroutine[Any, Any, dict[str, int]]],
+                  peaks: dict[str, int]) -> None:
+    """Keeps the largest value of each figure `read` returns until cancelled."""
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            for key, value in (await read()).items():
+                peaks[key] = max(peaks.get(key, 0), value)
+        await asyncio.sleep(every_s)
+
+
+async def _while(work: Coroutine[Any, Any, WrkResult], sampler: Coroutine[Any, Any, None] | None
+                 ) -> WrkResult:
+    if sampler is None:
+        return await work
+    task = asyncio.ensure_future(sampler)
+    try:
+        return await work
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case: Case
+                  ) -> dict[str, Any]:
+    server = fleet.servers[(case.workers, case.server)]
+    backend = fleet.backends[case.workers]
+    status_peaks: dict[str, int] = {}
+    warm_sampler = None
+    session = None
+    if case.server == "interceptor" and case.hosts == "one":
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+
+        async def status() -> dict[str, int]:
+            assert session is not None
+            return status_figures(await fetch_status(session, server))
+
+        warm_sampler = _sample(0.25, status, status_peaks)
+    try:
+        await _while(_wrk(procs, _wrk_argv(args, case, server, args.warmup), case, args.warmup),
+                     warm_sampler)
+    finally:
+        if session is not None:
+            await session.close()
+
+    conn_peaks: dict[str, int] = {}
+
+    async def sockets() -> dict[str, int]:
+        return {"upstream": upstream_conns(server)}
+
+    sock_sampler = _sample(1.0, sockets, conn_peaks) if server.upstream_port else None
+    cpu_before, backend_before = tree_cpu_seconds(server.pid), tree_cpu_seconds(backend.pid)
+    result = await _while(
+        _wrk(procs, _wrk_argv(args, case, server, args.duration), case, args.duration),
+        sock_sampler)
+    cpu = tree_cpu_seconds(server.pid) - cpu_before
+    backend_cpu = tree_cpu_seconds(backend.pid) - backend_before
+    return {
+        **result.as_dict(),
+        "cpu_us_per_req": cpu * 1e6 / max(1, result.requests),
+        # What one full core would serve at this cost: steadier than req/s on a shared machine.
+        "req_per_cpu_s": result.requests / cpu if cpu > 0 else None,
+        "cpu_cores": cpu / args.duration,
+        "backend_cpu_cores": backend_cpu / args.duration,
+        "upstream_conns_peak": conn_peaks.get("upstream"),
+        "in_flight_peak": status_peaks.get("in_flight"),
+        "status_pool_conns_peak": status_peaks.get("pool_connections"),
+        "loadavg_1m": os.getloadavg()[0],
+    }
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError as exc:
+        return repr(exc)
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": _version([tool_path("nginx"), "-v"]),
+        "wrk": _version([tool_path("wrk"), "-v"]),
+        "git": _version(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"]),
+        "git_dirty_interceptor": _version(
+            ["git", "-C", str(HERE.parent), "status", "--porcelain", "httpscale"]) != "",
+        "dataplane": dataplane.active().name,
+        "dataplane_why": dataplane.active().reason,
+        "loadavg_before": os.getloadavg(),
+    }
