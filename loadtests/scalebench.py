@@ -31,7 +31,7 @@ from benchkit import Processes, missing_tools
 from held import raise_nofile
 from scaleidle import idle_clients, idle_table
 from scaleplan import Case, plan, round_order, summarize
-from scaleprocs import start_interceptor, start_nginx, workers_option
+from scaleprocs import kill_leftovers, start_interceptor, start_nginx, tree_pids, workers_option
 from scalereport import scale_tables
 from scalerun import Fleet, check, environment, measure
 
@@ -79,8 +79,7 @@ def budget(args: argparse.Namespace, cases: int) -> float:
 
 
 async def _start(args: argparse.Namespace, procs: Processes, tmp: Path,
-                 why_no_workers: str | None) -> Fleet:
-    fleet = Fleet()
+                 why_no_workers: str | None, fleet: Fleet) -> None:
     for w in args.worker_counts:
         pinned = w == 1
         backend = await start_nginx(procs, tmp, workers=w, cpus=CORE_LOAD if pinned else None)
@@ -95,7 +94,6 @@ async def _start(args: argparse.Namespace, procs: Processes, tmp: Path,
         fleet.servers[(w, "interceptor")] = await start_interceptor(
             procs, tmp, workers=w, cpus=CORE_PROXY if pinned else None, routes=args.routes,
             upstream_port=backend.port, pass_workers=why_no_workers is None)
-    return fleet
 
 
 async def _idle(args: argparse.Namespace, fleet: Fleet) -> list[dict[str, Any]]:
@@ -153,9 +151,10 @@ async def _main(args: argparse.Namespace) -> int:
         os.chdir(tmp)
         why_no_workers = workers_option()
         report["workers_option"] = why_no_workers or "supported"
+        fleet = Fleet()
         try:
             async with asyncio.timeout(budget(args, len(cases))):
-                fleet = await _start(args, procs, Path(tmp), why_no_workers)
+                await _start(args, procs, Path(tmp), why_no_workers, fleet)
                 for server in fleet.servers.values():
                     await check(server, args.routes)
                 report["idle"] = await _idle(args, fleet)
@@ -169,7 +168,11 @@ async def _main(args: argparse.Namespace) -> int:
             traceback.print_exc()
             report["error"] = repr(exc)
         finally:
+            # Every process of every server tree, taken while their parents still live: a
+            # worker that outlives its parent's stop is killed by pid below.
+            started = [pid for server in fleet.servers.values() for pid in tree_pids(server.pid)]
             await procs.stop_all()
+            kill_leftovers(started)
             os.chdir(HERE.parent)
     return _write(report, cases, args)
 

@@ -9,7 +9,9 @@ started), read just before and after a measured run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,9 +24,11 @@ from scaleplan import count_tcp, interceptor_config, nginx_server_names, render
 __all__ = [
     "Server",
     "client_conns",
+    "kill_leftovers",
     "start_interceptor",
     "start_nginx",
     "tree_cpu_seconds",
+    "tree_pids",
     "tree_rss_kb",
     "upstream_conns",
     "workers_option",
@@ -68,6 +72,21 @@ def tree_pids(root: int) -> list[int]:
         found.append(pid)
         todo += children.get(pid, [])
     return found
+
+
+def kill_leftovers(pids: list[int]) -> None:
+    """SIGKILL those of `pids` (processes this benchmark started) still running httpscale or
+    nginx after their parents were stopped; the command-line check guards against reuse of a
+    pid by an unrelated process meanwhile."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # gone, as it should be
+        if b"httpscale" in cmdline or b"nginx" in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def tree_cpu_seconds(root: int) -> float:
