@@ -63,7 +63,7 @@ class InterceptorAdmin:
         )
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
-        self._site: web.TCPSite | None = None
+        self._site: web.BaseSite | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         await self._runner.setup()
@@ -72,6 +72,13 @@ class InterceptorAdmin:
         # With port 0 the kernel picks; the runner's bound sockets tell which it picked.
         sockname = self._runner.addresses[0]
         return str(sockname[0]), int(sockname[1])
+
+    async def start_unix(self, path: str) -> None:
+        """Listen on a Unix socket instead (a worker of `--workers N`: its parent's admin
+        reaches it there)."""
+        await self._runner.setup()
+        self._site = web.UnixSite(self._runner, path)
+        await self._site.start()
 
     async def stop(self) -> None:
         for sub in self._subscribers:

@@ -9,6 +9,11 @@ With `--tls-listen`, a TLS listener (httpscale/interceptor/tls.py) serves beside
 one; its certificate reload task is one of `tasks`. A TLS setting or certificate that cannot
 be used fails `start()` with a `TlsConfigError` naming it, before anything listens.
 
+A worker of `--workers N` (httpscale/interceptor/workers/) is given `sockets`: listening
+sockets the parent made, and a Unix socket path for its admin server. It accepts on them only
+once its routes are loaded: until then connections wait in the kernel's accept queue, as a
+connection that a worker still starting (or restarting) gets must not meet an empty route table.
+
 Tasks beside the proxy (a route source: `tasks.spawn(source.run(...), "route source")`) are
 owned by `tasks`: one dying makes `wait()` raise. They keep running through the drain (an
 endpoint may still move while in-flight requests finish) and are cancelled after it.
@@ -26,6 +31,7 @@ from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, Wa
 from httpscale.interceptor.proxy import Proxy
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.tls import TlsListener, UpstreamTls
+from httpscale.interceptor.workers.sockets import BACKLOG, PreboundSockets
 from httpscale.routing.spec import Endpoint, RouteSpec
 from httpscale.runtime import TaskSupervisor
 from httpscale.tracing import FLUSH_GRACE
@@ -38,15 +44,20 @@ log = logging.getLogger(__name__)
 class Interceptor:
     """Implements `httpscale.interceptor.api.InterceptorControl`."""
 
-    def __init__(self, settings: InterceptorSettings | None = None) -> None:
+    def __init__(
+        self, settings: InterceptorSettings | None = None, *,
+        sockets: PreboundSockets | None = None,
+    ) -> None:
         self.settings = settings or InterceptorSettings()
+        self._sockets = sockets
+        self._routes_loaded = asyncio.Event()
         self._proxy: Proxy | None = None
         self._admin: InterceptorAdmin | None = None
         self._server: asyncio.Server | None = None
         self._tls: TlsListener | None = None
         self.proxy_address: tuple[str, int] = ("", 0)
         self.tls_address: tuple[str, int] | None = None  # with --tls-listen
-        self.admin_address: tuple[str, int] = ("", 0)
+        self.admin_address: tuple[str, int] = ("", 0)  # ("", 0) with an admin Unix socket
         self._stopped = asyncio.Event()
         self.tasks = TaskSupervisor(log)
 
@@ -64,10 +75,13 @@ class Interceptor:
         tls = self._tls = TlsListener(proxy, self.settings) if self.settings.tls.listen else None
         self._admin = InterceptorAdmin(proxy, self.queue)
         proxy.wake_listeners.append(self._admin.wake)
+        if self._sockets is not None:
+            await self._start_on(self._sockets, tls)
+            return
         listen = self.settings.listen
         self.admin_address = await self._admin.start(listen.admin_host, listen.admin_port)
         self._server = await proxy.loop.create_server(
-            proxy.protocol_factory, listen.host, listen.port, reuse_address=True, backlog=2048
+            proxy.protocol_factory, listen.host, listen.port, reuse_address=True, backlog=BACKLOG
         )
         sockname = self._server.sockets[0].getsockname()
         self.proxy_address = (sockname[0], sockname[1])
@@ -77,6 +91,32 @@ class Interceptor:
         log.info("proxy on %s:%d, admin on %s:%d, hot path: %s (%s)",
                  *self.proxy_address, *self.admin_address,
                  dataplane.active().name, dataplane.active().reason)
+
+    async def _start_on(self, sockets: PreboundSockets, tls: TlsListener | None) -> None:
+        """Serve on the sockets a parent made (see the module's docstring)."""
+        assert self._admin is not None
+        proxy = self.proxy
+        await self._admin.start_unix(sockets.admin_path)
+        self._server = await proxy.loop.create_server(
+            proxy.protocol_factory, sock=sockets.proxy, backlog=BACKLOG, start_serving=False
+        )
+        sockname = sockets.proxy.getsockname()
+        self.proxy_address = (sockname[0], sockname[1])
+        if tls is not None:
+            self.tls_address = await tls.start(sock=sockets.tls, start_serving=False)
+            self.tasks.spawn(tls.watch(), "TLS certificate reload")
+        self.tasks.spawn(self._serve_once_loaded(), "accept once routes are loaded",
+                         critical=False)
+        log.info("proxy on %s:%d, admin on unix:%s, hot path: %s (%s)",
+                 *self.proxy_address, sockets.admin_path,
+                 dataplane.active().name, dataplane.active().reason)
+
+    async def _serve_once_loaded(self) -> None:
+        await self._routes_loaded.wait()
+        if self._server is not None:
+            await self._server.start_serving()
+        if self._tls is not None:
+            await self._tls.start_serving()
 
     async def wait(self) -> None:
         """Return never; raise if a task of `tasks` dies (the caller then shuts down)."""
@@ -112,6 +152,7 @@ class Interceptor:
     # -- InterceptorControl --------------------------------------------------------------------
 
     def set_routes(self, routes: Sequence[RouteSpec]) -> None:
+        self._routes_loaded.set()
         for gone in self.proxy.registry.set_routes(routes):
             for waiter in list(gone.waiters):
                 gone.unhold(waiter)

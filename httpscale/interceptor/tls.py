@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from httpscale.interceptor.settings import InterceptorSettings, Tls
 from httpscale.interceptor.tls_certs import CertStore, TlsConfigError
@@ -114,13 +115,22 @@ class TlsListener:
         self._server: asyncio.Server | None = None
         self.address: tuple[str, int] = ("", 0)
 
-    async def start(self) -> tuple[str, int]:
-        self._server = await self.proxy.loop.create_server(
-            lambda: _Handshaken(self.proxy, self._client_connection), self.host, self.port,
-            ssl=self.certs.front,
-            ssl_handshake_timeout=self.settings.timeouts.request_head,
-            reuse_address=True, backlog=2048,
-        )
+    async def start(
+        self, *, sock: socket.socket | None = None, start_serving: bool = True
+    ) -> tuple[str, int]:
+        """Listen on `--tls-listen`, or on `sock` (a worker's, made by its parent), accepting
+        at once or once `start_serving()` is called."""
+        factory = lambda: _Handshaken(self.proxy, self._client_connection)  # noqa: E731
+        common: dict[str, Any] = {
+            "ssl": self.certs.front, "backlog": 2048, "start_serving": start_serving,
+            "ssl_handshake_timeout": self.settings.timeouts.request_head,
+        }
+        if sock is not None:
+            self._server = await self.proxy.loop.create_server(factory, sock=sock, **common)
+        else:
+            self._server = await self.proxy.loop.create_server(
+                factory, self.host, self.port, reuse_address=True, **common
+            )
         sockname = self._server.sockets[0].getsockname()
         self.address = (sockname[0], sockname[1])
         default = self.certs.default
@@ -128,6 +138,10 @@ class TlsListener:
         log.info("TLS on %s:%d (ALPN %s), %d certificate(s), default %s", *self.address,
                  ", ".join(self.certs.alpn), len(self.certs.certs()), default.name)
         return self.address
+
+    async def start_serving(self) -> None:
+        if self._server is not None:
+            await self._server.start_serving()
 
     async def watch(self) -> None:
         """Reload changed certificate files, every `reload_interval` seconds, until cancelled."""

@@ -1,0 +1,1 @@
+"""``--workers N``: a parent process supervising N interceptor workers on one port."""

@@ -1,0 +1,97 @@
+"""The parent process of `--workers N`: sockets, the public admin, the supervisor, signals.
+
+The parent serves no request itself. In order: it makes the listening sockets (sockets.py) and
+a private run directory for the workers' admin Unix sockets, starts its admin server (the one
+on --admin-host/--admin-port, summing the workers), starts the workers (supervisor.py) and
+logs the same "proxy on HOST:PORT, admin on HOST:PORT" line as a single interceptor once all
+are ready. On SIGTERM/SIGINT the workers drain (bounded: readiness delay + drain timeout +
+10 s), then the admin stops and the run directory goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Sequence
+
+from httpscale.interceptor.settings import InterceptorSettings
+from httpscale.interceptor.tls import parse_listen
+from httpscale.interceptor.workers.admin_stub import PlaceholderAdmin
+from httpscale.interceptor.workers.sockets import bind_reuseport
+from httpscale.interceptor.workers.supervisor import Command, Supervisor
+from httpscale.runtime import StopSignals, cancel_and_wait
+
+__all__ = ["STOP_SLACK", "run_parent"]
+
+log = logging.getLogger(__name__)
+
+STOP_SLACK = 10.0  # seconds the workers get beyond their readiness delay + drain timeout
+
+
+async def run_parent(settings: InterceptorSettings, count: int, command: Command) -> None:
+    """Run `count` workers until a stop signal; raises WorkerStartError (a worker that could
+    not start) or OSError (a socket that cannot be made)."""
+    listen = settings.listen
+    per_index: list[list[socket.socket]] = [[] for _ in range(count)]
+    rundir = tempfile.mkdtemp(prefix="httpscale-workers-")
+    try:
+        for index, sock in enumerate(bind_reuseport(listen.host, listen.port, count)):
+            per_index[index].append(sock)
+        if settings.tls.listen:
+            for index, sock in enumerate(bind_reuseport(*parse_listen(settings.tls.listen),
+                                                        count)):
+                per_index[index].append(sock)
+        workers = Supervisor(command, per_index, rundir)
+        admin = PlaceholderAdmin(workers)
+        workers.add_listener(admin)
+        admin_address = await admin.start(listen.admin_host, listen.admin_port)
+        try:
+            await _supervise(settings, workers, per_index, admin_address)
+        finally:
+            await admin.stop()
+    finally:
+        for sockets in per_index:
+            for sock in sockets:
+                sock.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+    log.info("interceptor stopped")
+
+
+async def _supervise(settings: InterceptorSettings, workers: Supervisor,
+                     per_index: Sequence[Sequence[socket.socket]],
+                     admin_address: tuple[str, int]) -> None:
+    proxy = per_index[0][0].getsockname()
+    tls = per_index[0][1].getsockname() if len(per_index[0]) > 1 else None
+    shutdown = settings.shutdown
+    bound = shutdown.readiness_delay + shutdown.drain_timeout + STOP_SLACK
+
+    def on_stop(sig: signal.Signals) -> None:
+        log.info("received %s, draining %d workers", sig.name, workers.size)
+        workers.begin_drain()
+
+    def on_again(sig: signal.Signals) -> None:
+        log.info("received %s again: forwarding it (the workers stop at once)", sig.name)
+        workers.forward(sig)
+
+    with StopSignals(on_stop=on_stop, on_again=on_again) as stop:
+        try:
+            await workers.start()
+            if not workers.draining:
+                log.info("proxy on %s:%d, admin on %s:%d, %d workers%s",
+                         proxy[0], proxy[1], *admin_address, workers.size,
+                         f", TLS on {tls[0]}:{tls[1]}" if tls else "")
+                failed = asyncio.ensure_future(workers.tasks.wait())
+                stopped = asyncio.create_task(stop.stopped.wait())
+                try:
+                    await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await cancel_and_wait(failed, stopped)
+                if not failed.cancelled():
+                    failed.result()  # a supervisor task died: raise it
+        finally:
+            workers.begin_drain()
+            await workers.wait_stopped(bound)
