@@ -19,12 +19,13 @@ from pathlib import Path
 
 import aiohttp
 from benchkit import Processes, free_port, tool_path
-from scaleplan import count_tcp, interceptor_config, nginx_server_names, render
+from scaleplan import count_tcp, interceptor_config, nginx_server_names, render, status_figures
 
 __all__ = [
     "Server",
     "client_conns",
     "kill_leftovers",
+    "server_status",
     "start_interceptor",
     "start_nginx",
     "tree_cpu_seconds",
@@ -252,8 +253,38 @@ async def _wait_ready(server: Server, proc: asyncio.subprocess.Process, wait_s: 
             await asyncio.sleep(0.2)
 
 
-async def fetch_status(session: aiohttp.ClientSession, server: Server) -> dict[str, object]:
-    async with session.get(f"http://127.0.0.1:{server.admin_port}/status") as resp:
-        resp.raise_for_status()
-        body: dict[str, object] = await resp.json()
-        return body
+async def server_status(server: Server) -> dict[str, int]:
+    """In flight and pool connections (scaleplan.status_figures) from the interceptor's admin
+    /status: the parent's, summed over its workers; when the parent's admin has no /status
+    (a build whose parent serves /livez and /readyz only), each worker's own, over the Unix
+    socket its command line names, summed here."""
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
+        f"http://127.0.0.1:{server.admin_port}/status"
+    ) as resp:
+        if resp.status == 200:
+            return status_figures(await resp.json())
+        if server.workers < 2 or resp.status != 404:
+            resp.raise_for_status()
+    totals: dict[str, int] = {}
+    for path in _worker_admin_sockets(server.pid):
+        connector = aiohttp.UnixConnector(path=path)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
+                session.get("http://worker/status") as resp:
+            resp.raise_for_status()
+            for key, value in status_figures(await resp.json()).items():
+                totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def _worker_admin_sockets(root: int) -> list[str]:
+    found = []
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode().split("\0")
+        except OSError:
+            continue
+        if "--worker-admin-socket" in argv:
+            found.append(argv[argv.index("--worker-admin-socket") + 1])
+    return found

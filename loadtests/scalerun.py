@@ -7,8 +7,10 @@ server, its CPU time around the run, and the connection counts sampled meanwhile
   (/proc/net/tcp against the processes' socket inodes), sampled once a second through the
   measured run; the same count for nginx and the interceptor, and no load on the server.
 * Requests in flight and pool connections as the interceptor sees them: its admin /status
-  (summed over workers by the parent), sampled 4 times a second during the warm-up run only:
-  with 10,000 routes one /status costs the interceptor enough CPU to skew the measured run.
+  (summed over workers by the parent, or here over the workers' own admin sockets when the
+  parent's admin has no /status), sampled during the warm-up run only, from 0.5 s in
+  (wrk has connected), as often as it answers: with 10,000 routes one /status costs the
+  interceptor enough CPU to skew a measured run.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from typing import Any
 import aiohttp
 from benchkit import Processes, WrkResult, parse_wrk, tool_path
 from held import HeldClient
-from scaleplan import Case, host_name, status_figures
-from scaleprocs import Server, fetch_status, tree_cpu_seconds, upstream_conns
+from scaleplan import Case, host_name
+from scaleprocs import Server, server_status, tree_cpu_seconds, upstream_conns
 
 from httpscale import dataplane
 
@@ -102,12 +104,15 @@ async def _wrk(procs: Processes, argv: list[str], case: Case, secs: float) -> Wr
 
 
 async def _sample(every_s: float, read: Callable[[], Coroutine[Any, Any, dict[str, int]]],
-                  peaks: dict[str, int]) -> None:
-    """Keeps the largest value of each figure `read` returns until cancelled."""
+                  peaks: dict[str, int], *, after_s: float = 0.0) -> None:
+    """Keeps the largest value of each figure `read` returns, and how many samples answered,
+    until cancelled. `after_s`: wait that long first, so that wrk has connected."""
+    await asyncio.sleep(after_s)
     while True:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
             for key, value in (await read()).items():
                 peaks[key] = max(peaks.get(key, 0), value)
+            peaks["samples"] = peaks.get("samples", 0) + 1
         await asyncio.sleep(every_s)
 
 
@@ -130,21 +135,14 @@ async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case
     backend = fleet.backends[case.workers]
     status_peaks: dict[str, int] = {}
     warm_sampler = None
-    session = None
     if case.server == "interceptor" and case.hosts == "one":
-        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
 
         async def status() -> dict[str, int]:
-            assert session is not None
-            return status_figures(await fetch_status(session, server))
+            return await server_status(server)
 
-        warm_sampler = _sample(0.25, status, status_peaks)
-    try:
-        await _while(_wrk(procs, _wrk_argv(args, case, server, args.warmup), case, args.warmup),
-                     warm_sampler)
-    finally:
-        if session is not None:
-            await session.close()
+        warm_sampler = _sample(0.1, status, status_peaks, after_s=min(0.5, args.warmup / 4))
+    await _while(_wrk(procs, _wrk_argv(args, case, server, args.warmup), case, args.warmup),
+                 warm_sampler)
 
     conn_peaks: dict[str, int] = {}
 
@@ -168,6 +166,7 @@ async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case
         "upstream_conns_peak": conn_peaks.get("upstream"),
         "in_flight_peak": status_peaks.get("in_flight"),
         "status_pool_conns_peak": status_peaks.get("pool_connections"),
+        "status_samples": status_peaks.get("samples", 0),
         "loadavg_1m": os.getloadavg()[0],
     }
 
