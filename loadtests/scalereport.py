@@ -96,9 +96,31 @@ def _pools(summary: dict[str, Any], cases: list[Case]) -> list[str]:
     return lines
 
 
+def _scaling(summary: dict[str, Any], cases: list[Case]) -> list[str]:
+    conns = sorted({c.conns for c in cases})
+    lines = ["", "Scaling, req/s with 2 workers / with 1 (w2 rows unpinned, w1 rows pinned: see "
+             "above); ratio of medians (median of per-round ratios)", "",
+             "| server | " + " | ".join(f"{c} conns" for c in conns) + " |",
+             "|---|" + "---:|" * len(conns)]
+    for server in ("direct", "nginx", "interceptor"):
+        cells = []
+        for c in conns:
+            r = summary["ratios"].get(f"c{c} {server} 2 workers/1 worker rps")
+            if r is None:
+                cells.append("-")
+            elif "not_measured" in r:
+                cells.append(f"NOT MEASURED: {r['not_measured']}")
+            else:
+                cells.append(f"{r['of_medians']:.2f}x ({_f(r['median_per_round'], '.2f')}x)")
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def scale_tables(summary: dict[str, Any], cases: list[Case], rounds: int) -> str:
     lines = _throughput(summary, cases, rounds)
     lines += _targets(summary)
+    if len({c.workers for c in cases}) > 1:
+        lines += _scaling(summary, cases)
     lines += _pools(summary, cases)
     lines += _ratios(summary)
     if not summary["all_runs_valid"]:

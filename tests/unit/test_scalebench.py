@@ -21,6 +21,7 @@ from httpscale.routing.spec import Endpoint
 LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"
 sys.path.insert(0, str(LOADTESTS))
 import scaleplan  # noqa: E402  (a script directory, not a package)
+import scalereport  # noqa: E402
 from scaleplan import Case  # noqa: E402
 
 
@@ -158,3 +159,8 @@ def test_summarize_marks_targets_and_not_measured_rows() -> None:
     assert w2["verdict"] == "NOT MEASURED" and w2["why"] == why
     assert summary["ratios"]["c256 interceptor 2 workers/1 worker rps"] == {"not_measured": why}
     assert summary["ratios"]["c256 nginx 2 workers/1 worker rps"]["of_medians"] == 1.0
+    # The printed tables carry the same verdicts and say why a row is missing.
+    tables = scalereport.scale_tables(summary, cases, 3)
+    assert "| w1 c256 interceptor/nginx rps | 1.000 | >= 0.9 | met |" in tables
+    assert f"| 2 | 256 | interceptor one | NOT MEASURED: {why} |" in tables
+    assert "| nginx | 1.00x (1.00x) |" in tables  # 1 -> 2 workers scaling
