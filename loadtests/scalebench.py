@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     # wrk takes whole seconds.
     p.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run")
-    p.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each run")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="seconds of wrk before each run (connection counts are sampled then)")
     p.add_argument("--connections", default="64,256,1024", help="wrk connection counts")
     p.add_argument("--workers", default="1,2", help="worker counts (1 and/or 2)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads, pinned (1-worker) rows")
@@ -55,10 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--idle", type=int, default=10_000, help="idle keep-alive client connections")
     p.add_argument("--idle-window", type=float, default=10.0, help="seconds of idle CPU reading")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 round, 2 s runs, 1 s warm-ups, 2 s idle window")
+                   help="smoke run: 1 round, 2 s runs, 2 s warm-ups, 2 s idle window")
     args = p.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.warmup, args.idle_window = 1, 2, 1, 2.0
+        args.rounds, args.duration, args.warmup, args.idle_window = 1, 2, 2, 2.0
     try:
         args.conns = [int(c) for c in args.connections.split(",")]
         args.worker_counts = [int(w) for w in args.workers.split(",")]

@@ -267,14 +267,20 @@ async def server_status(server: Server) -> dict[str, int]:
         if server.workers < 2 or resp.status != 404:
             resp.raise_for_status()
     totals: dict[str, int] = {}
-    for path in _worker_admin_sockets(server.pid):
-        connector = aiohttp.UnixConnector(path=path)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
-                session.get("http://worker/status") as resp:
-            resp.raise_for_status()
-            for key, value in status_figures(await resp.json()).items():
-                totals[key] = totals.get(key, 0) + value
+    # At once, so that the sum is of one moment (as nearly as the workers answer).
+    for answer in await asyncio.gather(*map(_worker_status, _worker_admin_sockets(server.pid))):
+        for key, value in answer.items():
+            totals[key] = totals.get(key, 0) + value
     return totals
+
+
+async def _worker_status(path: str) -> dict[str, int]:
+    connector = aiohttp.UnixConnector(path=path)
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
+            session.get("http://worker/status") as resp:
+        resp.raise_for_status()
+        return status_figures(await resp.json())
 
 
 def _worker_admin_sockets(root: int) -> list[str]:
