@@ -76,7 +76,7 @@ def budget(args: argparse.Namespace, cases: int) -> float:
     """Upper bound for the whole run: a hang anywhere still ends the benchmark."""
     per_run = args.duration + args.warmup + 25
     idle = 4 * (args.idle_window + 200)
-    return 600 + args.rounds * cases * per_run + idle
+    return float(600 + args.rounds * cases * per_run + idle)
 
 
 async def _start(args: argparse.Namespace, procs: Processes, tmp: Path,
@@ -112,16 +112,26 @@ async def _idle(args: argparse.Namespace, fleet: Fleet) -> list[dict[str, Any]]:
     return results
 
 
-async def _rounds(args: argparse.Namespace, procs: Processes, fleet: Fleet,
-                  cases: list[Case]) -> dict[str, list[dict[str, Any]]]:
-    runs: dict[str, list[dict[str, Any]]] = {c.key: [] for c in cases if fleet.has(c)}
+async def _rounds(args: argparse.Namespace, procs: Processes, fleet: Fleet, cases: list[Case],
+                  runs: dict[str, list[dict[str, Any]]], errors: list[dict[str, Any]]) -> None:
+    """Fills `runs` (case key -> one entry per round) as it goes, so that a run cut short by
+    the deadline still reports what it measured. A case that fails in one round (wrk's output
+    unreadable, a server gone) is recorded in `errors` and the rounds go on."""
+    for case in cases:
+        if fleet.has(case):
+            runs.setdefault(case.key, [])
     for r in range(args.rounds):
         for case in round_order(cases, r):
-            if fleet.has(case):
+            if not fleet.has(case):
+                continue
+            try:
                 run = await measure(args, procs, fleet, case)
-                runs[case.key].append({"round": r + 1, **run})
-                _print_run(r, args.rounds, case, run)
-    return runs
+            except Exception as exc:
+                traceback.print_exc()
+                errors.append({"round": r + 1, "case": case.key, "error": repr(exc)})
+                continue
+            runs[case.key].append({"round": r + 1, **run})
+            _print_run(r, args.rounds, case, run)
 
 
 def _print_run(r: int, rounds: int, case: Case, run: dict[str, Any]) -> None:
@@ -153,18 +163,17 @@ async def _main(args: argparse.Namespace) -> int:
         why_no_workers = workers_option()
         report["workers_option"] = why_no_workers or "supported"
         fleet = Fleet()
+        runs: dict[str, list[dict[str, Any]]] = {}
+        errors: list[dict[str, Any]] = []
+        report["run_errors"] = errors
         try:
             async with asyncio.timeout(budget(args, len(cases))):
                 await _start(args, procs, Path(tmp), why_no_workers, fleet)
                 for server in fleet.servers.values():
                     await check(server, args.routes)
                 report["idle"] = await _idle(args, fleet)
-                runs = await _rounds(args, procs, fleet, cases)
                 report["pinning"] = procs.pinning()
-                report["throughput"] = {
-                    "runs": runs,
-                    **summarize(runs, cases, fleet.not_measured(cases)),
-                }
+                await _rounds(args, procs, fleet, cases, runs, errors)
         except Exception as exc:  # still write and print what was measured
             traceback.print_exc()
             report["error"] = repr(exc)
@@ -175,6 +184,9 @@ async def _main(args: argparse.Namespace) -> int:
             await procs.stop_all()
             kill_leftovers(started)
             os.chdir(HERE.parent)
+    if any(runs.values()):
+        report["throughput"] = {"runs": runs,
+                                **summarize(runs, cases, fleet.not_measured(cases))}
     return _write(report, cases, args)
 
 
@@ -198,7 +210,11 @@ def _write(report: dict[str, Any], cases: list[Case], args: argparse.Namespace) 
         print(f"FAILED: {report.get('error')}")
         return 1
     measured = [t for t in summary["targets"] if t["verdict"] != "NOT MEASURED"]
-    ok = summary["all_runs_valid"] and all(t["verdict"] == "met" for t in measured)
+    if report["run_errors"] or "error" in report:
+        print(f"ERRORS: {len(report['run_errors'])} failed runs, "
+              f"{report.get('error', 'no run-wide error')} (see JSON)")
+    ok = (summary["all_runs_valid"] and not report["run_errors"] and "error" not in report
+          and all(t["verdict"] == "met" for t in measured))
     return 0 if ok else 1
 
 

@@ -104,30 +104,40 @@ async def _wrk(procs: Processes, argv: list[str], case: Case, secs: float) -> Wr
     return parse_wrk(out.decode())
 
 
-async def _sample(every_s: float, read: Callable[[], Coroutine[Any, Any, dict[str, int]]],
-                  peaks: dict[str, int], *, after_s: float = 0.0) -> None:
+async def _sample(read: Callable[[], Coroutine[Any, Any, dict[str, int]]],
+                  peaks: dict[str, int], stop: asyncio.Event, *, every_s: float,
+                  after_s: float) -> None:
     """Keeps the largest value of each figure `read` returns, and how many samples answered,
-    until cancelled. `after_s`: wait that long first, so that wrk has connected."""
-    await asyncio.sleep(after_s)
-    while True:
+    until `stop` is set. `after_s`: wait that long first, so that wrk has connected."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), after_s)
+    while not stop.is_set():
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
             for key, value in (await read()).items():
                 peaks[key] = max(peaks.get(key, 0), value)
             peaks["samples"] = peaks.get("samples", 0) + 1
-        await asyncio.sleep(every_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
 
 
-async def _while(work: Coroutine[Any, Any, WrkResult], sampler: Coroutine[Any, Any, None] | None
+async def _while(work: Coroutine[Any, Any, WrkResult],
+                 sampler: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None
                  ) -> WrkResult:
+    """`work`, with `sampler` running beside it. The sampler is stopped, not cancelled: a
+    /status being answered finishes before this returns, so none is still costing the
+    interceptor CPU when the measured run starts."""
     if sampler is None:
         return await work
-    task = asyncio.ensure_future(sampler)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(sampler(stop))
     try:
         return await work
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 15)  # a /status answers within its 5 s timeout
+        except TimeoutError:
+            pass  # wait_for cancelled it
 
 
 async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case: Case
@@ -137,7 +147,7 @@ async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case
     # Counted during the warm-up only: at 1,024 connections one socket count takes the
     # benchmark process a few hundred ms of CPU, on the core wrk uses in the pinned rows.
     peaks: dict[str, int] = {}
-    sampler = None
+    sampler: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
     if server.upstream_port:
         with_status = case.server == "interceptor" and case.hosts == "one"
 
@@ -148,7 +158,11 @@ async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case
                     found |= await server_status(server)
             return found
 
-        sampler = _sample(0.1, sample, peaks, after_s=min(0.5, args.warmup / 4))
+        def start(stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+            return _sample(sample, peaks, stop, every_s=0.1, after_s=min(0.5, args.warmup / 4))
+
+        sampler = start
+
     await _while(_wrk(procs, _wrk_argv(args, case, server, args.warmup), case, args.warmup),
                  sampler)
 
