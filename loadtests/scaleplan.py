@@ -2,7 +2,7 @@
 
 Nothing here starts a process or opens a socket, so tests/unit/test_scalebench.py checks it
 directly: the case list and its order per round, the interceptor's local-mode file and nginx's
-server-name list for 10,000 hosts, `/proc/net/tcp` parsing, `/status` summing, and the
+server-name list for 10,000 hosts, `/proc/net/tcp` parsing, `/queue` summing, and the
 summary (medians, paired ratios, targets of issue 21 marked met / not met / NOT MEASURED).
 """
 
@@ -22,9 +22,9 @@ __all__ = [
     "interceptor_config",
     "nginx_server_names",
     "plan",
+    "queue_in_flight",
     "render",
     "round_order",
-    "status_figures",
     "summarize",
 ]
 
@@ -123,7 +123,7 @@ def render(template: str, **subst: object) -> str:
 _PLACEHOLDER = re.compile(r"@[A-Z_]+@")
 
 
-# --- /proc/net/tcp and /status -------------------------------------------------------------
+# --- /proc/net/tcp and /queue --------------------------------------------------------------
 
 _ESTABLISHED = "01"
 
@@ -151,18 +151,11 @@ def count_tcp(
     return found
 
 
-def status_figures(status: Mapping[str, Any]) -> dict[str, int]:
-    """From an interceptor's /status (one process or the parent's sum over workers): requests
-    in flight to upstreams (sum of every route endpoint's inFlight) and upstream pool
-    connections open (sum of every pool's `connections`)."""
-    in_flight = 0
-    for route in status.get("routes", {}).values():
-        for group in ("endpoints", "fallbackEndpoints"):
-            for ep in route.get(group, {}).values():
-                in_flight += int(ep.get("inFlight", 0))
-    pools = status.get("upstreamPools", {})
-    conns = sum(int(p.get("connections", 0)) for p in pools.values() if isinstance(p, Mapping))
-    return {"in_flight": in_flight, "pool_connections": conns}
+def queue_in_flight(queue: Mapping[str, Any]) -> int:
+    """Requests in flight from an interceptor's /queue (one process or the parent's sum over
+    workers): the sum of every route's Concurrency, which is in flight plus held; with fixed
+    upstreams nothing is held, so it is the requests being proxied."""
+    return sum(int(route.get("Concurrency", 0)) for route in queue.values())
 
 
 # --- summary -------------------------------------------------------------------------------
@@ -251,6 +244,6 @@ def summarize(
             "all_runs_valid": all(run["valid"] for rs in runs.values() for run in rs)}
 
 
-#: Per-run figures besides wrk's and CPU: upstream connections (sockets at the proxy, sampled
-#: through the measured run) and the interceptor's requests in flight (/status, warm-up).
-_EXTRA = ("upstream_conns_peak", "in_flight_peak", "status_pool_conns_peak")
+#: Per-run figures besides wrk's and CPU, peaks sampled during the warm-up run: upstream
+#: connections (sockets at the proxy) and the interceptor's requests in flight (/queue).
+_EXTRA = ("upstream_conns_peak", "in_flight_peak")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import aiohttp
 from benchkit import Processes, free_port, tool_path
-from scaleplan import count_tcp, interceptor_config, nginx_server_names, render, status_figures
+from scaleplan import count_tcp, interceptor_config, nginx_server_names, queue_in_flight, render
 
 __all__ = [
     "Server",
     "client_conns",
     "kill_leftovers",
-    "server_status",
+    "server_in_flight",
     "start_interceptor",
     "start_nginx",
     "tree_cpu_seconds",
@@ -253,34 +253,30 @@ async def _wait_ready(server: Server, proc: asyncio.subprocess.Process, wait_s: 
             await asyncio.sleep(0.2)
 
 
-async def server_status(server: Server) -> dict[str, int]:
-    """In flight and pool connections (scaleplan.status_figures) from the interceptor's admin
-    /status: the parent's, summed over its workers; when the parent's admin has no /status
-    (a build whose parent serves /livez and /readyz only), each worker's own, over the Unix
-    socket its command line names, summed here."""
+async def server_in_flight(server: Server) -> dict[str, int]:
+    """{"in_flight": requests in flight} from the interceptor's admin /queue (the lightest
+    admin answer that has it): the parent's, summed over its workers; when the parent's admin
+    has no /queue (a build whose parent serves /livez and /readyz only), each worker's own,
+    over the Unix socket its command line names, read at once and summed here."""
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-        f"http://127.0.0.1:{server.admin_port}/status"
+        f"http://127.0.0.1:{server.admin_port}/queue"
     ) as resp:
         if resp.status == 200:
-            return status_figures(await resp.json())
+            return {"in_flight": queue_in_flight(await resp.json())}
         if server.workers < 2 or resp.status != 404:
             resp.raise_for_status()
-    totals: dict[str, int] = {}
-    # At once, so that the sum is of one moment (as nearly as the workers answer).
-    for answer in await asyncio.gather(*map(_worker_status, _worker_admin_sockets(server.pid))):
-        for key, value in answer.items():
-            totals[key] = totals.get(key, 0) + value
-    return totals
+    sockets = _worker_admin_sockets(server.pid)
+    return {"in_flight": sum(await asyncio.gather(*map(_worker_in_flight, sockets)))}
 
 
-async def _worker_status(path: str) -> dict[str, int]:
+async def _worker_in_flight(path: str) -> int:
     connector = aiohttp.UnixConnector(path=path)
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session, \
-            session.get("http://worker/status") as resp:
+            session.get("http://worker/queue") as resp:
         resp.raise_for_status()
-        return status_figures(await resp.json())
+        return queue_in_flight(await resp.json())
 
 
 def _worker_admin_sockets(root: int) -> list[str]:

@@ -71,11 +71,10 @@ def _targets(summary: dict[str, Any]) -> list[str]:
 
 
 def _pools(summary: dict[str, Any], cases: list[Case]) -> list[str]:
-    lines = ["", "Upstream connections vs requests in flight (one host)", "",
-             "| workers | conns | interceptor: in flight peak (/status, warm-up) "
-             "| pool connections peak (/status, warm-up) | sockets to backend peak (measured run) "
-             "| nginx: sockets to backend peak |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["", "Upstream connections vs requests in flight (one host; peaks during the warm-up)",
+             "", "| workers | conns | interceptor: in flight (/queue) "
+             "| interceptor: sockets to backend | nginx: sockets to backend |",
+             "|---:|---:|---:|---:|---:|"]
     med = summary["medians"]
     for case in cases:
         if case.server != "interceptor" or case.hosts != "one":
@@ -83,16 +82,13 @@ def _pools(summary: dict[str, Any], cases: list[Case]) -> list[str]:
         ic = med.get(case.key) or {}
         ng = med.get(f"{case.group} nginx one") or {}
         why = summary["not_measured"].get(case.key)
+        head = f"| {case.workers} | {case.conns} "
+        tail = f"| {_f(ng.get('upstream_conns_peak'), '.0f')} |"
         if why is not None:
-            lines.append(f"| {case.workers} | {case.conns} | NOT MEASURED: {why} | | "
-                         f"| {_f(ng.get('upstream_conns_peak'), '.0f')} |")
+            lines.append(head + f"| NOT MEASURED: {why} | " + tail)
             continue
-        lines.append(
-            f"| {case.workers} | {case.conns} | {_f(ic.get('in_flight_peak'), '.0f')} "
-            f"| {_f(ic.get('status_pool_conns_peak'), '.0f')} "
-            f"| {_f(ic.get('upstream_conns_peak'), '.0f')} "
-            f"| {_f(ng.get('upstream_conns_peak'), '.0f')} |"
-        )
+        lines.append(head + f"| {_f(ic.get('in_flight_peak'), '.0f')} "
+                     f"| {_f(ic.get('upstream_conns_peak'), '.0f')} " + tail)
     return lines
 
 

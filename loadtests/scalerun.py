@@ -5,13 +5,12 @@ server, its CPU time around the run, and the connection counts sampled meanwhile
   the interceptor's parent and workers) and of the backend's, read before and after the run.
 * Upstream connections: established sockets from the server's processes to the backend
   (/proc/net/tcp against the processes' socket inodes): the same count for nginx and the
-  interceptor, at no cost to either. For the interceptor with one host also its own view, its
-  admin /status (summed over workers by the parent, or here over the workers' own admin
-  sockets when the parent's admin has no /status): requests in flight and pool connections.
+  interceptor, at no cost to either. For the interceptor with one host also its requests in
+  flight, from its admin /queue (the parent's sum over workers, or here over the workers' own
+  admin sockets when the parent's admin has no /queue).
   Both are sampled during the warm-up run only, from 0.5 s in (wrk has connected), as often
   as they answer: at 1,024 connections a socket count costs the benchmark process a few
-  hundred ms of CPU on wrk's core, and with 10,000 routes a /status costs the interceptor
-  enough to skew a measured run.
+  hundred ms of CPU on wrk's core, and a /queue of 10,000 routes costs the interceptor some.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import aiohttp
 from benchkit import Processes, WrkResult, parse_wrk, tool_path
 from held import HeldClient
 from scaleplan import Case, host_name
-from scaleprocs import Server, server_status, tree_cpu_seconds, upstream_conns
+from scaleprocs import Server, server_in_flight, tree_cpu_seconds, upstream_conns
 
 from httpscale import dataplane
 
@@ -123,8 +122,8 @@ async def _sample(read: Callable[[], Coroutine[Any, Any, dict[str, int]]],
 async def _while(work: Coroutine[Any, Any, WrkResult],
                  sampler: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None
                  ) -> WrkResult:
-    """`work`, with `sampler` running beside it. The sampler is stopped, not cancelled: a
-    /status being answered finishes before this returns, so none is still costing the
+    """`work`, with `sampler` running beside it. The sampler is stopped, not cancelled: an
+    admin request being answered finishes before this returns, so none is still costing the
     interceptor CPU when the measured run starts."""
     if sampler is None:
         return await work
@@ -135,7 +134,7 @@ async def _while(work: Coroutine[Any, Any, WrkResult],
     finally:
         stop.set()
         try:
-            await asyncio.wait_for(task, 15)  # a /status answers within its 5 s timeout
+            await asyncio.wait_for(task, 15)  # an admin request times out after 5 s
         except TimeoutError:
             pass  # wait_for cancelled it
 
@@ -149,13 +148,13 @@ async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case
     peaks: dict[str, int] = {}
     sampler: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
     if server.upstream_port:
-        with_status = case.server == "interceptor" and case.hosts == "one"
+        with_queue = case.server == "interceptor" and case.hosts == "one"
 
         async def sample() -> dict[str, int]:
             found = {"upstream": upstream_conns(server)}
-            if with_status:
+            if with_queue:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
-                    found |= await server_status(server)
+                    found |= await server_in_flight(server)
             return found
 
         def start(stop: asyncio.Event) -> Coroutine[Any, Any, None]:
@@ -179,7 +178,6 @@ async def measure(args: argparse.Namespace, procs: Processes, fleet: Fleet, case
         "backend_cpu_cores": backend_cpu / args.duration,
         "upstream_conns_peak": peaks.get("upstream"),
         "in_flight_peak": peaks.get("in_flight"),
-        "status_pool_conns_peak": peaks.get("pool_connections"),
         "warmup_samples": peaks.get("samples", 0),
         "loadavg_1m": os.getloadavg()[0],
     }

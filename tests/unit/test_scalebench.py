@@ -115,25 +115,18 @@ def socket_inode(sock: socket.socket) -> int:
     return os.fstat(sock.fileno()).st_ino
 
 
-def test_status_figures_sum_in_flight_and_pool_connections() -> None:
-    status = {
-        "routes": {
-            "local/a": {"endpoints": {"127.0.0.1:1": {"inFlight": 3, "draining": False}},
-                        "fallbackEndpoints": {"127.0.0.1:9": {"inFlight": 1}}},
-            "local/b": {"endpoints": {"127.0.0.1:1": {"inFlight": 4, "draining": True}},
-                        "fallbackEndpoints": {}},
-        },
-        "upstreamPools": {"127.0.0.1:1": {"connections": 9, "idle": 2},
-                          "127.0.0.1:9": {"connections": 1, "idle": 0}},
-    }
-    assert scaleplan.status_figures(status) == {"in_flight": 8, "pool_connections": 10}
+def test_queue_in_flight_sums_every_route() -> None:
+    queue = {"local/a": {"Concurrency": 3, "RequestCount": 90},
+             "local/b": {"Concurrency": 0, "RequestCount": 5},
+             "local/c": {"Concurrency": 7, "RequestCount": 7}}
+    assert scaleplan.queue_in_flight(queue) == 10
+    assert scaleplan.queue_in_flight({}) == 0
 
 
 def _run(rnd: int, rps: float, p99: float, per_cpu: float) -> dict[str, Any]:
     return {"round": rnd, "rps": rps, "p50_ms": 1.0, "p99_ms": p99, "cpu_us_per_req": 1e6 / per_cpu,
             "req_per_cpu_s": per_cpu, "cpu_cores": 1.0, "backend_cpu_cores": 0.5,
-            "valid": True, "upstream_conns_peak": 10, "in_flight_peak": None,
-            "status_pool_conns_peak": None}
+            "valid": True, "upstream_conns_peak": 10, "in_flight_peak": None}
 
 
 def test_summarize_marks_targets_and_not_measured_rows() -> None:
