@@ -31,7 +31,7 @@ from httpscale.interceptor.api import QueueEntry, RouteStats, StatusProvider, Wa
 from httpscale.interceptor.proxy import Proxy
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.tls import TlsListener, UpstreamTls
-from httpscale.interceptor.workers.sockets import BACKLOG, PreboundSockets
+from httpscale.interceptor.workers.worker import BACKLOG, PreboundSockets
 from httpscale.routing.spec import Endpoint, RouteSpec
 from httpscale.runtime import TaskSupervisor
 from httpscale.tracing import FLUSH_GRACE

@@ -120,7 +120,9 @@ class TlsListener:
     ) -> tuple[str, int]:
         """Listen on `--tls-listen`, or on `sock` (a worker's, made by its parent), accepting
         at once or once `start_serving()` is called."""
-        factory = lambda: _Handshaken(self.proxy, self._client_connection)  # noqa: E731
+        def factory() -> _Handshaken:
+            return _Handshaken(self.proxy, self._client_connection)
+
         common: dict[str, Any] = {
             "ssl": self.certs.front, "backlog": 2048, "start_serving": start_serving,
             "ssl_handshake_timeout": self.settings.timeouts.request_head,

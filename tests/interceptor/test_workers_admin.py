@@ -35,6 +35,7 @@ from httpscale.interceptor.workers.parent_admin import (
     ParentAdmin,
     ParentAdminSettings,
 )
+from httpscale.scaler.collector import parse_queue as parse_queue_as_scaler
 
 from .client import build_request
 from .conftest import BackendFactory, ClientFactory, InterceptorFactory
@@ -176,8 +177,9 @@ def test_queue_route_removed_everywhere_is_not_listed_from_the_base() -> None:
     [
         ([], "not a JSON object"),
         ({"a/b": 3}, "'a/b' is not an object"),
-        ({"a/b": {"Concurrency": -1}}, "Concurrency is -1"),
-        ({"a/b": {"RequestCount": True}}, "RequestCount is True"),
+        ({"a/b": {"Concurrency": -1, "RequestCount": 0}}, "Concurrency is -1"),
+        ({"a/b": {"Concurrency": 0, "RequestCount": True}}, "RequestCount is True"),
+        ({"a/b": {"Concurrency": 0}}, "RequestCount is None"),
     ],
 )
 def test_bad_queue_named(data: object, problem: str) -> None:
@@ -337,6 +339,14 @@ async def _poll(read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool])
             await asyncio.sleep(0.01)
 
 
+async def _next_event(stream: aiohttp.ClientResponse) -> Any:
+    """The next line of a /wake stream that is not a ping (one comes every 5 s)."""
+    async with asyncio.timeout(5):
+        while (event := json.loads(await stream.content.readline())) == {"event": "ping"}:
+            pass
+    return event
+
+
 async def _send(clients: ClientFactory, ic: Interceptor, n: int) -> None:
     conn = await clients(ic.proxy_address)
     for _ in range(n):
@@ -354,7 +364,9 @@ async def test_sums_equal_requests_sent_through_each_worker(
     await _send(clients, w0.ic, 3)
     await _send(clients, w1.ic, 5)
 
-    assert await p.json("/queue") == {APP_KEY: {"Concurrency": 0, "RequestCount": 8}}
+    queue = await p.json("/queue")
+    assert queue == {APP_KEY: {"Concurrency": 0, "RequestCount": 8}}
+    assert parse_queue_as_scaler(queue) == {APP_KEY: (0, 8)}  # a drop-in for the scaler
     assert await p.requests_total() == 8
     status = await p.json("/status")
     assert status["routes"][APP_KEY]["requestCount"] == 8
@@ -380,13 +392,20 @@ async def test_wake_relayed_at_once_from_either_worker(
         for w in (w1, w0):
             conn = await clients(w.ic.proxy_address)
             await conn.send(build_request("GET", "/cold"))
-            async with asyncio.timeout(5):
-                line = await stream.content.readline()
-            assert json.loads(line) == {"event": "wake", "route": APP_KEY}
+            assert await _next_event(stream) == {"event": "wake", "route": APP_KEY}
         status = await p.json("/status")
         assert status["wakeStreams"] == 2
         assert status["routes"][APP_KEY]["held"] == 2
         assert await p.json("/queue") == {APP_KEY: {"Concurrency": 2, "RequestCount": 2}}
+
+        # Worker 1 restarts: its new generation gets a stream of its own, relayed the same.
+        p.workers.exited(w1.info)
+        await w1.ic.shutdown(force=True)
+        fresh = await p.start_worker(1, generation=1)
+        await _poll(lambda: p.json("/status"), lambda s: s["wakeStreams"] == 2)
+        conn = await clients(fresh.ic.proxy_address)
+        await conn.send(build_request("GET", "/cold"))
+        assert await _next_event(stream) == {"event": "wake", "route": APP_KEY}
 
 
 async def test_sum_never_goes_backwards_when_a_worker_is_replaced(

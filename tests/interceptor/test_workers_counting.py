@@ -60,7 +60,7 @@ async def _request_count(admin: tuple[str, int]) -> int:
 
 
 async def _metrics_count(admin: tuple[str, int]) -> float:
-    text = (await admin_get(admin, "/metrics")).text()
+    text = (await admin_get(admin, "/metrics")).text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                if s.name == "httpscale_requests_total" and s.labels.get("route") == APP_KEY_LOCAL)
 

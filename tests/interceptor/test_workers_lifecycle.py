@@ -9,6 +9,7 @@ path it logs), never from the data path."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -84,8 +85,9 @@ class Workers:
             assert resp.status == 200
             return await resp.json()
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        if self.proc.returncode is None:
+    async def stop(self, sig: signal.Signals | None = signal.SIGTERM) -> int:
+        """Send `sig` (None: nothing) and wait for the exit status."""
+        if sig is not None and self.proc.returncode is None:
             self.proc.send_signal(sig)
         async with asyncio.timeout(60):
             rc = await self.proc.wait()
@@ -164,9 +166,11 @@ async def test_a_killed_worker_is_restarted_and_requests_keep_being_answered(
         # The new worker serves: requests it accepted are in its own count.
         for n in range(16):
             assert (await get(w.proxy, f"/after/{n}")).status == 200
-        new_socket = w.admin_socket(1, after=mark)
-        assert new_socket == w.admin_socket(1)
         assert _route(await w.worker_status(1))["requestCount"] >= 1
+        status = json.loads((await get(w.admin, "/status", host="localhost")).body)
+        assert status["workerRestarts"] == 1
+        assert [(x["index"], x["generation"], x["pid"]) for x in status["workers"]] == [
+            (0, 0, status["workers"][0]["pid"]), (1, 1, new_pid)]
     assert w.proc.returncode == 0
 
 
@@ -216,6 +220,56 @@ async def test_sigterm_drains_every_worker(backends, tmp_path: Path) -> None:
         assert await w.stop() == 0
         for conn in conns:
             conn.writer.close()
+
+
+async def test_a_second_signal_stops_the_workers_at_once(backends, tmp_path: Path) -> None:
+    """The drain would wait up to 600 s for the slow request; the second SIGTERM, forwarded,
+    ends the workers at once (the request is cut) and the parent exits 0."""
+    release = asyncio.Event()
+
+    async def slow(req: Request, conn: BackendConn) -> None:
+        await release.wait()
+
+    b: Backend = await backends(http_app(slow))
+    try:
+        async with workers(tmp_path, b.port, "--workers", "2", "--readiness-delay", "0",
+                           "--drain-timeout", "600") as w:
+            conn = await Conn.open(w.proxy)
+            request = asyncio.create_task(conn.request("GET", "/slow", within=60))
+            await b.wait_for(lambda: len(b.requests) == 1, within=30)
+            mark = len(w.lines)
+            w.proc.send_signal(signal.SIGTERM)
+            for i in (0, 1):
+                await w.wait_for(rf"\[worker {i}\] .*received SIGTERM, draining", after=mark)
+            w.proc.send_signal(signal.SIGTERM)
+            await w.wait_for(r"parent: received SIGTERM again: forwarding it", after=mark)
+            assert await w.stop(None) == 0
+            with pytest.raises(asyncio.IncompleteReadError):  # cut, not answered
+                await request
+            conn.writer.close()
+    finally:
+        release.set()
+
+
+async def test_a_stop_signal_while_the_workers_start_stops_them_all(
+    backends, tmp_path: Path
+) -> None:
+    """SIGTERM as soon as worker 0 is ready, while worker 1 is being spawned or starts: every
+    worker still gets it (the bound of the wait is 70 s here: a worker that missed it would
+    hold the parent past the test's 60 s)."""
+    b: Backend = await backends()
+    config = tmp_path / "routes.yaml"
+    config.write_text("apps:\n  - name: app\n    hosts: [app.test]\n"
+                      f"    run: {{upstream: 'http://127.0.0.1:{b.port}'}}\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "httpscale", "interceptor", "--config", str(config), *LOOPBACK,
+        "--workers", "2", "--readiness-delay", "0", "--drain-timeout", "60",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    w = Workers(proc)
+    await w.wait_for(r"worker 0 ready")
+    assert await w.stop() == 0
+    assert not any(re.search(r"admin on \S+, \d+ workers", line) for line in w.lines)
 
 
 async def test_workers_outlive_no_parent(backends, tmp_path: Path) -> None:

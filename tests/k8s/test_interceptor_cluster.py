@@ -64,9 +64,15 @@ def interceptor(k8s_cluster: Cluster, ns: str, *extra: str) -> Any:
     return interceptor_with(k8s_cluster.kubeconfig, ns, *extra)
 
 
+# Everything listed: a single interceptor's own line, or with --workers N (the default on a
+# machine of several CPUs) the parent's line once every worker listed; a worker's own line
+# ("[worker i] ...") says nothing of the others.
+READY = r"^(?!.*\[worker \d+\]).*(routes from the cluster: \d+ routes|admin on \S+, \d+ workers)"
+
+
 @asynccontextmanager
 async def interceptor_with(
-    kubeconfig: Path, ns: str, *extra: str, ready: str = r"routes from the cluster: \d+ routes"
+    kubeconfig: Path, ns: str, *extra: str, ready: str = READY
 ) -> AsyncIterator[Proxy]:
     """`httpscale interceptor` for namespace `ns`, as whoever `kubeconfig` names; returns
     once a log line matches `ready` (by default: it has listed everything)."""
@@ -183,7 +189,7 @@ async def test_route_edit_delete_and_a_bad_route_beside_good_ones(
         # says it pushed the next route list, requests follow it.
         pushed = await _pushes(proxy)
         await merge_patch(kube, HTTPSCALEDOBJECTS, ns, "app", {"spec": {"hosts": ["two.test"]}})
-        await proxy.c.wait_for(rf"route list #{pushed + 1} pushed")
+        await _next_pushes(proxy, pushed)
         assert (await proxy.get("two.test"))[0] == 200
         assert (await proxy.get("one.test"))[0] == 404
         # An invalid object next to good ones: left out and reported, the others still served.
@@ -199,7 +205,7 @@ async def test_route_edit_delete_and_a_bad_route_beside_good_ones(
             metrics)
         pushed = await _pushes(proxy)
         await kube.request("DELETE", HTTPSCALEDOBJECTS.path(ns, "app"))
-        await proxy.c.wait_for(rf"route list #{pushed + 1} pushed: 0 routes")
+        await _next_pushes(proxy, pushed, ": 0 routes")
         assert (await proxy.get("two.test"))[0] == 404
 
 
@@ -210,12 +216,23 @@ async def _metrics(proxy: Proxy) -> str:
         return await resp.text()
 
 
-async def _pushes(proxy: Proxy) -> int:
-    """How many route lists the interceptor has pushed so far (from its debug log)."""
-    found = await proxy.c.wait_for(r"route list #(\d+) pushed")
-    pushes = [int(m) for line in proxy.c.log for m in re.findall(r"route list #(\d+) pushed",
-                                                                 line)]
-    return max(pushes) if pushes else int(found[1])
+async def _pushes(proxy: Proxy) -> dict[str, int]:
+    """How many route lists each process (the interceptor, or each of its workers: its log
+    tag) has pushed so far, from their debug log."""
+    await proxy.c.wait_for(r"route list #(\d+) pushed")
+    pushes: dict[str, int] = {}
+    for line in proxy.c.log:
+        if m := re.search(r"(\[worker \d+\] )?\S+: route list #(\d+) pushed", line):
+            who = m.group(1) or ""
+            pushes[who] = max(pushes.get(who, 0), int(m.group(2)))
+    return pushes
+
+
+async def _next_pushes(proxy: Proxy, before: dict[str, int], then: str = "") -> None:
+    """Until every process pushed the route list after `before` (each worker routes by its
+    own table), the line going on with `then`."""
+    for who, count in before.items():
+        await proxy.c.wait_for(rf"{re.escape(who)}\S+: route list #{count + 1} pushed{then}")
 
 
 async def test_a_pod_deleted_mid_load_loses_no_request(
@@ -318,7 +335,7 @@ async def test_static_routes_and_a_placeholder_from_a_config_map(
         await kube.request("PATCH", f"{config_maps}/pages",
                            body={"data": {"index.html": "<h1>almost there</h1>"}},
                            content_type="application/merge-patch+json")
-        await proxy.c.wait_for(rf"route list #{pushed + 1} pushed")
+        await _next_pushes(proxy, pushed)
         assert (await proxy.get("site.test", "/"))[1] == "<h1>almost there</h1>"
 
 
@@ -338,6 +355,8 @@ async def test_keeps_routing_through_an_apiserver_restart(
             "calm2", ["calm2.test"], scaleTargetRef={"name": "calm", "service": "calm",
                                                      "port": 80}))
         # Its watches come back by themselves (relisting if the server asks) and see it.
-        await proxy.c.wait_for(r"route list #\d+ pushed: 2 routes", timeout_s=40)
+        for who in await _pushes(proxy):  # each worker's watches
+            await proxy.c.wait_for(rf"{re.escape(who)}\S+: route list #\d+ pushed: 2 routes",
+                                   timeout_s=40)
         assert (await proxy.get("calm2.test"))[0] == 200
         assert (await proxy.get("calm.test"))[0] == 200

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from components import scale
 from kubetools import merge_patch
-from test_interceptor_cluster import TIMEOUT, _pushes, interceptor, ready_pods
+from test_interceptor_cluster import TIMEOUT, _next_pushes, _pushes, interceptor, ready_pods
 from testcluster import Cluster
 
 from httpscale.kube.api import Kube, Obj
@@ -142,7 +142,7 @@ async def test_a_grpc_app_behind_app_protocol_h2c_answers_through_the_intercepto
             await merge_patch(kube, SERVICES, ns, "echo", {"spec": {"ports": [
                 {"name": "grpc", "port": 80, "targetPort": "grpc", "appProtocol": app_protocol}
             ]}})
-            await proxy.c.wait_for(rf"route list #{pushed + 1} pushed")
+            await _next_pushes(proxy, pushed)
             status = await proxy.admin_json("/status")
             assert status["routes"][f"{ns}/echo"]["upstream"] == upstream
         assert (await _call(port, "echo.test", b"again")).endswith(b":again")

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from components import kubeconfig_for_token
 from kubetools import apply_manifests
-from test_interceptor_cluster import deploy, httpso, interceptor_with, ready_pods
+from test_interceptor_cluster import READY, deploy, httpso, interceptor_with, ready_pods
 from testcluster import Cluster, allowed, service_account_token
 
 from httpscale.kube.api import Kube
@@ -35,7 +35,7 @@ async def test_the_interceptor_runs_on_exactly_its_manifests_rights(
             assert resp.status == 503  # no traffic before it knows the routes
         # Its rights arrive: it lists, becomes ready and serves, with no restart.
         await apply_manifests(kube, "interceptor", ns)
-        await proxy.c.wait_for(r"routes from the cluster: 1 routes", timeout_s=40)
+        await proxy.c.wait_for(READY, timeout_s=40)  # every worker, with --workers N
         async with aiohttp.ClientSession() as http, http.get(proxy.admin + "/readyz") as resp:
             assert resp.status == 200
         status, body, _ = await proxy.get("app.test")

@@ -1,11 +1,19 @@
 """The parent process of `--workers N`: sockets, the public admin, the supervisor, signals.
 
-The parent serves no request itself. In order: it makes the listening sockets (sockets.py) and
+The parent serves no request itself. In order: it makes the listening sockets (below) and
 a private run directory for the workers' admin Unix sockets, starts its admin server (the one
 on --admin-host/--admin-port, summing the workers), starts the workers (supervisor.py) and
 logs the same "proxy on HOST:PORT, admin on HOST:PORT" line as a single interceptor once all
 are ready. On SIGTERM/SIGINT the workers drain (bounded: readiness delay + drain timeout +
 10 s), then the admin stops and the run directory goes.
+
+Sockets: each worker gets its own listening socket on the proxy address (and one on the TLS
+address), SO_REUSEPORT: the kernel spreads new connections over the sockets of one port by a
+hash of the connection. The parent keeps its copies for as long as it may restart a worker: a
+worker that dies leaves its socket open in the parent, so connections already queued on it are
+accepted by the worker that replaces it instead of being reset. When the parent drains it
+closes its copies; the sockets close for good when the workers close theirs, and new
+connections are then refused.
 """
 
 from __future__ import annotations
@@ -20,12 +28,12 @@ from collections.abc import Sequence
 
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.tls import parse_listen
-from httpscale.interceptor.workers.admin_stub import PlaceholderAdmin
-from httpscale.interceptor.workers.sockets import bind_reuseport
+from httpscale.interceptor.workers.parent_admin import ParentAdmin
 from httpscale.interceptor.workers.supervisor import Command, Supervisor
+from httpscale.interceptor.workers.worker import BACKLOG
 from httpscale.runtime import StopSignals, cancel_and_wait
 
-__all__ = ["STOP_SLACK", "run_parent"]
+__all__ = ["STOP_SLACK", "bind_reuseport", "run_parent"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +54,7 @@ async def run_parent(settings: InterceptorSettings, count: int, command: Command
                                                         count)):
                 per_index[index].append(sock)
         workers = Supervisor(command, per_index, rundir)
-        admin = PlaceholderAdmin(workers)
+        admin = ParentAdmin(workers)
         workers.add_listener(admin)
         admin_address = await admin.start(listen.admin_host, listen.admin_port)
         try:
@@ -95,3 +103,34 @@ async def _supervise(settings: InterceptorSettings, workers: Supervisor,
         finally:
             workers.begin_drain()
             await workers.wait_stopped(bound)
+
+
+def bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on `host:port` with SO_REUSEPORT. Not inheritable: each goes
+    to its worker only, by `pass_fds` (a worker holding another's socket would keep the port
+    open after that one closed it, and accept nothing from it). Port 0: the first socket picks
+    the port, the others bind to it. A host name that resolves to several addresses is served
+    on the first one."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve {host!r} to listen on: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+            address = sock.getsockname()  # port 0: the others take the port the first got
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sockets

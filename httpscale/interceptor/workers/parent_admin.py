@@ -94,7 +94,8 @@ class _Families(Collector):
 
 
 class ParentAdmin:
-    """Implements `workers.api.WorkerListener`; B1's supervisor calls it on the event loop."""
+    """Implements `workers.api.WorkerListener`: the supervisor (supervisor.py) calls it on the
+    event loop as workers become ready and exit."""
 
     def __init__(self, workers: WorkerSet, settings: ParentAdminSettings | None = None) -> None:
         self._workers = workers

@@ -11,7 +11,7 @@ ready while starting fails the start (a setting the worker refuses, such as a TL
 is reported once, by that worker, and not retried forever).
 
 Drain (`begin_drain`, the parent's first SIGTERM/SIGINT): `draining` turns true (the parent's
-/readyz 503), the parent closes its copies of the listening sockets (see sockets.py), every
+/readyz 503), the parent closes its copies of the listening sockets (see parent.py), every
 worker gets SIGTERM and drains as a single interceptor does. `wait_stopped` bounds the wait
 and SIGKILLs what remains. A second signal is forwarded as it came (`forward`): a worker's
 second signal stops it at once.
@@ -127,7 +127,7 @@ class Supervisor:
         self._draining = True
         self._drain.set()
         self.tasks.begin_shutdown()  # the index tasks end now: no death
-        for sockets in self._sockets:  # see sockets.py: new connections are refused once the
+        for sockets in self._sockets:  # see parent.py: new connections are refused once the
             for sock in sockets:       # workers close theirs too
                 sock.close()
         self._signal_all(signal.SIGTERM)
@@ -209,6 +209,8 @@ class Supervisor:
         finally:
             os.close(lifeline_read)
         self._procs[index] = proc
+        if self._draining:  # the drain began while this one was being spawned: it missed it
+            proc.send_signal(signal.SIGTERM)
         info = WorkerInfo(index, generation, proc.pid, path, 0.0)
         log.info("worker %d started (pid %d, generation %d)", index, proc.pid, generation)
         exited = asyncio.create_task(proc.wait(), name=f"worker {index} exit")

@@ -1,12 +1,13 @@
 """The worker side of `--workers N`: what its parent hands it, and the ties back to the parent.
 
 A worker is `python -m httpscale interceptor <the parent's options>` plus hidden options
-(`WORKER_OPTIONS`): its index, the file descriptors of its listening sockets, the Unix socket
-path of its admin server and the read end of a "lifeline" pipe. The parent holds the write
-end and never writes: when the parent is gone (even by SIGKILL) the pipe reads end-of-file and
-the worker drains and exits, so no worker outlives its parent holding the port.
+(`--worker-index`, `--worker-fds`, `--worker-admin-socket`, `--worker-lifeline`): its index,
+the file descriptors of its listening sockets, the Unix socket path of its admin server and
+the read end of a "lifeline" pipe. The parent holds the write end and never writes: when the
+parent is gone (even by SIGKILL) the pipe reads end-of-file and the worker drains and exits,
+so no worker outlives its parent holding the port.
 
-Workers run in their own process groups: a terminal's Ctrl-C reaches the parent only, which
+Workers run in their own sessions: a terminal's Ctrl-C reaches the parent only, which
 forwards it once (a worker that got it twice would stop without draining).
 """
 
@@ -19,14 +20,22 @@ import signal
 import socket
 from dataclasses import dataclass
 
-from httpscale.interceptor.workers.sockets import PreboundSockets
-
-__all__ = ["WORKER_OPTIONS", "WorkerArgs", "tag_logs", "watch_lifeline"]
+__all__ = ["BACKLOG", "PreboundSockets", "WorkerArgs", "tag_logs", "watch_lifeline"]
 
 log = logging.getLogger(__name__)
 
-# Hidden options of `httpscale interceptor` (the parent adds them; nobody else should).
-WORKER_OPTIONS = ("--worker-index", "--worker-fds", "--worker-admin-socket", "--worker-lifeline")
+BACKLOG = 2048  # listen() backlog, as the single process's listeners
+
+
+
+@dataclass(frozen=True)
+class PreboundSockets:
+    """What a worker serves on instead of binding: its proxy socket, its TLS socket (with
+    --tls-listen) and the Unix socket path of its admin server."""
+
+    proxy: socket.socket
+    tls: socket.socket | None
+    admin_path: str
 
 
 @dataclass(frozen=True)
