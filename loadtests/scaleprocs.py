@@ -100,11 +100,14 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / _CLK_TCK
 
 
-def tree_rss_kb(root: int) -> int:
-    """VmRSS summed over the tree. Pages nginx's workers share with their master count once
-    per process; a difference of two readings (the growth) is what the report uses."""
+def tree_rss_kb(root: int, *, without_root: bool = False) -> int:
+    """VmRSS summed over the tree (`without_root`: over its descendants only). Pages nginx's
+    workers share with their master count once per process; a difference of two readings (the
+    growth) is what the report uses."""
     total = 0
     for pid in tree_pids(root):
+        if without_root and pid == root:
+            continue
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
