@@ -98,6 +98,7 @@ class ParentAdmin:
         self._status_counts: aggregate.CounterBook[str] = aggregate.CounterBook()
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._tasks = TaskSupervisor(log, owner="parent admin")
+        self._sampled: dict[str, float] = {}  # path -> loop time of its latest sample
         self._started = time.time()
         self._stopping = False
         app = web.Application()
@@ -116,10 +117,11 @@ class ParentAdmin:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        self._tasks.spawn(self._sample_every(self._settings.queue_sample_interval,
+        self._tasks.spawn(self._sample_every(self._settings.queue_sample_interval, ("/queue",),
                                              self._sample_queue), "/queue sampling")
         self._tasks.spawn(self._sample_every(self._settings.scrape_sample_interval,
-                                             self._sample_scrapes), "/metrics, /status sampling")
+                                             ("/metrics", "/status"), self._sample_scrapes),
+                          "/metrics, /status sampling")
         sockname = self._runner.addresses[0]
         return str(sockname[0]), int(sockname[1])
 
@@ -210,18 +212,21 @@ class ParentAdmin:
         return answers, unanswered
 
     async def _sample_queue(self) -> tuple[dict[WorkerKey, Any], list[dict[str, Any]]]:
+        self._sampled["/queue"] = asyncio.get_running_loop().time()
         answers, unanswered = await self._ask_all("/queue", aggregate.parse_queue)
         for key, entries in answers.items():
             self._queue.observe(key, entries)
         return answers, unanswered
 
     async def _sample_metrics(self) -> tuple[dict[WorkerKey, Any], list[dict[str, Any]]]:
+        self._sampled["/metrics"] = asyncio.get_running_loop().time()
         answers, unanswered = await self._ask_all("/metrics", aggregate.MetricsSum.parse)
         for key, families in answers.items():
             self._metrics.observe(key, families)
         return answers, unanswered
 
     async def _sample_status(self) -> tuple[dict[WorkerKey, Any], list[dict[str, Any]]]:
+        self._sampled["/status"] = asyncio.get_running_loop().time()
         answers, unanswered = await self._ask_all("/status", aggregate.parse_status)
         for key, status in answers.items():
             self._status_counts.observe(key, aggregate.route_counts(status))
@@ -230,11 +235,18 @@ class ParentAdmin:
     async def _sample_scrapes(self) -> None:
         await asyncio.gather(self._sample_metrics(), self._sample_status())
 
-    @staticmethod
-    async def _sample_every(interval: float, sample: Callable[[], Awaitable[object]]) -> None:
+    async def _sample_every(self, interval: float, paths: tuple[str, ...],
+                            sample: Callable[[], Awaitable[object]]) -> None:
+        """Sample `paths` whenever one of them was not asked for during `interval`: a scaler
+        polling /queue (every 0.2 s) or Prometheus scraping already samples, and a sample of
+        10,000 routes costs the workers and the parent tens of milliseconds."""
+        loop = asyncio.get_running_loop()
         while True:
-            await sample()
-            await asyncio.sleep(interval)
+            due = min(self._sampled.get(p, -interval) for p in paths) + interval
+            if loop.time() >= due:
+                await sample()
+                due = loop.time() + interval
+            await asyncio.sleep(max(0.0, due - loop.time()))  # the next due time, a schedule
 
     # -- handlers ------------------------------------------------------------------------------
 
