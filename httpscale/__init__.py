@@ -1,9 +1,9 @@
 """httpscale: HTTP scale-to-zero for Kubernetes (version 0.1.0, not yet released).
 
-What runs today: the interceptor (an HTTP/1.1 reverse proxy, clear text, one process on one
-core), the KEDA external scaler, the operator, local mode, and the capacity, report cost and
-doctor commands. Not yet (planned): TLS, HTTP/2, gRPC proxying, tracing, more than one core
-per interceptor process. See README.md.
+What runs today: the interceptor (an HTTP/1.1 and HTTP/2 reverse proxy, gRPC included, clear
+text or TLS, one worker process per CPU it is given), the KEDA external scaler, the operator,
+local mode, OpenTelemetry tracing (off by default), and the capacity, report cost and doctor
+commands. Not yet (planned): applying InterceptorRoute `sessionPersistence`. See README.md.
 
 Subpackages, by layer (imports go downward only; pyproject.toml's [tool.importlinter]
 contracts, run by scripts/test, enforce it):

@@ -63,5 +63,6 @@ def main() -> None:
     """HTTP scale-to-zero for Kubernetes: interceptor, scaler, operator and local mode; and
     the answers around them: capacity (load one replica takes), report cost, doctor.
 
-    The interceptor proxies HTTP/1.1 in clear text, one process on one core. Not yet
-    (planned): TLS, HTTP/2, gRPC proxying, tracing, several cores per interceptor."""
+    The interceptor proxies HTTP/1.1 and HTTP/2 (gRPC too), in clear text or TLS, one worker
+    process per CPU it is given (--workers). Not yet (planned): InterceptorRoute
+    sessionPersistence."""
