@@ -8,6 +8,7 @@
 #   HTTPSCALE_PURE_PYTHON=1 loadtests/instructions.sh
 #   DURATION=10 CONNECTIONS=16 loadtests/instructions.sh
 #   KEEP=/tmp/prof loadtests/instructions.sh   # keep the callgrind dumps (for callgrind_annotate)
+#   ROUTES=10000 loadtests/instructions.sh      # each request to a random one of 10,000 routes
 #
 # Needs valgrind, nginx (the backend), wrk and ss. Runs the interceptor under callgrind (about
 # 50x slower) and one wrk run of CONNECTIONS connections. The connections' set-up is counted
@@ -25,6 +26,7 @@ for tool in valgrind callgrind_control nginx wrk curl; do
 done
 duration="${DURATION:-6}"
 connections="${CONNECTIONS:-16}"
+routes="${ROUTES:-1}"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -51,7 +53,7 @@ pids+=($!)
 mkfifo "$work/stdin"
 # Names written out in every dump, so that each dump reads on its own (callgrind_annotate).
 valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$work/callgrind.%p" \
-  .venv/bin/python loadtests/harness.py --port "$proxy_port" --routes 1 \
+  .venv/bin/python loadtests/harness.py --port "$proxy_port" --routes "$routes" \
   --upstream "127.0.0.1:$backend_port" <"$work/stdin" >"$work/harness.out" 2>"$work/harness.err" &
 pids+=($!)
 exec 3>"$work/stdin"
@@ -64,6 +66,8 @@ curl -fs -o /dev/null -H 'Host: app0.bench' "$url" || { cat "$work/harness.err" 
 build="$(.venv/bin/python -c 'from httpscale import dataplane; print(dataplane.active().name)')"
 answered() { echo $(( $(stat -c %s "$work/access.log") / 2 )); }
 established() { ss -Htn state established "( sport = :$proxy_port )" | wc -l; }
+# Connections the kernel accepted that the proxy has not yet (they count as established).
+unaccepted() { ss -Hltn "( sport = :$proxy_port )" | awk '{n += $2} END {print n + 0}'; }
 # callgrind takes a moment to act on a command: the requests answered meanwhile are split
 # evenly between the two sides of it (the figure's uncertainty; printed as `fuzz`).
 fuzz=0
@@ -81,15 +85,19 @@ summary() {  # summary N: the instructions of dump N
 }
 setup_s=$((connections / 4 + 120))  # bound for opening the connections under callgrind
 ulimit -n "$(ulimit -Hn)"
-wrk -t1 -c"$connections" -d"$((setup_s + duration + 20))s" --timeout 60s -H 'Host: app0.bench' \
-  "$url" >"$work/wrk.out" &
+hosts=(-H 'Host: app0.bench')
+[ "$routes" -eq 1 ] || hosts=(-s loadtests/nginx/many_hosts.lua)
+wrk -t1 -c"$connections" -d"$((setup_s + duration + 20))s" --timeout 60s "${hosts[@]}" \
+  "$url" -- "$routes" >"$work/wrk.out" &
 wrk_pid=$!
 pids+=("$wrk_pid")
 control -z
 start=$at
-# Set-up: every connection open, and at least as many requests answered as connections.
+# Set-up: every connection open and taken by the proxy, and twice as many requests answered as
+# connections (each has been served, so the upstream pool has grown to the load).
 deadline=$((SECONDS + setup_s))
-until [ "$(established)" -ge "$connections" ] && [ $(($(answered) - start)) -ge "$connections" ]
+until [ "$(established)" -ge "$connections" ] && [ "$(unaccepted)" -eq 0 ] &&
+      [ $(($(answered) - start)) -ge $((2 * connections)) ]
 do
   [ "$SECONDS" -lt "$deadline" ] || {
     echo "set-up not done in ${setup_s}s: $(established) connections open," \
@@ -119,5 +127,5 @@ if [ -n "${KEEP:-}" ]; then
   mkdir -p "$KEEP"
   cp "$work"/callgrind.* "$KEEP"/  # .1: the set-up, .2: the steady state
 fi
-echo "build=$build connections=$connections requests=$requests fuzz=$fuzz" \
+echo "build=$build connections=$connections routes=$routes requests=$requests fuzz=$fuzz" \
      "instructions=$instructions per_request=$per_request setup_per_connection=$setup"
