@@ -7,10 +7,17 @@
 #   loadtests/instructions.sh                 # the build the checkout runs (compiled if current)
 #   HTTPSCALE_PURE_PYTHON=1 loadtests/instructions.sh
 #   DURATION=10 CONNECTIONS=16 loadtests/instructions.sh
+#   KEEP=/tmp/prof loadtests/instructions.sh   # keep the callgrind dumps (for callgrind_annotate)
+#   ROUTES=10000 loadtests/instructions.sh      # each request to a random one of 10,000 routes
 #
-# Needs valgrind, nginx (the backend) and wrk. Runs the interceptor under callgrind (about 50x
-# slower), warms it up, zeroes the counters, drives wrk for DURATION seconds, dumps and divides
-# by the requests wrk completed. Loopback only; every process is stopped on exit.
+# Needs valgrind, nginx (the backend), wrk and ss. Runs the interceptor under callgrind (about
+# 50x slower) and one wrk run of CONNECTIONS connections. The connections' set-up is counted
+# apart: counters zeroed before wrk starts, dumped once every client connection is open and has
+# been answered (so the upstream pool is built too); that share, per connection, is `setup`.
+# Then the steady state: zeroed, DURATION seconds, dumped, divided by the requests the backend
+# answered meanwhile (counted in its access log, outside the process measured; wrk's own count
+# would include the set-up, which at 1,024 connections under callgrind outweighs the requests).
+# Loopback only; every process is stopped on exit.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -19,6 +26,7 @@ for tool in valgrind callgrind_control nginx wrk curl; do
 done
 duration="${DURATION:-6}"
 connections="${CONNECTIONS:-16}"
+routes="${ROUTES:-1}"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -35,14 +43,17 @@ from benchkit import free_port; print(free_port())'
 backend_port="$(free_port)"
 proxy_port="$(free_port)"
 # The benchmark's own backend, so the counts are for the responses bench.py proxies.
-sed -e "s|@PREFIX@|$work|g" -e "s|@PORT@|$backend_port|g" loadtests/nginx/backend.conf \
-  >"$work/backend.conf"
+# Its access log (two bytes a request) counts the requests the proxy forwarded.
+sed -e "s|@PREFIX@|$work|g" -e "s|@PORT@|$backend_port|g" \
+  -e "s|access_log off;|log_format counted 'x'; access_log $work/access.log counted;|" \
+  loadtests/nginx/backend.conf >"$work/backend.conf"
 nginx -p "$work" -c "$work/backend.conf" -e stderr -g 'daemon off;' &
 pids+=($!)
 # The harness quits when its stdin closes: fd 3 holds the fifo's write end until exit.
 mkfifo "$work/stdin"
-valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" \
-  .venv/bin/python loadtests/harness.py --port "$proxy_port" --routes 1 \
+# Names written out in every dump, so that each dump reads on its own (callgrind_annotate).
+valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$work/callgrind.%p" \
+  .venv/bin/python loadtests/harness.py --port "$proxy_port" --routes "$routes" \
   --upstream "127.0.0.1:$backend_port" <"$work/stdin" >"$work/harness.out" 2>"$work/harness.err" &
 pids+=($!)
 exec 3>"$work/stdin"
@@ -53,12 +64,68 @@ for _ in $(seq 1 400); do
 done
 curl -fs -o /dev/null -H 'Host: app0.bench' "$url" || { cat "$work/harness.err" >&2; exit 1; }
 build="$(.venv/bin/python -c 'from httpscale import dataplane; print(dataplane.active().name)')"
-wrk -t1 -c"$connections" -d2s -H 'Host: app0.bench' "$url" >/dev/null   # warm-up
-callgrind_control -z >/dev/null 2>&1
-out="$(wrk -t1 -c"$connections" -d"${duration}s" -H 'Host: app0.bench' "$url")"
-callgrind_control -d >/dev/null 2>&1
-requests="$(awk '/requests in/ {print $1}' <<<"$out")"
-dump="$(ls "$work"/callgrind.*.1)"
-instructions="$(awk '/^summary:/ {print $2}' "$dump")"
-echo "build=$build requests=$requests instructions=$instructions" \
-     "per_request=$((instructions / requests))"
+answered() { echo $(( $(stat -c %s "$work/access.log") / 2 )); }
+established() { ss -Htn state established "( sport = :$proxy_port )" | wc -l; }
+# Connections the kernel accepted that the proxy has not yet (they count as established).
+unaccepted() { ss -Hltn "( sport = :$proxy_port )" | awk '{n += $2} END {print n + 0}'; }
+# callgrind takes a moment to act on a command: the requests answered meanwhile are split
+# evenly between the two sides of it (the figure's uncertainty; printed as `fuzz`).
+fuzz=0
+at=0
+control() {  # control -z|-d; sets `at`: the backend's request count at that instant
+  local before after
+  before="$(answered)"
+  callgrind_control "$1" >/dev/null 2>&1
+  after="$(answered)"
+  fuzz=$((fuzz + after - before))
+  at=$(((before + after) / 2))
+}
+summary() {  # summary N: the instructions of dump N
+  awk '/^summary:/ {print $2}' "$(ls "$work"/callgrind.*."$1")"
+}
+setup_s=$((connections / 4 + 120))  # bound for opening the connections under callgrind
+ulimit -n "$(ulimit -Hn)"
+hosts=(-H 'Host: app0.bench')
+[ "$routes" -eq 1 ] || hosts=(-s loadtests/nginx/many_hosts.lua)
+wrk -t1 -c"$connections" -d"$((setup_s + duration + 20))s" --timeout 60s "${hosts[@]}" \
+  "$url" -- "$routes" >"$work/wrk.out" &
+wrk_pid=$!
+pids+=("$wrk_pid")
+control -z
+start=$at
+# Set-up: every connection open and taken by the proxy, and twice as many requests answered as
+# connections (each has been served, so the upstream pool has grown to the load).
+deadline=$((SECONDS + setup_s))
+until [ "$(established)" -ge "$connections" ] && [ "$(unaccepted)" -eq 0 ] &&
+      [ $(($(answered) - start)) -ge $((2 * connections)) ]
+do
+  [ "$SECONDS" -lt "$deadline" ] || {
+    echo "set-up not done in ${setup_s}s: $(established) connections open," \
+         "$(($(answered) - start)) requests answered" >&2
+    exit 1
+  }
+  sleep 0.2
+done
+sleep 1  # let the first round's stragglers settle
+control -d
+open=$at
+setup_instructions="$(summary 1)"
+setup_requests=$((open - start))
+control -z
+first=$at
+sleep "$duration"
+control -d
+last=$at
+instructions="$(summary 2)"
+kill "$wrk_pid" 2>/dev/null || true
+requests=$((last - first))
+[ "$requests" -gt 0 ] || { echo "no requests answered" >&2; exit 1; }
+per_request=$((instructions / requests))
+# Set-up per connection: what the set-up window cost beyond its requests at the steady rate.
+setup=$(((setup_instructions - setup_requests * per_request) / connections))
+if [ -n "${KEEP:-}" ]; then
+  mkdir -p "$KEEP"
+  cp "$work"/callgrind.* "$KEEP"/  # .1: the set-up, .2: the steady state
+fi
+echo "build=$build connections=$connections routes=$routes requests=$requests fuzz=$fuzz" \
+     "instructions=$instructions per_request=$per_request setup_per_connection=$setup"

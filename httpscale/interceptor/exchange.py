@@ -165,6 +165,7 @@ class Exchange:
     _connect_task: asyncio.Task[None] | None = None
     _reserved: EndpointPool | None = None  # a connect task's reservation, until it starts
     _pool_wait: EndpointPool | None = None  # waiting in this pool for a connection
+    _attempt: EndpointPool | None = None  # own connect attempt under way in this pool
     _deadline = 0.0
     _tried: frozenset[Endpoint] = frozenset()
     _retried = False
@@ -402,11 +403,10 @@ class Exchange:
             self._bridge.connect(endpoint)
             return
         pool = self.proxy.pools.get(endpoint)
-        if pool.reserve():
+        if pool.need(self):
             self._spawn_connect(pool)
-        else:  # enough connections or attempts already: wait for one (EndpointPool)
+        else:  # an attempt to spare, or enough connections or attempts: wait (EndpointPool)
             self._pool_wait = pool
-            pool.wait(self)
 
     def pool_ready(self, conn: UpstreamConnection | None) -> None:
         """The pool hands us a connection, or a reserved attempt (None)."""
@@ -416,35 +416,45 @@ class Exchange:
                 conn.pool.give_back(conn)
             return
         if conn is None or conn.lost:
-            if conn is not None and not pool.reserve():
+            if conn is not None and not pool.need(self):
                 self._pool_wait = pool
-                pool.wait(self)
                 return
             self._spawn_connect(pool)
         else:
             self._bind(conn)
 
+    def pool_handover(self, conn: UpstreamConnection) -> None:
+        """A connection handed back while our attempt is under way: ours on the next loop
+        turn (we are inside its parser callback); the attempt now works for the pool."""
+        pool, self._attempt = self._attempt, None
+        self._connect_task = None  # not ours to cancel any more
+        self._reserved = None  # (an attempt not started yet releases it when it runs)
+        self._pool_wait = pool
+        self.proxy.loop.call_soon(self.pool_ready, conn)
+
     def _spawn_connect(self, pool: EndpointPool) -> None:
-        self._reserved = pool
+        self._reserved = self._attempt = pool
         self._connect_task = self.proxy.spawn(self._connect_and_bind(pool), "upstream-connect")
 
     async def _connect_and_bind(self, pool: EndpointPool) -> None:
         self._reserved = None  # pool.connect() gives the reservation back, whatever happens
         endpoint = pool.endpoint
         try:
-            conn = await pool.connect()
+            conn = await pool.connect(self)
         except TimeoutError:
             # (Cleared before `_connect_failed`, which may start the next attempt's task.)
-            self._connect_task = None
+            self._connect_task = self._attempt = None
             self._connect_failed("connect_timeout", f"connecting to {endpoint} timed out", 504)
             return
         except OSError as exc:
-            self._connect_task = None
+            self._connect_task = self._attempt = None
             # A refused TLS handshake is no replica still starting: answered now, not retried.
             kind = "tls" if isinstance(exc, UpstreamTlsError) else "connect"
             self._connect_failed(kind, f"cannot connect to {endpoint}: {exc.strerror}", 502)
             return
-        self._connect_task = None
+        if conn is None:
+            return  # the attempt was no longer ours (pool_handover, or finished): pooled
+        self._connect_task = self._attempt = None
         if self.phase == FINISHED:
             pool.give_back(conn)
             return
@@ -841,7 +851,8 @@ class Exchange:
             pool = self._reserved
             if pool is not None:
                 # Cancelled before it ran: nothing in it will give the reservation back.
-                self._reserved = None
+                self._reserved = self._attempt = None
+                pool.abandon(self)
                 pool.unreserve()
         conn, self.upstream = self.upstream, None
         if conn is not None:
@@ -897,6 +908,9 @@ class Exchange:
         if self._pool_wait is not None:
             self._pool_wait.unwait(self)
             self._pool_wait = None
+        if self._attempt is not None:
+            self._attempt.orphan(self)  # its connection goes to the pool
+            self._attempt = None
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None

@@ -65,7 +65,10 @@ class Limits:
     max_header_bytes: int = _f(65536, "bytes for all request headers; over it -> 431")
     max_headers: int = _f(100, "header count; over it -> 431")
     max_response_head: int = _f(131072, "bytes of an upstream response head; over it -> 502")
-    pool_max_idle_per_endpoint: int = _f(64, "idle keep-alive connections kept per endpoint")
+    # As many as may be open: the pool reuses its most recently used connections first, so
+    # the surplus of a past peak idles at the bottom and closes after `upstream_idle`. A lower
+    # cap closes connections the load needs again at once (a reconnect per request beyond it).
+    pool_max_idle_per_endpoint: int = _f(1024, "idle keep-alive connections kept per endpoint")
     pool_max_per_endpoint: int = _f(1024, "total upstream connections per endpoint")
     pool_max_connecting: int = _f(
         32, "connection attempts at once per endpoint; further requests wait for a connection"

@@ -372,6 +372,10 @@ class PoolWaiter(Protocol):
     def pool_ready(self, conn: UpstreamConnection | None) -> None:
         """A connection for you, or None: a connection attempt was reserved for you."""
 
+    def pool_handover(self, conn: UpstreamConnection) -> None:
+        """A connection handed back while your own attempt was under way: use it (on the next
+        loop turn, through `pool_ready`); the attempt goes on for the pool (`orphan`)."""
+
 
 class EndpointPool:
     """Keep-alive connections to one endpoint: LIFO idle list, bounded idle and total counts.
@@ -380,11 +384,20 @@ class EndpointPool:
     here in FIFO order for a connection handed back or a free attempt, instead of failing:
     10,000 requests released at once after a cold start open a few dozen connections and reuse
     them, rather than 10,000 connects (or 503s past the cap).
+
+    Connections opened stay within the peak of requests in flight: a connection is opened only
+    for a request that finds none idle and no attempt to spare. A connection handed back while
+    requests wait on attempts of their own goes to the oldest of them (`pool_handover`), and
+    its attempt carries on for the pool (an orphan): its connection goes to the next request
+    that needs one (which waits for it rather than opening another) or idles. Idle connections
+    are reused most recently used first, so under a steady load the same few serve and the
+    surplus of a past peak sits at the bottom of the list until `idle_timeout` closes it.
     """
 
     __slots__ = (
-        "_connecting", "_connections", "_idle", "_idle_timeout", "_max_idle", "_owner", "_sweep",
-        "_time", "_waiting", "endpoint", "limits", "loop", "retired", "tls",
+        "_attempting", "_connecting", "_connections", "_idle", "_idle_timeout", "_max_idle",
+        "_orphans", "_owner", "_sweep", "_time", "_waiting", "endpoint", "limits", "loop",
+        "retired", "tls",
     )
 
     def __init__(
@@ -409,6 +422,10 @@ class EndpointPool:
         self._connections: set[UpstreamConnection] = set()
         self._connecting = 0  # reserved attempts, started or about to be
         self._waiting: dict[PoolWaiter, None] = {}  # insertion-ordered: FIFO, O(1) removal
+        # Requests whose own connection attempt is under way (FIFO), and attempts under way
+        # whose request no longer needs them (handed another connection, or finished).
+        self._attempting: dict[PoolWaiter, None] = {}
+        self._orphans = 0
         self.loop = asyncio.get_running_loop()
         self._time = self.loop.time  # bound once: called per request by give_back
         # One timer per pool closes connections idle too long (oldest first: the idle list is
@@ -447,13 +464,45 @@ class EndpointPool:
     def wait(self, waiter: PoolWaiter) -> None:
         self._waiting[waiter] = None
 
+    def need(self, waiter: PoolWaiter) -> bool:
+        """`waiter` needs a connection and none is idle. True: an attempt is reserved for it
+        (start it, `connect(waiter)`); False: it waits (`pool_ready` follows), for an attempt
+        under way that no request needs any more, or because the limits are reached."""
+        if self._orphans <= len(self._waiting) and self.reserve():
+            self._attempting[waiter] = None
+            return True
+        self._waiting[waiter] = None
+        return False
+
+    def orphan(self, waiter: PoolWaiter) -> None:
+        """`waiter` finished while its attempt is under way: the attempt goes on for the pool."""
+        if waiter in self._attempting:
+            del self._attempting[waiter]
+            self._orphans += 1
+
+    def abandon(self, waiter: PoolWaiter) -> None:
+        """`waiter`'s attempt was cancelled before it started (`connect` never runs)."""
+        self._attempting.pop(waiter, None)
+
+    def _attempt_over(self, owner: PoolWaiter | None) -> bool:
+        """An attempt ended; True if `owner` still wants its result (else it was an orphan)."""
+        if owner is None:
+            return True
+        if owner in self._attempting:
+            del self._attempting[owner]
+            return True
+        self._orphans -= 1
+        return False
+
     def unwait(self, waiter: PoolWaiter) -> None:
         self._waiting.pop(waiter, None)
         if self.retired:
             self._drop_if_unused()
 
-    async def connect(self) -> UpstreamConnection:
-        """Open a connection on a reservation made by `reserve` (released here)."""
+    async def connect(self, owner: PoolWaiter | None = None) -> UpstreamConnection | None:
+        """Open a connection on a reservation made by `reserve` or `need` (released here) for
+        `owner`. None: `owner` took another connection meanwhile (`pool_handover`) or finished;
+        the new one went to a waiting request or the idle list, and a failure is nobody's."""
         conn = UpstreamConnection(self)
         tls = self.tls
         try:
@@ -464,10 +513,23 @@ class EndpointPool:
                     )
                 else:
                     await self._connect_tls(conn, tls)
-            self._connections.add(conn)
-        finally:
+        except Exception:
+            owned = self._attempt_over(owner)
             self.unreserve()
-        return conn
+            if owned:
+                raise
+            return None
+        except BaseException:  # cancelled
+            self._attempt_over(owner)
+            self.unreserve()
+            raise
+        self._connecting -= 1
+        self._connections.add(conn)
+        owned = self._attempt_over(owner)
+        if not owned:
+            self.give_back(conn)
+        self._admit_waiters()  # an attempt is free again
+        return conn if owned else None
 
     async def _connect_tls(self, conn: UpstreamConnection, tls: UpstreamTlsConfig) -> None:
         endpoint = self.endpoint
@@ -497,9 +559,11 @@ class EndpointPool:
             self._drop_if_unused()
 
     def _admit_waiters(self) -> None:
-        while self._waiting and self.reserve():
+        # Waiters beyond those the orphan attempts will serve get attempts of their own.
+        while len(self._waiting) > self._orphans and self.reserve():
             waiter = next(iter(self._waiting))
             del self._waiting[waiter]
+            self._attempting[waiter] = None
             waiter.pool_ready(None)
 
     def give_back(self, conn: UpstreamConnection) -> None:
@@ -520,6 +584,15 @@ class EndpointPool:
             conn.reused = True
             self.loop.call_soon(waiter.pool_ready, conn)
             return
+        if self._attempting:
+            # To the oldest request still waiting for its own connect: it goes on at once,
+            # and its attempt's connection serves the next one (see the class docstring).
+            waiter = next(iter(self._attempting))
+            del self._attempting[waiter]
+            self._orphans += 1
+            conn.reused = True
+            waiter.pool_handover(conn)
+            return
         if len(self._idle) >= self._max_idle:  # (always, while retired)
             conn.close()
             return
@@ -535,8 +608,13 @@ class EndpointPool:
         idle_timeout = self._idle_timeout
         now = self.loop.time()
         idle = self._idle
-        while idle and (idle[0].lost or idle[0].idle_since + idle_timeout <= now):
-            idle.pop(0).close()
+        stale = 0  # the oldest are first: close them, then cut them off in one move
+        while stale < len(idle) and (
+            idle[stale].lost or idle[stale].idle_since + idle_timeout <= now
+        ):
+            idle[stale].close()
+            stale += 1
+        del idle[:stale]
         if idle:
             self._sweep = self.loop.call_at(idle[0].idle_since + idle_timeout, self._close_stale)
 
@@ -566,7 +644,10 @@ class EndpointPool:
         self._max_idle = self.limits.max_idle
 
     def _drop_if_unused(self) -> None:
-        if not self._connections and not self._connecting and not self._waiting:
+        if (
+            not self._connections and not self._connecting and not self._waiting
+            and not self._attempting
+        ):
             if self._owner is not None:
                 self._owner.dropped(self)
 
@@ -575,6 +656,7 @@ class EndpointPool:
             self._sweep.cancel()
             self._sweep = None
         self._waiting.clear()
+        self._attempting.clear()
         for conn in list(self._connections):
             conn.close()
         self._idle.clear()
