@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import json
 import os
@@ -24,7 +23,6 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,27 +112,6 @@ async def _idle(args: argparse.Namespace, fleet: Fleet) -> list[dict[str, Any]]:
     return results
 
 
-@contextlib.contextmanager
-def _others_paused(fleet: Fleet, case: Case) -> Iterator[None]:
-    """SIGSTOP the interceptors not under test for one case, SIGCONT after. An idle
-    interceptor with --workers 2 is not idle: its parent samples its workers' /queue of
-    10,000 routes every second and their /metrics every 15 s (no scaler polls it here), which
-    took ~30 % of a core beside the 1-worker rows. Idle nginx and the 1-worker interceptor use
-    no CPU; pausing them all keeps the rule simple."""
-    paused = [pid for (w, name), server in fleet.servers.items()
-              if name == "interceptor" and (w, name) != (case.workers, case.server)
-              for pid in tree_pids(server.pid)]
-    for pid in paused:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in paused:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
 async def _rounds(args: argparse.Namespace, procs: Processes, fleet: Fleet, cases: list[Case],
                   runs: dict[str, list[dict[str, Any]]], errors: list[dict[str, Any]]) -> None:
     """Fills `runs` (case key -> one entry per round) as it goes, so that a run cut short by
@@ -148,8 +125,7 @@ async def _rounds(args: argparse.Namespace, procs: Processes, fleet: Fleet, case
             if not fleet.has(case):
                 continue
             try:
-                with _others_paused(fleet, case):
-                    run = await measure(args, procs, fleet, case)
+                run = await measure(args, procs, fleet, case)
             except Exception as exc:
                 traceback.print_exc()
                 errors.append({"round": r + 1, "case": case.key, "error": repr(exc)})

@@ -232,6 +232,10 @@ async def start_interceptor(
     ]
     if pass_workers:
         argv += ["--workers", str(workers)]
+        if workers >= 2:
+            # No scaler polls /queue here (nor the 1-worker process): without one, the parent
+            # would poll its workers' /queue of 10,000 routes every second by itself.
+            argv += ["--workers-queue-sample-interval", "0"]
     name = f"interceptor-w{workers}"
     child = await procs.start(name, argv, cpus)
     server = Server(name, port, child.proc.pid, workers, admin_port=admin,

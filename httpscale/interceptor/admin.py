@@ -113,7 +113,10 @@ class InterceptorAdmin:
     async def _get_wake(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                            "Cache-Control": "no-store"})
-        await resp.prepare(request)
+        try:
+            await resp.prepare(request)
+        except ConnectionError:  # the subscriber left before its head went out
+            return resp
         sub: asyncio.Queue[str | None] = asyncio.Queue(_WAKE_BUFFER)
         self._subscribers.add(sub)
         try:

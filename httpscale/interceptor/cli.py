@@ -60,6 +60,13 @@ log = logging.getLogger(__name__)
         help="Worker processes serving the proxy (and TLS) port, each on its own SO_REUSEPORT "
         "socket, under a parent whose admin server sums theirs (docs/workers.md). 1: a single "
         "process, no parent.")
+@option("--workers-queue-sample-interval", type=float, default=1.0, show_default=True,
+        help="With --workers N >= 2: seconds without a /queue request (a scaler's poll) after "
+        "which the parent samples its workers' /queue itself, bounding what a crashed worker's "
+        "count can lose; 0: never.")
+@option("--workers-scrape-sample-interval", type=float, default=0.0, show_default=True,
+        help="The same for /metrics and /status; 0: never (each sample takes a worker ~1 s of "
+        "its event loop at 10,000 routes; Prometheus' scrapes are the samples).")
 @click.option("--worker-index", type=int, default=0, hidden=True)
 @click.option("--worker-fds", default="", hidden=True)
 @click.option("--worker-admin-socket", default="", hidden=True)
@@ -72,6 +79,8 @@ def interceptor_command(
     watch_namespace: str | None,
     log_level: str,
     workers: int | None,
+    workers_queue_sample_interval: float,
+    workers_scrape_sample_interval: float,
     worker_index: int,
     worker_fds: str,
     worker_admin_socket: str,
@@ -93,6 +102,12 @@ def interceptor_command(
         count = available_cpus() if workers is None else workers
         if count < 1:
             raise click.BadParameter(f"must be at least 1, got {count}", param_hint="--workers")
+        for hint, value in (("--workers-queue-sample-interval", workers_queue_sample_interval),
+                            ("--workers-scrape-sample-interval", workers_scrape_sample_interval)):
+            if not value >= 0:
+                raise click.BadParameter(f"must be >= 0 (0: never), got {value}",
+                                         param_hint=hint)
+    sampling = (workers_queue_sample_interval, workers_scrape_sample_interval)
     if config_path is not None:
         source = FileRouteSource(config_path)
         try:
@@ -109,7 +124,7 @@ def interceptor_command(
         tls = tls_from_file(click.get_current_context(), config.tls)
         settings = settings_from_options(options, listen=listen, tls=tls)
         if count > 1:
-            _run_parent(settings, count)
+            _run_parent(settings, count, sampling)
             return
         _run_reporting_tls_errors(
             lambda: _serve(_interceptor(settings, worker), source.run, worker))
@@ -117,7 +132,7 @@ def interceptor_command(
 
     settings = settings_from_options(options)
     if count > 1:  # each worker watches the cluster itself; the parent does not connect
-        _run_parent(settings, count)
+        _run_parent(settings, count, sampling)
         return
     # Imported here, not above: the Kubernetes client takes about half a second to import,
     # which file mode never needs.
@@ -152,8 +167,9 @@ def _interceptor(settings: InterceptorSettings, worker: WorkerArgs | None) -> In
     return Interceptor(settings, sockets=None if worker is None else worker.sockets)
 
 
-def _run_parent(settings: InterceptorSettings, count: int) -> None:
+def _run_parent(settings: InterceptorSettings, count: int, sampling: tuple[float, float]) -> None:
     from httpscale.interceptor.workers.parent import run_parent
+    from httpscale.interceptor.workers.parent_admin import ParentAdminSettings
     from httpscale.interceptor.workers.supervisor import WorkerStartError
 
     base = _worker_base_argv(click.get_current_context())
@@ -163,9 +179,15 @@ def _run_parent(settings: InterceptorSettings, count: int) -> None:
                 "--worker-admin-socket", admin_socket, "--worker-lifeline", str(lifeline)]
 
     try:
-        run(lambda: run_parent(settings, count, command))
+        admin = ParentAdminSettings(queue_sample_interval=sampling[0],
+                                    scrape_sample_interval=sampling[1])
+        run(lambda: run_parent(settings, count, command, admin))
     except (WorkerStartError, OSError, TlsConfigError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+#: Options for the parent alone: a worker gets neither (it is one of the N and samples nothing).
+_PARENT_ONLY = (None, "workers", "workers_queue_sample_interval", "workers_scrape_sample_interval")
 
 
 def _worker_base_argv(ctx: click.Context) -> list[str]:
@@ -173,7 +195,7 @@ def _worker_base_argv(ctx: click.Context) -> list[str]:
     from the environment reach the workers by inheritance), without --workers."""
     argv = [sys.executable, "-m", "httpscale", "interceptor"]
     for param in ctx.command.params:
-        if not isinstance(param, click.Option) or param.hidden or param.name in (None, "workers"):
+        if not isinstance(param, click.Option) or param.hidden or param.name in _PARENT_ONLY:
             continue
         assert param.name is not None
         if ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:

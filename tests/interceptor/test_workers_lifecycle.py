@@ -310,14 +310,21 @@ async def test_workers_1_is_a_single_process(backends, tmp_path: Path) -> None:
     assert not any("worker" in line for line in w.lines), w.lines
 
 
-async def test_workers_below_1_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--workers", "0", "Invalid value for --workers: must be at least 1, got 0"),
+    ("--workers-queue-sample-interval", "-1",
+     "Invalid value for --workers-queue-sample-interval: must be >= 0 (0: never), got -1.0"),
+])
+async def test_bad_worker_options_are_refused(
+    tmp_path: Path, option: str, value: str, message: str
+) -> None:
     config = tmp_path / "routes.yaml"
     config.write_text("apps: []\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "httpscale", "interceptor", "--config", str(config),
-        "--workers", "0", stderr=asyncio.subprocess.PIPE,
+        option, value, stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(30):
         _, err = await proc.communicate()
     assert proc.returncode == 2
-    assert "Error: Invalid value for --workers: must be at least 1, got 0" in err.decode()
+    assert f"Error: {message}" in err.decode()

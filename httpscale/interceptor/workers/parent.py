@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from httpscale.interceptor.settings import InterceptorSettings
 from httpscale.interceptor.tls import parse_listen
-from httpscale.interceptor.workers.parent_admin import ParentAdmin
+from httpscale.interceptor.workers.parent_admin import ParentAdmin, ParentAdminSettings
 from httpscale.interceptor.workers.supervisor import Command, Supervisor
 from httpscale.interceptor.workers.worker import BACKLOG
 from httpscale.runtime import StopSignals, cancel_and_wait
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 STOP_SLACK = 10.0  # seconds the workers get beyond their readiness delay + drain timeout
 
 
-async def run_parent(settings: InterceptorSettings, count: int, command: Command) -> None:
+async def run_parent(settings: InterceptorSettings, count: int, command: Command,
+                     admin_settings: ParentAdminSettings | None = None) -> None:
     """Run `count` workers until a stop signal; raises WorkerStartError (a worker that could
     not start) or OSError (a socket that cannot be made)."""
     listen = settings.listen
@@ -54,7 +55,7 @@ async def run_parent(settings: InterceptorSettings, count: int, command: Command
                                                         count)):
                 per_index[index].append(sock)
         workers = Supervisor(command, per_index, rundir)
-        admin = ParentAdmin(workers)
+        admin = ParentAdmin(workers, admin_settings)
         workers.add_listener(admin)
         admin_address = await admin.start(listen.admin_host, listen.admin_port)
         try:

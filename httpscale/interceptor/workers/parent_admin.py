@@ -45,10 +45,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ParentAdminSettings:
-    """Every answer the parent gives is also a sample of the counters it sums; these bound
-    the samples' age when nobody asks. A worker that crashes loses what it counted after its
-    latest sample: at most `queue_sample_interval` of /queue RequestCount, at most
-    `scrape_sample_interval` of /metrics counters and /status requestCount."""
+    """Every answer the parent gives is also a sample of the counters it sums; the intervals
+    bound the samples' age when nobody asks (0: off). A worker that crashes loses what it
+    counted after its latest sample: with a scaler polling /queue (every 0.2 s), that poll's
+    age; else at most `queue_sample_interval` of /queue RequestCount; /metrics counters and
+    /status requestCount since the last scrape (or `scrape_sample_interval`, when set)."""
 
     #: Seconds one worker gets for its whole `/queue` answer (connect + body); below the
     #: scaler's poll timeout (1 s), so a slow worker costs a poll nothing.
@@ -56,19 +57,23 @@ class ParentAdminSettings:
     #: Seconds one worker gets for `/metrics`, `/status` or the /wake stream's head. Larger:
     #: with 10,000 routes a worker's /metrics is ~12 MB and takes it about a second to make.
     scrape_timeout: float = 10.0
-    #: Seconds between two samples of every worker's `/queue` (cheap: 0.5 MB at 10,000 routes).
+    #: Seconds without a /queue request after which the parent samples every worker's
+    #: `/queue` itself (0.5 MB at 10,000 routes); 0: never.
     queue_sample_interval: float = 1.0
-    #: Seconds between two samples of every worker's `/metrics` and `/status`: not often, as
-    #: each costs the worker CPU in proportion to its routes (~1 s at 10,000 routes).
-    scrape_sample_interval: float = 15.0
+    #: The same for `/metrics` and `/status`; 0 (the default): never, as each sample costs a
+    #: worker CPU in proportion to its routes, ~1 s at 10,000, in one piece on its event loop
+    #: (requests wait meanwhile); Prometheus' scrapes are the samples.
+    scrape_sample_interval: float = 0.0
     #: A dropped /wake stream of a live worker is reopened after 0.05 s, doubling to this.
     wake_backoff_max: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("queue_timeout", "scrape_timeout", "queue_sample_interval",
-                     "scrape_sample_interval", "wake_backoff_max"):
+        for name in ("queue_timeout", "scrape_timeout", "wake_backoff_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("queue_sample_interval", "scrape_sample_interval"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)!r}")
 
 
 @dataclass(eq=False)
@@ -117,11 +122,14 @@ class ParentAdmin:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        self._tasks.spawn(self._sample_every(self._settings.queue_sample_interval, ("/queue",),
-                                             self._sample_queue), "/queue sampling")
-        self._tasks.spawn(self._sample_every(self._settings.scrape_sample_interval,
-                                             ("/metrics", "/status"), self._sample_scrapes),
-                          "/metrics, /status sampling")
+        if self._settings.queue_sample_interval > 0:
+            self._tasks.spawn(self._sample_every(self._settings.queue_sample_interval,
+                                                 ("/queue",), self._sample_queue),
+                              "/queue sampling")
+        if self._settings.scrape_sample_interval > 0:
+            self._tasks.spawn(self._sample_every(self._settings.scrape_sample_interval,
+                                                 ("/metrics", "/status"), self._sample_scrapes),
+                              "/metrics, /status sampling")
         sockname = self._runner.addresses[0]
         return str(sockname[0]), int(sockname[1])
 
