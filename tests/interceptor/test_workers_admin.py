@@ -256,12 +256,16 @@ def test_status_keeps_configuration_and_shared_views_as_they_are() -> None:
             "http2UpstreamPools": {"10.0.0.2:80": {"connections": 1, "streams": in_flight}},
         }
 
-    body = sum_status({(0, 0): status(5.0, 1), (1, 0): status(7.5, 2)}, CounterBook())
+    late = status(7.5, 2)
+    late["cluster"] = {"routes": 1, "synced": True, "invalid": {"HTTPScaledObject a/bad": "x"}}
+    body = sum_status({(0, 0): status(5.0, 1), (1, 0): late}, CounterBook())
     route = body["routes"]["a/c"]
     assert route["canned"] == {"status": 503, "mode": "Always"}
     assert route["concurrency"] == 3
     assert route["fallbackEndpoints"]["10.0.0.2:80"] == {"inFlight": 3}
-    assert body["cluster"] == {"routes": 1, "synced": True}
+    # Worker 1 has seen an invalid object worker 0 has not yet: the view has it.
+    assert body["cluster"] == {"routes": 1, "synced": True,
+                               "invalid": {"HTTPScaledObject a/bad": "x"}}
     assert body["uptimeSeconds"] == 7.5
     assert body["http2UpstreamPools"]["10.0.0.2:80"] == {"connections": 2, "streams": 3}
     assert sum_status({}, CounterBook()) == {}

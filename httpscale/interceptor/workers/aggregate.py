@@ -324,7 +324,7 @@ def route_counts(status: Mapping[str, Any]) -> dict[str, float]:
 
 #: What in a worker's /status is its share of the work, so summed over the workers. Everything
 #: else is configuration or a view of shared state (a route's hosts, a canned status code, the
-#: cluster's routes), the same in every worker: the first worker's that has it is kept.
+#: cluster's routes), the same in every worker once they caught up: joined (`_view`).
 _SUMMED_TOP = ("connections", "http2Connections")
 _SUMMED_ROUTE = ("concurrency", "held", "requestCount")
 _ENDPOINT_TABLES = ("endpoints", "fallbackEndpoints")  # per route: endpoint -> {"inFlight": n}
@@ -350,8 +350,20 @@ def _union(tables: Sequence[Any], merge: Any) -> dict[str, Any]:
             for k in keys}
 
 
+def _view(values: Sequence[Any]) -> Any:
+    """The same view of shared state from several workers as one: objects joined key by key
+    (a worker that has caught up with the cluster knows a key the others do not yet, e.g. an
+    invalid object it just skipped), anything else from the first worker that has it."""
+    if values and all(isinstance(v, dict) for v in values):
+        keys: dict[str, None] = {}
+        for v in values:
+            keys.update(dict.fromkeys(v))
+        return {k: _view([v[k] for v in values if k in v]) for k in keys}
+    return values[0] if values else None
+
+
 def _first_then(values: Sequence[Mapping[str, Any]], summed: dict[str, Any]) -> dict[str, Any]:
-    return {**(values[0] if values else {}), **summed}
+    return {**(_view(list(values)) or {}), **summed}
 
 
 def _merge_route(values: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
