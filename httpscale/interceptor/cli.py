@@ -168,6 +168,8 @@ def _interceptor(settings: InterceptorSettings, worker: WorkerArgs | None) -> In
 
 
 def _run_parent(settings: InterceptorSettings, count: int, sampling: tuple[float, float]) -> None:
+    # Imported here, not above: a single process or a worker never runs the parent's modules
+    # (its supervisor and summing admin), so it does not load them.
     from httpscale.interceptor.workers.parent import run_parent
     from httpscale.interceptor.workers.parent_admin import ParentAdminSettings
     from httpscale.interceptor.workers.supervisor import WorkerStartError
