@@ -20,7 +20,7 @@ from httpscale.interceptor.api import QueueEntry, StatusProvider
 from httpscale.interceptor.proxy import Proxy
 from httpscale.routing.spec import RouteMatch
 
-__all__ = ["WAKE_PING_INTERVAL", "InterceptorAdmin", "MountedHandler"]
+__all__ = ["WAKE_PING_INTERVAL", "InterceptorAdmin", "MountedHandler", "WakeFeed"]
 
 WAKE_PING_INTERVAL = 5.0  # seconds between ping lines on an idle /wake stream
 _WAKE_BUFFER = 1024  # wake lines kept per slow subscriber before the oldest are dropped
@@ -40,19 +40,67 @@ def _match_json(match: RouteMatch) -> dict[str, object]:
     }
 
 
+class WakeFeed:
+    """The subscribers of a `/wake` stream: one NDJSON line per wake to each, a ping line when
+    idle for WAKE_PING_INTERVAL, the oldest lines dropped for a subscriber too slow to keep
+    up. An interceptor's admin publishes its own wakes; the parent of `--workers` its
+    workers'."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue[str | None]] = set()
+
+    def publish(self, route: str) -> None:
+        line = json.dumps({"event": "wake", "route": route}) + "\n"
+        for sub in self._subscribers:
+            if sub.full():
+                sub.get_nowait()
+            sub.put_nowait(line)
+
+    def close(self) -> None:
+        """End every stream (their handlers return)."""
+        for sub in self._subscribers:
+            sub.put_nowait(None)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """The `/wake` handler."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                           "Cache-Control": "no-store"})
+        try:
+            await resp.prepare(request)
+        except ConnectionError:  # the subscriber left before its head went out
+            return resp
+        sub: asyncio.Queue[str | None] = asyncio.Queue(_WAKE_BUFFER)
+        self._subscribers.add(sub)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(WAKE_PING_INTERVAL):
+                        line = await sub.get()
+                except TimeoutError:
+                    line = '{"event": "ping"}\n'
+                if line is None:
+                    break
+                await resp.write(line.encode())
+        except ConnectionError:  # (ConnectionResetError is one)
+            pass  # the subscriber left; nothing to clean but our queue
+        finally:
+            self._subscribers.discard(sub)
+        return resp
+
+
 class InterceptorAdmin:
     def __init__(self, proxy: Proxy, queue: Callable[[], dict[str, QueueEntry]]) -> None:
         self._proxy = proxy
         self._queue = queue
         self._started = time.time()
-        self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self.wake_feed = WakeFeed()
         self.status_providers: dict[str, StatusProvider] = {}
         self._mounts: dict[str, MountedHandler] = {}
         self.app = web.Application()
         self.app.add_routes(
             [
                 web.get("/queue", self._get_queue),
-                web.get("/wake", self._get_wake),
+                web.get("/wake", self.wake_feed.stream),
                 web.get("/livez", self._livez),
                 web.get("/readyz", self._readyz),
                 web.get("/metrics", self._metrics),
@@ -81,8 +129,7 @@ class InterceptorAdmin:
         await self._site.start()
 
     async def stop(self) -> None:
-        for sub in self._subscribers:
-            sub.put_nowait(None)  # ends every /wake stream so cleanup does not wait on them
+        self.wake_feed.close()  # ends every /wake stream so cleanup does not wait on them
         await self._runner.cleanup()
 
     def mount(self, prefix: str, handler: MountedHandler) -> None:
@@ -101,39 +148,10 @@ class InterceptorAdmin:
         raise web.HTTPNotFound()
 
     def wake(self, route: str) -> None:
-        line = json.dumps({"event": "wake", "route": route}) + "\n"
-        for sub in self._subscribers:
-            if sub.full():
-                sub.get_nowait()
-            sub.put_nowait(line)
+        self.wake_feed.publish(route)
 
     async def _get_queue(self, request: web.Request) -> web.Response:
         return web.json_response(self._queue())
-
-    async def _get_wake(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
-                                           "Cache-Control": "no-store"})
-        try:
-            await resp.prepare(request)
-        except ConnectionError:  # the subscriber left before its head went out
-            return resp
-        sub: asyncio.Queue[str | None] = asyncio.Queue(_WAKE_BUFFER)
-        self._subscribers.add(sub)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(WAKE_PING_INTERVAL):
-                        line = await sub.get()
-                except TimeoutError:
-                    line = '{"event": "ping"}\n'
-                if line is None:
-                    break
-                await resp.write(line.encode())
-        except (ConnectionResetError, ConnectionError):
-            pass  # the subscriber left; nothing to clean but our queue
-        finally:
-            self._subscribers.discard(sub)
-        return resp
 
     async def _livez(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

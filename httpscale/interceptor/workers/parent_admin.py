@@ -26,7 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 
-from httpscale.interceptor.admin import WAKE_PING_INTERVAL
+from httpscale.interceptor.admin import WAKE_PING_INTERVAL, WakeFeed
 from httpscale.interceptor.workers import aggregate
 from httpscale.interceptor.workers.aggregate import AnswerError, WorkerKey
 from httpscale.interceptor.workers.api import WorkerInfo, WorkerSet
@@ -37,7 +37,6 @@ __all__ = ["UNANSWERED_HEADER", "ParentAdmin", "ParentAdminSettings"]
 log = logging.getLogger("httpscale.interceptor.workers.admin")
 
 UNANSWERED_HEADER = "X-Httpscale-Workers-Unanswered"
-_WAKE_BUFFER = 1024  # wake lines kept per slow subscriber before the oldest are dropped
 _MAX_WAKE_LINE = 64 * 1024
 _PARSE_ON_LOOP = 256 * 1024  # bytes of an answer parsed on the event loop; more: in a thread
 T = TypeVar("T")
@@ -101,7 +100,7 @@ class ParentAdmin:
         self._queue = aggregate.QueueSum()
         self._metrics = aggregate.MetricsSum()
         self._status_counts: aggregate.CounterBook[str] = aggregate.CounterBook()
-        self._subscribers: set[asyncio.Queue[str | None]] = set()
+        self._wake_feed = WakeFeed()
         self._tasks = TaskSupervisor(log, owner="parent admin")
         self._sampled: dict[str, float] = {}  # path -> loop time of its latest sample
         self._started = time.time()
@@ -109,7 +108,7 @@ class ParentAdmin:
         app = web.Application()
         app.add_routes([
             web.get("/queue", self._get_queue),
-            web.get("/wake", self._get_wake),
+            web.get("/wake", self._wake_feed.stream),
             web.get("/livez", self._livez),
             web.get("/readyz", self._readyz),
             web.get("/metrics", self._get_metrics),
@@ -135,8 +134,7 @@ class ParentAdmin:
 
     async def stop(self) -> None:
         self._stopping = True
-        for sub in self._subscribers:
-            sub.put_nowait(None)  # ends every /wake stream so cleanup does not wait on them
+        self._wake_feed.close()  # ends every /wake stream so cleanup does not wait on them
         await self._tasks.close()
         for w in list(self._live.values()):
             await w.session.close()
@@ -325,35 +323,6 @@ class ParentAdmin:
 
     # -- /wake ---------------------------------------------------------------------------------
 
-    async def _get_wake(self, request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
-                                           "Cache-Control": "no-store"})
-        await resp.prepare(request)
-        sub: asyncio.Queue[str | None] = asyncio.Queue(_WAKE_BUFFER)
-        self._subscribers.add(sub)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(WAKE_PING_INTERVAL):
-                        line = await sub.get()
-                except TimeoutError:
-                    line = '{"event": "ping"}\n'
-                if line is None:
-                    break
-                await resp.write(line.encode())
-        except (ConnectionResetError, ConnectionError):
-            pass  # the subscriber left; nothing to clean but our queue
-        finally:
-            self._subscribers.discard(sub)
-        return resp
-
-    def _wake(self, route: str) -> None:
-        line = json.dumps({"event": "wake", "route": route}) + "\n"
-        for sub in self._subscribers:
-            if sub.full():
-                sub.get_nowait()
-            sub.put_nowait(line)
-
     async def _relay_wake(self, w: _Worker) -> None:
         backoff = 0.05
         # A worker pings every WAKE_PING_INTERVAL: three missed pings is a dead stream.
@@ -387,7 +356,7 @@ class ParentAdmin:
         if isinstance(event, dict) and event.get("event") == "wake":
             route = event.get("route")
             if isinstance(route, str):
-                self._wake(route)
+                self._wake_feed.publish(route)
 
 
 def _unanswered(unanswered: list[dict[str, Any]]) -> dict[str, str]:
