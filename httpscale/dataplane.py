@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent  # .../httpscale
 #: Compiled together, in one shared library: calls between them are native C calls.
 HOT_MODULES = (
+    "httpscale.interceptor.counters",
     "httpscale.interceptor.deadline",
     "httpscale.interceptor.downstream",
     "httpscale.interceptor.exchange",

@@ -9,6 +9,13 @@
 #   DURATION=10 CONNECTIONS=16 loadtests/instructions.sh
 #   KEEP=/tmp/prof loadtests/instructions.sh   # keep the callgrind dumps (for callgrind_annotate)
 #   ROUTES=10000 loadtests/instructions.sh      # each request to a random one of 10,000 routes
+#   CACHE=1 ROUTES=10000 loadtests/instructions.sh   # also data cache misses per request
+#
+# CACHE=1 simulates the caches (slower still) and adds the data reads and writes that missed
+# L1 (`d1_misses`) and that missed the last level (`ll_misses`) per request. The last level is
+# simulated as one core's private L2 (1 MiB, 8-way: the L2 of this machine's EPYC cores), not
+# the L3 the host shares with other tenants: a miss there is what costs a request time when
+# its working set spreads (10,000 routes' state), and it is as deterministic as the count.
 #
 # Needs valgrind, nginx (the backend), wrk and ss. Runs the interceptor under callgrind (about
 # 50x slower) and one wrk run of CONNECTIONS connections. The connections' set-up is counted
@@ -52,7 +59,10 @@ pids+=($!)
 # The harness quits when its stdin closes: fd 3 holds the fifo's write end until exit.
 mkfifo "$work/stdin"
 # Names written out in every dump, so that each dump reads on its own (callgrind_annotate).
-valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$work/callgrind.%p" \
+cache_opts=()
+[ -z "${CACHE:-}" ] || cache_opts=(--cache-sim=yes --LL=1048576,8,64)
+valgrind --tool=callgrind "${cache_opts[@]}" --compress-strings=no \
+  --callgrind-out-file="$work/callgrind.%p" \
   .venv/bin/python loadtests/harness.py --port "$proxy_port" --routes "$routes" \
   --upstream "127.0.0.1:$backend_port" <"$work/stdin" >"$work/harness.out" 2>"$work/harness.err" &
 pids+=($!)
@@ -75,15 +85,39 @@ at=0
 control() {  # control -z|-d; sets `at`: the backend's request count at that instant
   local before after
   before="$(answered)"
-  callgrind_control "$1" >/dev/null 2>&1
+  # (It exits 0 even when vgdb could not deliver the command: the window would then be
+  # wrong, so any error it prints stops the run rather than give a figure.)
+  if ! callgrind_control "$1" >"$work/control.out" 2>&1 || grep -qi error "$work/control.out"
+  then
+    echo "callgrind_control $1 failed:" >&2
+    cat "$work/control.out" >&2
+    exit 1
+  fi
   after="$(answered)"
   fuzz=$((fuzz + after - before))
   at=$(((before + after) / 2))
 }
-summary() {  # summary N: the instructions of dump N
-  awk '/^summary:/ {print $2}' "$(ls "$work"/callgrind.*."$1")"
+summary() {  # summary N [EVENT...]: the total of dump N's events (default: instructions)
+  local events="${*:2}"
+  awk -v want="${events:-Ir}" '
+    /^events:/ {for (i = 2; i <= NF; i++) col[$i] = i}
+    /^summary:/ {
+      n = split(want, w, " "); t = 0
+      for (j = 1; j <= n; j++) t += $(col[w[j]])
+      printf "%.0f\n", t  # (mawk prints large sums as 1.2e+10 otherwise)
+    }
+  ' "$(ls "$work"/callgrind.*."$1")"
 }
-setup_s=$((connections / 4 + 120))  # bound for opening the connections under callgrind
+# Set-up ends with twice as many requests answered as connections (each has been served, so
+# the upstream pool has grown to the load) and, with many routes, five per route (random
+# hosts: then more than 99 % of routes have been hit), so that what a route builds on its
+# first request (its counters, its Host memo entry, its slot's pool) is not counted as the
+# steady state.
+warm=$((2 * connections))
+[ "$routes" -eq 1 ] || warm=$((warm > 5 * routes ? warm : 5 * routes))
+# Bound for the set-up under callgrind (it answers some 1,000 requests a second on a quiet
+# machine; a few hundred beside other work).
+setup_s=$((connections / 4 + 120 + warm / 200))
 ulimit -n "$(ulimit -Hn)"
 hosts=(-H 'Host: app0.bench')
 [ "$routes" -eq 1 ] || hosts=(-s loadtests/nginx/many_hosts.lua)
@@ -93,11 +127,10 @@ wrk_pid=$!
 pids+=("$wrk_pid")
 control -z
 start=$at
-# Set-up: every connection open and taken by the proxy, and twice as many requests answered as
-# connections (each has been served, so the upstream pool has grown to the load).
+# Set-up: every connection open and taken by the proxy, and `warm` requests answered (above).
 deadline=$((SECONDS + setup_s))
 until [ "$(established)" -ge "$connections" ] && [ "$(unaccepted)" -eq 0 ] &&
-      [ $(($(answered) - start)) -ge $((2 * connections)) ]
+      [ $(($(answered) - start)) -ge "$warm" ]
 do
   [ "$SECONDS" -lt "$deadline" ] || {
     echo "set-up not done in ${setup_s}s: $(established) connections open," \
@@ -127,5 +160,12 @@ if [ -n "${KEEP:-}" ]; then
   mkdir -p "$KEEP"
   cp "$work"/callgrind.* "$KEEP"/  # .1: the set-up, .2: the steady state
 fi
+misses=""
+if [ -n "${CACHE:-}" ]; then
+  d1="$(summary 2 D1mr D1mw)"
+  ll="$(summary 2 DLmr DLmw)"
+  misses=" d1_misses=$(awk -v m="$d1" -v r="$requests" 'BEGIN {printf "%.1f", m / r}')"
+  misses+=" ll_misses=$(awk -v m="$ll" -v r="$requests" 'BEGIN {printf "%.1f", m / r}')"
+fi
 echo "build=$build connections=$connections routes=$routes requests=$requests fuzz=$fuzz" \
-     "instructions=$instructions per_request=$per_request setup_per_connection=$setup"
+     "instructions=$instructions per_request=$per_request setup_per_connection=$setup$misses"

@@ -504,7 +504,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if not self.pipeline:
             self.transport.write(http1.error_response(status, message, close=True))
-            self.proxy.metrics.request("", b"-", status, 0.0)
+            self.proxy.metrics.request(None, b"-", status, 0.0)
         elif len(self.pipeline) == 1 and not self.pipeline[0].response_started:
             # The running request's body was bad: it gets the 400 itself (and the close).
             self.pipeline[0].reject(status, message)

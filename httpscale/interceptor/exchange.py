@@ -918,21 +918,20 @@ class Exchange:
             self._finish_special()
         route = self.route
         if route is not None:
-            if route.waiters:
+            if route.held:
                 route.unhold(self)  # no-op unless still held (answered by a timeout, an error)
             slot = self.slot
             if slot is not None:
                 self.slot = None
-                draining = route.draining  # (hashing an Endpoint costs; usually none drain)
-                if route.waiters or (draining and slot.endpoint in draining) or slot.idle_event:
+                # Native fields only: the route's dicts stay untouched (and uncached).
+                if route.held or slot.draining or slot.idle_event is not None:
                     route.release(slot)
                 else:
                     slot.in_flight -= 1  # RouteState.release, inline for the common case
             route.concurrency -= 1  # RouteState.finish
-        self.proxy.metrics.request(
-            route.key if route is not None else "", self.method, self.status,
-            _monotonic() - self.started,
-        )
+            route.stats.add(self.method, self.status, _monotonic() - self.started)
+        else:
+            self.proxy.metrics.request(None, self.method, self.status, _monotonic() - self.started)
 
     def _finish_special(self) -> None:
         """`_finish` for what only some exchanges have: a request timer, a span, a bridge."""

@@ -59,7 +59,6 @@ class Proxy:
                 max_head=limits.max_response_head,
             )
         )
-        self.registry = RouteRegistry(self._wake, self.pools)
         self.connections: set[ClientConnection] = set()
         # HTTP/2 client connections (h2.server.H2ServerConnection): idle, close, abort and
         # start_drain; kept apart so that the HTTP/1.1 set stays typed for the compiled path.
@@ -68,6 +67,7 @@ class Proxy:
             lambda: list(self.registry.states.values()),
             lambda: len(self.connections) + len(self.h2_connections),
         )
+        self.registry = RouteRegistry(self._wake, self.pools, self.metrics.route_stats)
         self.h2_protocol_factory: Callable[[], asyncio.Protocol] | None = None
         self.h2_upstreams: Any = None
         self.h2_http1: Any = None

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from httpscale.interceptor.counters import RouteRequests
 from httpscale.interceptor.http1 import Headers
 from httpscale.interceptor.routes import RouteState
 from httpscale.interceptor.settings import Tls
@@ -34,9 +35,13 @@ _NO_HEADERS: Final[dict[str, str]] = {}
 
 
 class RouteRegistry:
-    def __init__(self, on_wake: Callable[[str], None], pools: Pools) -> None:
+    def __init__(self, on_wake: Callable[[str], None], pools: Pools,
+                 stats_for: Callable[[str], RouteRequests] | None = None) -> None:
+        """`stats_for(key)`: the counters a new state of route `key` counts on (a route that
+        goes and comes back must continue its counts); by default, new ones."""
         self._on_wake = on_wake
         self._pools = pools
+        self._stats_for = stats_for
         self.states: dict[str, RouteState] = {}
         self.table: RouteTable[RouteState] = RouteTable.build(())
         self.loaded = False  # set by the first set_routes: /readyz waits for it
@@ -58,7 +63,8 @@ class RouteRegistry:
                 continue
             state = self.states.get(spec.key)
             if state is None:
-                state = RouteState(spec, self._on_wake)
+                stats = self._stats_for(spec.key) if self._stats_for is not None else None
+                state = RouteState(spec, self._on_wake, stats)
                 pending = self._pending.pop(spec.key, None)
                 if pending is not None and spec.static_endpoints is None:
                     state.set_endpoints(pending)

@@ -14,6 +14,11 @@ Rules kept here, so that every path through the proxy obeys them:
   `fallback`.
 - A slot's cached pool is dropped when its endpoint leaves the route: the pool may then be
   retired (`upstream.Pools`), and a slot that comes back looks its pool up again.
+
+What a request reads here is kept few objects deep (a single endpoint in `_only`, the held
+count and a slot's `draining` as native fields, the counters in `stats`): behind an Ingress
+with thousands of hosts, each route's state is cold in the CPU's caches when its request comes,
+and every further object reached is one more cache miss (counters.py says more).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Final, Protocol
 
+from httpscale.interceptor.counters import RouteRequests
 from httpscale.routing.spec import CannedResponse, Endpoint, RouteSpec
 
 if TYPE_CHECKING:
@@ -37,15 +43,18 @@ _DISPATCH_BATCH: Final = 64  # held requests handed an endpoint per loop turn
 class EndpointSlot:
     """One endpoint as seen by one route: its in-flight count and when it became ready."""
 
-    __slots__ = ("endpoint", "idle_event", "in_flight", "pool", "ready_since", "static")
+    __slots__ = ("draining", "endpoint", "idle_event", "in_flight", "pool", "ready_since", "static")
 
     def __init__(self, endpoint: Endpoint, *, static: bool) -> None:
-        self.endpoint = endpoint
+        # The fields a request reads first: compiled, they are laid out in this order, so
+        # these share the object's first cache line (see the module's docstring).
         self.in_flight = 0
-        self.ready_since = time.monotonic()
-        self.static = static
+        self.draining = False  # in its route's `draining`: its last release must be seen
         self.idle_event: asyncio.Event | None = None  # made only when someone waits
         self.pool: EndpointPool | None = None  # the connection pool, cached by the proxy
+        self.endpoint = endpoint
+        self.ready_since = time.monotonic()
+        self.static = static
 
 
 class Waiter(Protocol):
@@ -61,6 +70,7 @@ class RouteState:
         "_choices",
         "_dispatch_pending",
         "_on_wake",
+        "_only",
         "_static_fallback",
         "canned",
         "cap",
@@ -68,6 +78,7 @@ class RouteState:
         "draining",
         "endpoints",
         "fallbacks",
+        "held",
         "http2",
         "key",
         "request_count",
@@ -75,10 +86,23 @@ class RouteState:
         "response_header_timeout",
         "spec",
         "special",
+        "stats",
         "waiters",
     )
 
-    def __init__(self, spec: RouteSpec, on_wake: Callable[[str], None]) -> None:
+    def __init__(self, spec: RouteSpec, on_wake: Callable[[str], None],
+                 stats: RouteRequests | None = None) -> None:
+        # The fields a request reads come first: compiled, they are laid out in the order
+        # first assigned here, so these share the object's first cache lines (see above).
+        self.concurrency = 0
+        self.request_count = 0
+        self.held = 0  # len(waiters), as a native field
+        self.special = False  # (set by use_spec below, as is cap)
+        self.cap: int | None = None
+        self.response_header_timeout: float | None = None
+        self._only: EndpointSlot | None = None  # the endpoint when there is exactly one
+        # Its request counts (metrics.py reads them): given, so that they outlive the state.
+        self.stats = stats if stats is not None else RouteRequests()
         self.key = spec.key
         self._static_fallback: EndpointSlot | None = None
         self.endpoints: dict[Endpoint, EndpointSlot] = {}
@@ -86,8 +110,6 @@ class RouteState:
         self.fallbacks: dict[Endpoint, EndpointSlot] = {}  # live fallback endpoints
         self.http2 = False
         self.use_spec(spec)
-        self.concurrency = 0
-        self.request_count = 0
         self.waiters: dict[Waiter, None] = {}  # insertion-ordered set: FIFO with O(1) removal
         self._choices: list[EndpointSlot] = []
         self._dispatch_pending = False
@@ -134,6 +156,7 @@ class RouteState:
                 slot.pool = None
                 if slot.in_flight:
                     self.draining[ep] = slot
+                    slot.draining = True
                 elif slot.idle_event is not None:
                     slot.idle_event.set()
         for ep in new:
@@ -141,9 +164,11 @@ class RouteState:
                 # An endpoint that comes back while still draining keeps its in-flight count.
                 back = self.draining.pop(ep, None)
                 slot = back if back is not None else EndpointSlot(ep, static=static)
+                slot.draining = False
                 slot.ready_since = time.monotonic()
                 self.endpoints[ep] = slot
         self._choices = list(self.endpoints.values())
+        self._only = self._choices[0] if len(self._choices) == 1 else None
         self._dispatch()
 
     def set_fallback_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
@@ -204,10 +229,6 @@ class RouteState:
     # -- admission and holding -------------------------------------------------------------
 
     @property
-    def held(self) -> int:
-        return len(self.waiters)
-
-    @property
     def at_zero(self) -> bool:
         return not self.endpoints
 
@@ -231,23 +252,27 @@ class RouteState:
 
     def try_acquire(self) -> EndpointSlot | None:
         """An endpoint slot for a new request, counted as in flight; None: hold or refuse."""
-        if self.waiters:  # FIFO: nobody overtakes a held request
+        if self.held:  # FIFO: nobody overtakes a held request
             return None
         return self._pick()
 
     def hold(self, waiter: Waiter) -> bool:
         """Queue a request; False when the hold queue is full (the caller answers 503)."""
-        if len(self.waiters) >= self.spec.max_pending_requests:
+        if self.held >= self.spec.max_pending_requests:
             return False
-        first = not self.waiters
+        first = not self.held
         self.waiters[waiter] = None
+        self.held += 1
         if first and not self.endpoints and self.canned is None:  # static routes never wake
             self._on_wake(self.key)
         return True
 
     def unhold(self, waiter: Waiter) -> bool:
         """Drop a held request (client gone, or its timeout fired). True if it was held."""
-        return self.waiters.pop(waiter, 0) is None
+        if not self.held or self.waiters.pop(waiter, 0) is not None:
+            return False
+        self.held -= 1
+        return True
 
     def release(self, slot: EndpointSlot) -> None:
         slot.in_flight -= 1
@@ -255,9 +280,10 @@ class RouteState:
             # By identity: a fallback slot may have the address of a draining endpoint.
             if self.draining.get(slot.endpoint) is slot:
                 del self.draining[slot.endpoint]
+                slot.draining = False
             if slot.idle_event is not None:
                 slot.idle_event.set()
-        if self.waiters:
+        if self.held:
             self._dispatch()
 
     def _dispatch(self) -> None:
@@ -266,27 +292,29 @@ class RouteState:
         # were handed out. The rest follow on the next turns, still in FIFO order.
         self._dispatch_pending = False
         for _ in range(_DISPATCH_BATCH):
-            if not self.waiters:
+            if not self.held:
                 return
             slot = self._pick()
             if slot is None:
                 return
             waiter = next(iter(self.waiters))
             del self.waiters[waiter]
+            self.held -= 1
             waiter.assign(slot)
-        if self.waiters and not self._dispatch_pending:
+        if self.held and not self._dispatch_pending:
             self._dispatch_pending = True
             asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _pick(self) -> EndpointSlot | None:
-        choices = self._choices
-        n = len(choices)
         cap = self.cap
-        if n == 0:
-            return None
-        if n == 1:
-            slot = choices[0]
+        only = self._only
+        if only is not None:  # (one endpoint: the list and its array are not read)
+            slot = only
         else:
+            choices = self._choices
+            n = len(choices)
+            if n == 0:
+                return None
             # Two *distinct* random endpoints (with two endpoints: always both), the one with
             # fewer requests outstanding wins: a fresh or fast replica draws the traffic.
             i = random.randrange(n)
@@ -297,7 +325,7 @@ class RouteState:
             slot = a if a.in_flight <= b.in_flight else b
         if cap is not None and slot.in_flight >= cap:
             # The two random picks were full; fall back to the least loaded of all (rare path).
-            slot = min(choices, key=_in_flight)
+            slot = min(self._choices, key=_in_flight)
             if slot.in_flight >= cap:
                 return None
         slot.in_flight += 1

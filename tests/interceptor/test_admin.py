@@ -127,6 +127,36 @@ async def test_metrics_families(backends, make_interceptor):
     assert len(kinds - {None}) >= 2, f"refused and timeout are different kinds: {kinds}"
 
 
+async def test_route_counts_outlive_the_route_and_idle_routes_show_none(backends,
+                                                                       make_interceptor):
+    """A route's counters live with its state on the request path; they must survive the route
+    going and coming back (Prometheus counters never reset), and a route that has answered
+    nothing has no series (10,000 idle routes must not fill /metrics)."""
+    backend = await backends()
+    app = app_route(backend.endpoint)
+    idle = app_route(backend.endpoint, key="default/idle", hosts=("idle.test",))
+    ic = await make_interceptor(routes=[app, idle])
+    assert (await get(ic.proxy_address, "/")).status == 200
+    ic.set_routes([idle])  # default/app goes, with its state
+    assert (await get(ic.proxy_address, "/")).status == 404
+    ic.set_routes([app, idle])
+    assert (await get(ic.proxy_address, "/")).status == 200
+    assert (await get(ic.proxy_address, "/", method="HEAD")).status == 200
+
+    s = _samples((await admin_get(ic.admin_address, "/metrics")).text)
+
+    def series(name: str, route: str) -> dict[tuple[str, str], float]:
+        return {(x.labels.get("method", ""), x.labels.get("status", "")): x.value
+                for x in s.get(name, []) if x.labels.get("route") == route}
+
+    assert series("httpscale_requests_total", "default/app") == {("GET", "200"): 2,
+                                                                 ("HEAD", "200"): 1}
+    assert series("httpscale_request_duration_seconds_count", "default/app") == {("", ""): 3}
+    assert series("httpscale_requests_total", "") == {("GET", "404"): 1}
+    assert not series("httpscale_requests_total", "default/idle")
+    assert not series("httpscale_request_duration_seconds_count", "default/idle")
+
+
 async def test_status_is_json(backends, make_interceptor):
     b = await backends()
     ic = await make_interceptor(routes=[app_route(b.endpoint)])

@@ -491,7 +491,7 @@ class H2Stream(StreamRelay):
                 route.release(slot)
             route.concurrency -= 1
         self.proxy.metrics.request(
-            route.key if route is not None else "", self.method, self.status,
+            route.stats if route is not None else None, self.method, self.status,
             _monotonic() - self.started,
         )
         if self.span is not None:
